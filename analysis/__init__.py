@@ -1,0 +1,1 @@
+"""Probing what each cortical area of a pathway learned."""

@@ -1,0 +1,49 @@
+"""MT: motion from frame differences (BIMM section 3.2, following MotionMAE).
+
+"The motion information is derived by calculating the L1 difference between pixel values of
+two temporally adjacent frames." For a clip ``f_0 .. f_{T-1}`` the motion frame at ``t`` is
+``|f_{t+1} - f_t|``; the last frame, which has no successor, repeats the last difference
+(``|f_{T-1} - f_{T-2}|``). Motion frames are tubed exactly like the pixels, so a token's
+target is the motion over the same 2x16x16 tube, standardised per token.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+import torch
+from torch import Tensor
+
+from areas._common import normalize_tokens
+from visualpath import Area, DecoderSpec, Layout, TargetInput
+from visualpath._validate import positive
+
+
+@attrs.frozen(kw_only=True)
+class MTMotion(Area):
+    """Absolute differences of adjacent frames; video streams only.
+
+    Attributes:
+        normalize: standardise each token's motion values; False predicts the raw
+            differences in [0, 1].
+    """
+
+    modalities: ClassVar[tuple[str, ...]] = ("video",)
+
+    name: str = "MT"
+    blocks: int = attrs.field(default=8, validator=positive)
+    decoder: DecoderSpec = attrs.field(factory=lambda: DecoderSpec(width=384, depth=4, heads=6))
+    normalize: bool = True
+
+    def target_dim(self, layout: Layout) -> int:
+        return layout.pixels_per_token * layout.channels
+
+    def target(self, inp: TargetInput) -> Tensor:
+        x = inp.pixels  # (B, C, T, H, W)
+        if x.shape[2] < 2:
+            raise ValueError(f"MTMotion needs clips of two or more frames, got {x.shape[2]}")
+        diff = (x[:, :, 1:] - x[:, :, :-1]).abs()  # (B, C, T-1, H, W)
+        motion = torch.cat([diff, diff[:, :, -1:]], dim=2)  # (B, C, T, H, W)
+        tokens = inp.layout.patchify(motion)
+        return normalize_tokens(tokens) if self.normalize else tokens

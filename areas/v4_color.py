@@ -1,0 +1,46 @@
+"""V4: colour and shape from RGB pixels (BIMM section 3.2, "V4 ... RGB pixels").
+
+Images use MAE's normalised-pixel target (each 16x16x3 patch standardised as a whole);
+clips use VideoMAE's target (each 2x16x16 tube standardised per colour channel).
+"""
+
+from __future__ import annotations
+
+import attrs
+from torch import Tensor
+
+from areas._common import normalize_tokens
+from visualpath import Area, DecoderSpec, Layout, TargetInput
+from visualpath._validate import positive
+
+
+@attrs.frozen(kw_only=True)
+class V4Color(Area):
+    """RGB pixels of masked patches.
+
+    Attributes:
+        normalize: standardise each patch (MAE norm-pix / VideoMAE per-channel); False
+            predicts raw pixels in [0, 1].
+    """
+
+    name: str = "V4"
+    blocks: int = attrs.field(default=8, validator=positive)
+    decoder: DecoderSpec = attrs.field(factory=lambda: DecoderSpec(width=384, depth=4, heads=6))
+    normalize: bool = True
+
+    def target_dim(self, layout: Layout) -> int:
+        return layout.pixels_per_token * layout.channels
+
+    def target(self, inp: TargetInput) -> Tensor:
+        x = inp.layout.patchify(inp.pixels)  # (B, N, P) with P ordered (tube, ph, pw, C)
+        if not self.normalize:
+            return x
+        if not inp.layout.is_video:
+            return normalize_tokens(x)
+        B, N, P = x.shape
+        C = inp.layout.channels
+        x = x.view(B, N, P // C, C)
+        # VideoMAE: (x - mean) / (std + 1e-6) over the tube's pixels, per channel.
+        mean = x.mean(dim=-2, keepdim=True)
+        std = x.var(dim=-2, keepdim=True).sqrt()
+        return ((x - mean) / (std + 1e-6)).view(B, N, P)

@@ -1,0 +1,1 @@
+"""Runnable experiments reproducing the BIMM paper: ``python -m recipes.NAME``."""

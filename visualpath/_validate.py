@@ -1,0 +1,54 @@
+"""attrs validators that raise ``ValueError`` naming the field and the expected form."""
+
+from __future__ import annotations
+
+import numbers
+
+
+def positive(instance, attribute, value) -> None:
+    """An integer > 0 (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be a positive integer, got {value!r}"
+        )
+
+
+def non_negative(instance, attribute, value) -> None:
+    """An integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be an integer >= 0, got {value!r}"
+        )
+
+
+def positive_float(instance, attribute, value) -> None:
+    """A real number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be a number > 0, got {value!r}"
+        )
+
+
+def non_negative_float(instance, attribute, value) -> None:
+    """A real number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be a number >= 0, got {value!r}"
+        )
+
+
+def open_unit_interval(instance, attribute, value) -> None:
+    """A real number in (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be in the open interval (0, 1), "
+            f"got {value!r}"
+        )
+
+
+def unit_interval_closed_open(instance, attribute, value) -> None:
+    """A real number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be in [0, 1), got {value!r}"
+        )

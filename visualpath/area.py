@@ -1,0 +1,198 @@
+"""The idea of a cortical area: an encoder stage plus a readout (decoder, target, loss weight).
+
+BIMM (section 3.1) splits each branch's ViT into intermediate blocks and attaches a light
+decoder to each, predicting a "progressive" target at the masked positions (section 3.2).
+This module defines only the protocol; the paper's areas (V1 Gabor, V2 contour, V4 colour,
+MT motion) live in the ``areas`` package, and a user's own area is written the same way::
+
+    @attrs.frozen(kw_only=True)
+    class V3Edges(Area):
+        name: str = "V3"
+
+        def target_dim(self, layout):
+            return layout.pixels_per_token
+
+        def target(self, inp):
+            return inp.layout.patchify(my_edge_map(inp.pixels))   # (B, N, P)
+
+The core never imports a particular area.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from visualpath._validate import non_negative, non_negative_float, positive, positive_float
+from visualpath.tokens import MODALITIES, Layout, position_table
+from visualpath.vit import Block
+
+__all__ = ["Area", "DecoderSpec", "Stage", "TargetInput", "Decoder"]
+
+
+@attrs.frozen(kw_only=True)
+class DecoderSpec:
+    """A light decoder: transformer blocks of its own width, then a linear head.
+
+    Attributes:
+        width: decoder token width (VideoMAE-B uses 384).
+        depth: decoder blocks; 0 gives a head on mask tokens + positions only.
+        heads: attention heads per decoder block.
+        mlp_ratio: MLP hidden width as a multiple of ``width``.
+    """
+
+    width: int = attrs.field(default=384, validator=positive)
+    depth: int = attrs.field(default=4, validator=non_negative)
+    heads: int = attrs.field(default=6, validator=positive)
+    mlp_ratio: float = attrs.field(default=4.0, validator=positive_float)
+
+    def __attrs_post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ValueError(
+                f"DecoderSpec.width ({self.width}) must be divisible by heads ({self.heads})"
+            )
+
+
+@dataclass(frozen=True)
+class TargetInput:
+    """What an area's target sees for one stream, on the device.
+
+    Attributes:
+        pixels: ``(B, C, H, W)`` or ``(B, C, T, H, W)`` float32 in [0, 1], not normalised.
+        layout: the stream's token layout (modality, patch, tube).
+        contour: ``(B, 1, [T,] H, W)`` float32 in [0, 1] from the batch's contour cache, or
+            None when the batch carries none.
+        batch: the raw batch, for user areas that read other keys.
+    """
+
+    pixels: Tensor
+    layout: Layout
+    contour: Tensor | None
+    batch: Mapping[str, Tensor]
+
+
+def _area_name(instance, attribute, value) -> None:
+    if not isinstance(value, str) or not value or "." in value or "/" in value:
+        raise ValueError(
+            f"{type(instance).__name__}.name must be a non-empty string without '.' or '/', "
+            f"got {value!r}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Area(abc.ABC):
+    """An encoder stage of ``blocks`` transformer blocks with a readout.
+
+    Attributes:
+        name: the area's name in outputs, checkpoints and ``share`` declarations.
+        blocks: number of encoder blocks in this area's stage (> 0).
+        decoder: the readout decoder's shape.
+        weight: loss weight; 0 makes the area a plain stage (no decoder, no target).
+
+    Subclasses set ``modalities`` when they need one (MT needs video) and implement
+    :meth:`target_dim` and :meth:`target`. Targets run without grad, in float32.
+    """
+
+    modalities: ClassVar[tuple[str, ...]] = MODALITIES
+
+    name: str = attrs.field(validator=_area_name)
+    blocks: int = attrs.field(validator=positive)
+    decoder: DecoderSpec = attrs.field(factory=DecoderSpec)
+    weight: float = attrs.field(default=1.0, validator=non_negative_float)
+
+    @property
+    def has_readout(self) -> bool:
+        return self.weight > 0
+
+    @abc.abstractmethod
+    def target_dim(self, layout: Layout) -> int:
+        """Values ``P`` the target holds per token for this layout."""
+
+    @abc.abstractmethod
+    def target(self, inp: TargetInput) -> Tensor:
+        """The prediction target for every token, ``(B, N, P)`` float32."""
+
+    def source(self, inp: TargetInput) -> str:
+        """Where the target came from, reported in the pathway output (e.g. a cache)."""
+        return "pixels"
+
+
+@attrs.frozen(kw_only=True)
+class Stage(Area):
+    """An encoder stage with no readout (e.g. the blocks after the last target)."""
+
+    name: str = attrs.field(default="stage", validator=_area_name)
+    weight: float = attrs.field(default=0.0)
+
+    def __attrs_post_init__(self) -> None:
+        if self.weight != 0:
+            raise ValueError(f"Stage has no target, so its weight must be 0, got {self.weight}")
+
+    def target_dim(self, layout: Layout) -> int:
+        return 0
+
+    def target(self, inp: TargetInput) -> Tensor:
+        raise TypeError(f"Stage {self.name!r} has no target")
+
+
+class Decoder(nn.Module):
+    """VideoMAE-style decoder: visible tokens + mask tokens -> blocks -> head on masked.
+
+    Args:
+        in_width: encoder width ``D`` of the tokens it reads.
+        spec: decoder shape.
+        out_dim: target values ``P`` per token.
+        pos_embed: ``"grid"`` or ``"flat"`` sin-cos table, as the stream uses.
+        norm_eps: LayerNorm epsilon.
+    """
+
+    def __init__(
+        self, in_width: int, spec: DecoderSpec, out_dim: int, pos_embed: str, norm_eps: float = 1e-6
+    ) -> None:
+        super().__init__()
+        self.pos_embed = pos_embed
+        self.norm_in = nn.LayerNorm(in_width, eps=norm_eps)
+        self.embed = nn.Linear(in_width, spec.width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, spec.width))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.blocks = nn.ModuleList(
+            Block(spec.width, spec.heads, spec.mlp_ratio, norm_eps=norm_eps) for _ in range(spec.depth)
+        )
+        self.norm = nn.LayerNorm(spec.width, eps=norm_eps)
+        self.head = nn.Linear(spec.width, out_dim)
+        self._pos_cache: dict = {}
+
+    def positions(self, grid: tuple[int, ...], like: Tensor) -> Tensor:
+        key = (grid, like.device)
+        if key not in self._pos_cache:
+            self._pos_cache[key] = position_table(self.pos_embed, grid, self.embed.out_features).to(
+                like.device
+            )
+        return self._pos_cache[key]
+
+    def forward(self, x: Tensor, keep: Tensor, masked: Tensor, grid: tuple[int, ...]) -> Tensor:
+        """Predict masked tokens.
+
+        Args:
+            x: ``(B, N_visible, D)`` encoder tokens after this area's stage.
+            keep: ``(B, N_visible)`` indices of those tokens in the full grid.
+            masked: ``(B, N_masked)`` indices of the tokens to predict.
+            grid: token grid, for the position table.
+
+        Returns:
+            ``(B, N_masked, P)`` predictions, in the order of ``masked``.
+        """
+        pos = self.positions(grid, x)  # (N, W)
+        x = self.embed(self.norm_in(x)) + pos[keep]
+        queries = self.mask_token.to(x.dtype) + pos[masked]  # (B, N_masked, W)
+        x = torch.cat([x, queries], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x[:, -masked.shape[1]:]))
+

@@ -1,0 +1,618 @@
+"""Streams, the pathway graph, declared weight sharing and the built model.
+
+BIMM (sections 3.1 and 3.3) trains a ventral branch on images (MAE) and a dorsal branch on
+videos (VideoMAE); each branch's ViT is cut into intermediate blocks with a decoder each,
+the two branches share the weights of their first two intermediate blocks, and the joint
+objective is ``L = L_V + lambda * L_D`` (Eq. 4). Here a branch is a :class:`Stream`, an
+intermediate block is an :class:`~visualpath.area.Area`'s stage, and sharing is declared on
+the :class:`Pathway`::
+
+    pathway = Pathway(encoder=vit_base(), streams=[ventral, dorsal], share=["V1", "V2"])
+    model = pathway.build()
+    out = model(batch)            # PathwayOutput: loss, per-stream and per-area losses, ...
+
+Shared stages are one ``nn.ModuleList`` owned by the first stream that declares the area;
+the other streams borrow it by reference, so the parameters are the same objects and a
+``state_dict()`` stores them once, under the owner (``streams.ventral.stages.V1.*``). A
+checkpoint of a ventral-only pathway therefore loads straight into a joint one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from visualpath._validate import non_negative_float
+from visualpath.area import Area, Decoder, TargetInput
+from visualpath.masking import Mask, RandomMask, TubeMask
+from visualpath.tokens import MODALITIES, Layout, PatchEmbed, position_table
+from visualpath.vit import ViTSpec, init_embedding, init_weights
+
+__all__ = [
+    "Stream",
+    "Pathway",
+    "PathwayModel",
+    "PathwayOutput",
+    "StreamOutput",
+    "inherit_stream",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SHARE_MODES = ("none", "partial", "all")
+
+
+def _stream_name(instance, attribute, value) -> None:
+    if not isinstance(value, str) or not value.isidentifier():
+        raise ValueError(f"Stream.name must be a Python identifier, got {value!r}")
+
+
+def _modality(instance, attribute, value) -> None:
+    if value not in MODALITIES:
+        raise ValueError(f"Stream.modality must be one of {MODALITIES}, got {value!r}")
+
+
+@attrs.frozen
+class Stream:
+    """One branch: a modality, its masking rule and an ordered list of areas.
+
+    Attributes:
+        name: stream name (``"ventral"``, ``"dorsal"``).
+        modality: ``"image"`` or ``"video"``.
+        areas: areas in encoder order; their ``blocks`` sum to the encoder depth.
+        mask: masking rule; defaults to ``RandomMask(0.75)`` for images and
+            ``TubeMask(0.9)`` for videos (the paper's settings).
+        weight: this stream's loss weight (``lambda`` of Eq. 4 for the dorsal stream).
+        pos_embed: fixed sin-cos table, ``"grid"`` (MAE's 2-D / separable space-time) or
+            ``"flat"`` (VideoMAE's 1-D table over the token index). Defaults to ``"grid"``
+            for images and ``"flat"`` for videos, each branch's reference convention.
+
+    Batch keys read: an image stream reads ``batch["image"]`` ``(B, C, H, W)`` and its
+    contour cache ``batch["image_contour"]`` ``(B, H, W)``; when the batch has no image it
+    takes one random frame per clip from ``batch["video"]`` (and ``batch["contour"]``),
+    as in the paper's joint training (Algorithm 1, line 9). A video stream reads
+    ``batch["video"]`` ``(B, C, T, H, W)`` and ``batch["contour"]`` ``(B, T, H, W)``.
+    Pixels are uint8 in [0, 255] or floating point in [0, 1].
+    """
+
+    name: str = attrs.field(validator=_stream_name)
+    modality: str = attrs.field(validator=_modality)
+    areas: tuple[Area, ...] = attrs.field(converter=tuple)
+    mask: RandomMask | TubeMask | None = attrs.field(default=None, kw_only=True)
+    weight: float = attrs.field(default=1.0, kw_only=True, validator=non_negative_float)
+    pos_embed: str | None = attrs.field(default=None, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.areas:
+            raise ValueError(f"stream {self.name!r} needs at least one area")
+        names = [a.name for a in self.areas]
+        for area in self.areas:
+            if not isinstance(area, Area):
+                raise ValueError(
+                    f"stream {self.name!r}: areas must be Area objects, got {type(area).__name__}"
+                )
+            if names.count(area.name) > 1:
+                raise ValueError(f"stream {self.name!r} lists area {area.name!r} twice")
+            if self.modality not in area.modalities:
+                raise ValueError(
+                    f"area {area.name!r} ({type(area).__name__}) needs modality "
+                    f"{' or '.join(area.modalities)}, but stream {self.name!r} is {self.modality!r}"
+                )
+        if self.mask is None:
+            default = RandomMask(0.75) if self.modality == "image" else TubeMask(0.9)
+            object.__setattr__(self, "mask", default)
+        if not isinstance(self.mask, (RandomMask, TubeMask)):
+            raise ValueError(
+                f"stream {self.name!r}: mask must be RandomMask(ratio) or TubeMask(ratio), "
+                f"got {self.mask!r}"
+            )
+        if isinstance(self.mask, TubeMask) and self.modality != "video":
+            raise ValueError(f"stream {self.name!r}: TubeMask needs a video stream")
+        if self.pos_embed is None:
+            object.__setattr__(self, "pos_embed", "grid" if self.modality == "image" else "flat")
+        if self.pos_embed not in ("grid", "flat"):
+            raise ValueError(
+                f"stream {self.name!r}: pos_embed must be 'grid' or 'flat', got {self.pos_embed!r}"
+            )
+
+    @property
+    def depth(self) -> int:
+        return sum(a.blocks for a in self.areas)
+
+    def area(self, name: str) -> Area:
+        for a in self.areas:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def block_span(self, name: str) -> range:
+        """0-based encoder block indices of the named area's stage."""
+        start = 0
+        for a in self.areas:
+            if a.name == name:
+                return range(start, start + a.blocks)
+            start += a.blocks
+        raise KeyError(name)
+
+
+Member = tuple[str, str]  # (stream name, area name)
+
+
+@attrs.frozen
+class Pathway:
+    """Streams over one encoder shape, with declared sharing of encoder stages.
+
+    Attributes:
+        encoder: the ViT shape every stream uses (``vit_base()`` etc.).
+        streams: the streams, in order; the first stream owns shared stages.
+        share: which stages are one set of weights across streams:
+            ``"none"``; ``"partial"`` (every area name that appears in two or more
+            streams -- V1 and V2 in the paper); ``"all"`` (stage *i* of every stream, which
+            needs identical block spans; Table 7e "All Sharing"); or a list whose entries
+            are an area name (``"V1"``) or a tuple of area names shared across streams
+            (``("V4", "MT")``).
+    """
+
+    encoder: ViTSpec = attrs.field(kw_only=True)
+    streams: tuple[Stream, ...] = attrs.field(converter=tuple, kw_only=True)
+    share: str | tuple = attrs.field(default="none", kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.encoder, ViTSpec):
+            raise ValueError(
+                f"Pathway.encoder must be a ViTSpec (vit_base() etc.), got {type(self.encoder).__name__}"
+            )
+        if not self.streams:
+            raise ValueError("Pathway needs at least one stream")
+        names = [s.name for s in self.streams]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stream names must be unique, got {names}")
+        for s in self.streams:
+            if not isinstance(s, Stream):
+                raise ValueError(f"Pathway.streams must hold Stream objects, got {type(s).__name__}")
+            if s.depth != self.encoder.depth:
+                spans = " + ".join(f"{a.name}:{a.blocks}" for a in s.areas)
+                raise ValueError(
+                    f"stream {s.name!r}: area blocks ({spans} = {s.depth}) must sum to the "
+                    f"encoder depth {self.encoder.depth}; change the blocks or the encoder "
+                    f"(e.g. vit_base(depth={s.depth}))"
+                )
+        if not isinstance(self.share, str):
+            object.__setattr__(self, "share", tuple(
+                tuple(e) if isinstance(e, (list, tuple)) else e for e in self.share
+            ))
+        self.groups()  # validates the declaration
+
+    def groups(self) -> list[list[Member]]:
+        """Resolve ``share`` into groups of (stream, area) stages that are one module."""
+        if isinstance(self.share, str):
+            if self.share not in SHARE_MODES:
+                raise ValueError(
+                    f"Pathway.share must be one of {SHARE_MODES} or a list of area names, "
+                    f"got {self.share!r}"
+                )
+            if self.share == "none":
+                return []
+            if self.share == "all":
+                return self._share_all()
+            common = [n for n in self._area_names() if len(self._members((n,))) > 1]
+            if not common:
+                raise ValueError("share='partial' found no area name present in two or more streams")
+            return [self._members((n,)) for n in common]
+        known = self._area_names()
+        groups, seen = [], set()
+        for entry in self.share:
+            names = entry if isinstance(entry, tuple) else (entry,)
+            for n in names:
+                if n not in known:
+                    raise ValueError(
+                        f"unknown area {n!r} in share; expected names from {known}, "
+                        f"'none', 'partial' or 'all'"
+                    )
+            members = self._members(names)
+            streams = [s for s, _ in members]
+            if len(set(streams)) != len(streams):
+                raise ValueError(f"share entry {entry!r} names two areas of one stream")
+            if len(members) < 2:
+                raise ValueError(
+                    f"share entry {entry!r} appears only in stream {streams[0]!r}; sharing needs "
+                    f"two or more streams"
+                )
+            if seen & set(members):
+                raise ValueError(f"share entry {entry!r} repeats an area already shared")
+            seen |= set(members)
+            groups.append(members)
+        for members in groups:
+            blocks = {self._stream(s).area(a).blocks for s, a in members}
+            if len(blocks) > 1:
+                raise ValueError(f"shared stages {members} have different block counts {sorted(blocks)}")
+        return groups
+
+    def _stream(self, name: str) -> Stream:
+        return next(s for s in self.streams if s.name == name)
+
+    def _area_names(self) -> list[str]:
+        names: list[str] = []
+        for s in self.streams:
+            names += [a.name for a in s.areas if a.name not in names]
+        return names
+
+    def _members(self, names: tuple[str, ...]) -> list[Member]:
+        return [(s.name, a.name) for s in self.streams for a in s.areas if a.name in names]
+
+    def _share_all(self) -> list[list[Member]]:
+        spans = {tuple(a.blocks for a in s.areas) for s in self.streams}
+        if len(self.streams) < 2 or len(spans) > 1:
+            raise ValueError(
+                "share='all' needs two or more streams with identical block spans, got "
+                + ", ".join(f"{s.name}: {[a.blocks for a in s.areas]}" for s in self.streams)
+            )
+        n = len(self.streams[0].areas)
+        return [[(s.name, s.areas[i].name) for s in self.streams] for i in range(n)]
+
+    def owners(self) -> dict[Member, Member]:
+        """Map every (stream, area) stage to the (stream, area) that owns its weights."""
+        owner = {(s.name, a.name): (s.name, a.name) for s in self.streams for a in s.areas}
+        for members in self.groups():
+            for m in members:
+                owner[m] = members[0]
+        return owner
+
+    def build(self) -> PathwayModel:
+        """Instantiate the model (MAE/VideoMAE initialisation)."""
+        return PathwayModel(self)
+
+
+@dataclass
+class StreamOutput:
+    """One stream's result.
+
+    Attributes:
+        loss: weighted sum of its area losses (scalar).
+        losses: per-area MSE at masked tokens.
+        predictions: per-area ``(B, N_masked, P)`` predictions, in ``mask.masked`` order.
+        targets: per-area ``(B, N_masked, P)`` targets at the same tokens.
+        mask: the mask used.
+        grid: token grid ``(t, h, w)`` or ``(h, w)``.
+        sources: per-area target source (``"pixels"``, ``"cache"``, ``"sobel"``...).
+    """
+
+    loss: Tensor
+    losses: dict[str, Tensor]
+    predictions: dict[str, Tensor]
+    targets: dict[str, Tensor]
+    mask: Mask
+    grid: tuple[int, ...]
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PathwayOutput:
+    """The pathway's result: ``loss = sum(stream.weight * stream loss)``."""
+
+    loss: Tensor
+    streams: dict[str, StreamOutput]
+
+    @property
+    def losses(self) -> dict[str, Tensor]:
+        """Flat per-area losses keyed ``"stream.area"``, for logging."""
+        return {f"{s}.{a}": v for s, o in self.streams.items() for a, v in o.losses.items()}
+
+
+class StreamModule(nn.Module):
+    """A stream's own parameters: embedding, owned stages, decoders."""
+
+    def __init__(self, stream: Stream, spec: ViTSpec, owned: Sequence[str]) -> None:
+        super().__init__()
+        self.layout = Layout(
+            stream.modality, spec.patch, spec.tube if stream.modality == "video" else 1, spec.channels
+        )
+        self.embed = PatchEmbed(self.layout, spec.width)
+        self.stages = nn.ModuleDict()
+        for name in owned:
+            span = stream.block_span(name)
+            self.stages[name] = nn.ModuleList(spec.block(i) for i in span)
+        self.decoders = nn.ModuleDict(
+            {
+                a.name: Decoder(
+                    spec.width, a.decoder, a.target_dim(self.layout), stream.pos_embed, spec.norm_eps
+                )
+                for a in stream.areas
+                if a.has_readout
+            }
+        )
+        self._pos_cache: dict = {}
+
+    def positions(self, grid: tuple[int, ...], kind: str, like: Tensor) -> Tensor:
+        key = (grid, like.device)
+        if key not in self._pos_cache:
+            table = position_table(kind, grid, self.embed.proj.out_channels)
+            self._pos_cache[key] = table.to(like.device)
+        return self._pos_cache[key]
+
+
+class PathwayModel(nn.Module):
+    """The built pathway: ``forward(batch)`` trains, ``features(x, stream)`` probes."""
+
+    def __init__(self, spec: Pathway) -> None:
+        super().__init__()
+        self.spec = spec
+        self.owner = spec.owners()
+        self.streams = nn.ModuleDict()
+        for s in spec.streams:
+            owned = [a.name for a in s.areas if self.owner[(s.name, a.name)] == (s.name, a.name)]
+            self.streams[s.name] = StreamModule(s, spec.encoder, owned)
+        self.apply(init_weights)
+        for module in self.streams.values():
+            init_embedding(module.embed.proj)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+
+    # ------------------------------------------------------------------ structure
+
+    def stage(self, stream: str, area: str) -> nn.ModuleList:
+        """The blocks of ``area``'s stage in ``stream`` (the owner's, if shared)."""
+        owner_stream, owner_area = self.owner[(stream, area)]
+        return self.streams[owner_stream].stages[owner_area]
+
+    def blocks(self, stream: str) -> list[nn.Module]:
+        """All encoder blocks of a stream, in order."""
+        return [b for a in self.spec._stream(stream).areas for b in self.stage(stream, a.name)]
+
+    # ------------------------------------------------------------------ inputs
+
+    def _select(self, stream: Stream, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, str]:
+        """Pick this stream's pixels and contour from the batch; checks shapes only."""
+        layout = self.streams[stream.name].layout
+        if stream.modality == "video":
+            key, contour_key = "video", "contour"
+        elif "image" in batch or "video" not in batch:
+            key, contour_key = "image", "image_contour"
+        else:
+            key, contour_key = "video", "contour"  # one frame per clip, chosen in _prepare
+        if key not in batch:
+            raise ValueError(
+                f"stream {stream.name!r} reads batch[{key!r}]: expected {layout.expected}; the "
+                f"batch has keys {sorted(batch)}"
+            )
+        x = batch[key]
+        if not isinstance(x, Tensor):
+            raise ValueError(f"batch[{key!r}] must be a tensor, got {type(x).__name__}")
+        if key == "video" and stream.modality == "image":
+            if x.ndim != 5:
+                raise ValueError(
+                    f"stream {stream.name!r} takes frames of batch['video']: expected (B, C, T, H, W), "
+                    f"got shape {tuple(x.shape)}"
+                )
+            grid = layout.grid((x.shape[0], x.shape[1], *x.shape[3:]), name="batch['video'] frames")
+        else:
+            grid = layout.grid(x.shape, name=f"batch[{key!r}]")
+        try:
+            stream.mask.count(grid)
+        except ValueError as err:
+            raise ValueError(f"stream {stream.name!r}, input {tuple(x.shape)}: {err}") from None
+        if x.dtype != torch.uint8 and not x.is_floating_point():
+            raise ValueError(f"batch[{key!r}] must be uint8 or floating point, got {x.dtype}")
+        contour = batch.get(contour_key)
+        if contour is not None:
+            expected = (x.shape[0], *x.shape[2:])
+            if tuple(contour.shape) != expected:
+                raise ValueError(
+                    f"batch[{contour_key!r}] must be (B, [T,] H, W) = {expected} to match "
+                    f"batch[{key!r}], got {tuple(contour.shape)}"
+                )
+        return x, contour, key
+
+    def _prepare(self, stream: Stream, x: Tensor, contour: Tensor | None, key: str, generator):
+        """uint8/float input -> float32 pixels in [0, 1] (and contour), frame pick if needed."""
+        pixels = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        if contour is not None:
+            contour = (contour > 0).float() if not contour.is_floating_point() else contour.float()
+            contour = contour.unsqueeze(1)  # (B, 1, [T,] H, W)
+        if key == "video" and stream.modality == "image":
+            B, T = x.shape[0], x.shape[2]
+            t = torch.randint(T, (B,), device=x.device, generator=generator)
+            rows = torch.arange(B, device=x.device)
+            pixels = pixels[rows, :, t]  # (B, C, H, W)
+            contour = contour[rows, :, t] if contour is not None else None
+        return pixels, contour
+
+    def normalize(self, pixels: Tensor) -> Tensor:
+        """ImageNet mean/std normalisation of [0, 1] pixels, the encoder's input."""
+        shape = (1, 3, 1, 1, 1) if pixels.ndim == 5 else (1, 3, 1, 1)
+        return (pixels - self.pixel_mean.view(shape)) / self.pixel_std.view(shape)
+
+    def _tokens(self, stream: Stream, pixels: Tensor, grid: tuple[int, ...]) -> Tensor:
+        module = self.streams[stream.name]
+        tokens = module.embed(self.normalize(pixels))  # (B, N, D)
+        return tokens + module.positions(grid, stream.pos_embed, tokens).to(tokens.dtype)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        batch: Mapping[str, Tensor],
+        masks: Mapping[str, Mask] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PathwayOutput:
+        """Masked prediction for every stream.
+
+        Args:
+            batch: dict of tensors (see :class:`Stream` for the keys each stream reads).
+            masks: optional fixed masks per stream name; others are drawn by the stream's rule.
+            generator: optional RNG for masks and frame picks.
+
+        Raises:
+            ValueError: before any compute, when an input does not fit its stream.
+        """
+        masks = dict(masks or {})
+        selected = {s.name: self._select(s, batch) for s in self.spec.streams}  # validate first
+        outputs: dict[str, StreamOutput] = {}
+        total = None
+        for stream in self.spec.streams:
+            x, contour, key = selected[stream.name]
+            out = self._forward_stream(stream, batch, x, contour, key, masks.get(stream.name), generator)
+            outputs[stream.name] = out
+            weighted = stream.weight * out.loss
+            total = weighted if total is None else total + weighted
+        return PathwayOutput(loss=total, streams=outputs)
+
+    def _forward_stream(self, stream, batch, x, contour, key, mask, generator) -> StreamOutput:
+        module = self.streams[stream.name]
+        pixels, contour = self._prepare(stream, x, contour, key, generator)
+        grid = module.layout.grid(pixels.shape)
+        B, N = pixels.shape[0], math.prod(grid)
+        if mask is None:
+            mask = stream.mask(B, grid, device=pixels.device, generator=generator)
+        elif mask.hidden.shape != (B, N):
+            raise ValueError(
+                f"mask for stream {stream.name!r} must cover (B, N) = {(B, N)} tokens, "
+                f"got {tuple(mask.hidden.shape)}"
+            )
+        inp = TargetInput(pixels=pixels, layout=module.layout, contour=contour, batch=batch)
+        targets, sources = {}, {}
+        with torch.no_grad(), torch.autocast(pixels.device.type, enabled=False):
+            for area in stream.areas:
+                if area.has_readout:
+                    target = area.target(inp)
+                    targets[area.name] = _gather(target, mask.masked)
+                    sources[area.name] = area.source(inp)
+
+        tokens = self._tokens(stream, pixels, grid)
+        h = _gather(tokens, mask.keep)  # (B, N_visible, D)
+        losses, predictions, loss = {}, {}, None
+        for area in stream.areas:
+            for block in self.stage(stream.name, area.name):
+                h = block(h)
+            if area.has_readout:
+                pred = module.decoders[area.name](h, mask.keep, mask.masked, grid)
+                predictions[area.name] = pred
+                losses[area.name] = F.mse_loss(pred.float(), targets[area.name])
+                weighted = area.weight * losses[area.name]
+                loss = weighted if loss is None else loss + weighted
+        if loss is None:
+            loss = h.sum() * 0  # a stream of plain stages still joins the graph
+        return StreamOutput(
+            loss=loss, losses=losses, predictions=predictions, targets=targets,
+            mask=mask, grid=grid, sources=sources,
+        )
+
+    @torch.no_grad()
+    def targets(self, batch: Mapping[str, Tensor], stream: str) -> dict[str, Tensor]:
+        """Every area's full ``(B, N, P)`` target for one stream (for figures and checks)."""
+        s = self.spec._stream(stream)
+        x, contour, key = self._select(s, batch)
+        pixels, contour = self._prepare(s, x, contour, key, None)
+        inp = TargetInput(pixels=pixels, layout=self.streams[stream].layout, contour=contour, batch=batch)
+        return {a.name: a.target(inp) for a in s.areas if a.has_readout}
+
+    def features(
+        self,
+        x: Tensor,
+        stream: str,
+        mask: Mask | None = None,
+        pooled: bool = False,
+    ) -> dict[str, Tensor]:
+        """Per-area token features of one stream.
+
+        Args:
+            x: the stream's input, ``(B, C, H, W)`` or ``(B, C, T, H, W)``, uint8 or [0, 1].
+            stream: stream name.
+            mask: optional mask; features then cover visible tokens only.
+            pooled: mean over tokens, ``(B, D)`` per area.
+
+        Returns:
+            ``{area name: (B, N, D)}`` (or ``(B, D)``) outputs of each area's last block.
+        """
+        if stream not in self.streams:
+            raise ValueError(f"unknown stream {stream!r}; expected one of {list(self.streams)}")
+        s = self.spec._stream(stream)
+        layout = self.streams[stream].layout
+        grid = layout.grid(x.shape, name=f"features({stream!r}) input")
+        pixels = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        h = self._tokens(s, pixels, grid)
+        if mask is not None:
+            h = _gather(h, mask.keep)
+        feats = {}
+        for area in s.areas:
+            for block in self.stage(stream, area.name):
+                h = block(h)
+            feats[area.name] = h.mean(1) if pooled else h
+        return feats
+
+
+def _gather(x: Tensor, index: Tensor) -> Tensor:
+    """``x[b, index[b]]`` for ``(B, N, P)`` x and ``(B, K)`` index -> ``(B, K, P)``."""
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+@torch.no_grad()
+def inherit_stream(
+    model: PathwayModel, dst: str, src: str, source: PathwayModel | None = None
+) -> dict[str, list[str]]:
+    """Initialise stream ``dst`` from stream ``src`` (BIMM: dorsal from the trained ventral).
+
+    Copies the encoder blocks position by position and the patch embedding, inflating a 2-D
+    ``(D, C, p, p)`` kernel to 3-D by repeating it over the tube and dividing by its length
+    (a static clip then embeds exactly as its frame did), or deflating 3-D to 2-D by summing
+    over time. Decoders are not copied: image and tube heads predict different shapes, and
+    the paper initialises only the encoder. Stages that ``dst`` already shares with ``src``
+    are left alone.
+
+    Args:
+        model: the model whose stream ``dst`` is overwritten.
+        dst: stream to initialise.
+        src: stream to copy from.
+        source: model holding ``src``; defaults to ``model`` itself (e.g. a joint model after
+            loading a ventral-only checkpoint).
+
+    Returns:
+        ``{"copied": [...], "shared": [...], "inflated": [...]}`` parameter names of ``dst``.
+    """
+    source = source or model
+    for m, name in ((model, dst), (source, src)):
+        if name not in m.streams:
+            raise ValueError(f"unknown stream {name!r}; expected one of {list(m.streams)}")
+    dst_blocks, src_blocks = model.blocks(dst), source.blocks(src)
+    if len(dst_blocks) != len(src_blocks):
+        raise ValueError(
+            f"stream {dst!r} has {len(dst_blocks)} blocks but {src!r} has {len(src_blocks)}"
+        )
+    report: dict[str, list[str]] = {"copied": [], "shared": [], "inflated": []}
+    for i, (b_dst, b_src) in enumerate(zip(dst_blocks, src_blocks)):
+        if b_dst is b_src:
+            report["shared"].append(f"block {i}")
+            continue
+        b_dst.load_state_dict(b_src.state_dict())
+        report["copied"].append(f"block {i}")
+    w_dst = model.streams[dst].embed.proj
+    w_src = source.streams[src].embed.proj
+    weight = w_src.weight
+    if weight.ndim == 4 and w_dst.weight.ndim == 5:
+        t = w_dst.weight.shape[2]
+        weight = weight.unsqueeze(2).repeat(1, 1, t, 1, 1) / t
+        report["inflated"].append("embed.proj.weight")
+    elif weight.ndim == 5 and w_dst.weight.ndim == 4:
+        weight = weight.sum(2)
+        report["inflated"].append("embed.proj.weight (summed over time)")
+    else:
+        report["copied"].append("embed.proj.weight")
+    if weight.shape != w_dst.weight.shape:
+        raise ValueError(
+            f"patch embedding of {src!r} {tuple(w_src.weight.shape)} does not fit {dst!r} "
+            f"{tuple(w_dst.weight.shape)}"
+        )
+    w_dst.weight.copy_(weight)
+    w_dst.bias.copy_(w_src.bias)
+    report["copied"].append("embed.proj.bias")
+    return report

@@ -1,0 +1,199 @@
+"""Token layouts: how images and clips become tokens, and back.
+
+An image ``(B, C, H, W)`` is cut into 16x16 patches (MAE); a clip ``(B, C, T, H, W)`` into
+2x16x16 tubes (VideoMAE, "joint space-time cube embedding", BIMM section 3.1). Tokens are
+ordered ``(t, h, w)`` with time slowest, and the values of one token are ordered
+``(tube, patch-row, patch-col, channel)``, the order MAE and VideoMAE use for their targets.
+Every target of every area is expressed in this order, so a prediction at token ``n`` and
+the target at token ``n`` always describe the same pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import attrs
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from visualpath._validate import positive
+
+__all__ = ["Layout", "PatchEmbed", "sincos_flat", "sincos_grid", "MODALITIES"]
+
+Modality = Literal["image", "video"]
+MODALITIES: tuple[str, ...] = ("image", "video")
+
+
+def _modality(instance, attribute, value) -> None:
+    if value not in MODALITIES:
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be one of {MODALITIES}, got {value!r}"
+        )
+
+
+@attrs.frozen
+class Layout:
+    """Geometry of one stream's tokens.
+
+    Attributes:
+        modality: ``"image"`` (``(B, C, H, W)`` input) or ``"video"`` (``(B, C, T, H, W)``).
+        patch: spatial patch size in pixels.
+        tube: frames per token (2 in VideoMAE); must be 1 for images.
+        channels: input channels.
+    """
+
+    modality: str = attrs.field(validator=_modality)
+    patch: int = attrs.field(default=16, validator=positive)
+    tube: int = attrs.field(default=1, validator=positive)
+    channels: int = attrs.field(default=3, validator=positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.modality == "image" and self.tube != 1:
+            raise ValueError(f"Layout.tube must be 1 for images, got {self.tube}")
+
+    @property
+    def is_video(self) -> bool:
+        return self.modality == "video"
+
+    @property
+    def expected(self) -> str:
+        """The expected input form, for error messages."""
+        if self.is_video:
+            return (
+                f"a video batch (B, {self.channels}, T, H, W) with T divisible by {self.tube} "
+                f"and H, W divisible by {self.patch}"
+            )
+        return f"an image batch (B, {self.channels}, H, W) with H, W divisible by {self.patch}"
+
+    def grid(self, shape: tuple[int, ...] | torch.Size, name: str = "input") -> tuple[int, ...]:
+        """Token grid ``(t, h, w)`` for video or ``(h, w)`` for images; checks the shape.
+
+        Raises:
+            ValueError: naming the expected form when ``shape`` does not fit this layout.
+        """
+        shape = tuple(shape)
+        rank = 5 if self.is_video else 4
+        if len(shape) != rank:
+            raise ValueError(f"{name}: expected {self.expected}, got shape {shape}")
+        if shape[1] != self.channels:
+            raise ValueError(
+                f"{name}: expected {self.expected}, got {shape[1]} channels in shape {shape}"
+            )
+        *time, H, W = shape[2:]
+        if H % self.patch or W % self.patch or H == 0 or W == 0:
+            raise ValueError(
+                f"{name}: expected {self.expected}, got spatial size {H}x{W} in shape {shape}"
+            )
+        if self.is_video:
+            (T,) = time
+            if T % self.tube or T == 0:
+                raise ValueError(
+                    f"{name}: expected {self.expected}, got {T} frames in shape {shape}"
+                )
+            return (T // self.tube, H // self.patch, W // self.patch)
+        return (H // self.patch, W // self.patch)
+
+    @property
+    def pixels_per_token(self) -> int:
+        """Pixel positions covered by one token (tube x patch x patch)."""
+        return self.tube * self.patch * self.patch
+
+    def patchify(self, x: Tensor, patch: int | None = None) -> Tensor:
+        """``(B, C, [T,] H, W)`` maps -> ``(B, N, P)`` per-token values.
+
+        Args:
+            x: per-pixel maps aligned with the input (any channel count).
+            patch: side of one token in ``x``'s own pixels; defaults to the layout's patch.
+                A map pooled 4x (e.g. Gabor cells) passes ``patch // 4``.
+        """
+        p = patch or self.patch
+        if self.is_video:
+            return rearrange(
+                x, "b c (t pt) (h ph) (w pw) -> b (t h w) (pt ph pw c)", pt=self.tube, ph=p, pw=p
+            )
+        return rearrange(x, "b c (h ph) (w pw) -> b (h w) (ph pw c)", ph=p, pw=p)
+
+    def unpatchify(self, tokens: Tensor, grid: tuple[int, ...], patch: int | None = None) -> Tensor:
+        """Inverse of :meth:`patchify`: ``(B, N, P)`` -> ``(B, C, [T,] H, W)``."""
+        p = patch or self.patch
+        if self.is_video:
+            t, h, w = grid
+            return rearrange(
+                tokens, "b (t h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)",
+                t=t, h=h, w=w, pt=self.tube, ph=p, pw=p,
+            )
+        h, w = grid
+        return rearrange(tokens, "b (h w) (ph pw c) -> b c (h ph) (w pw)", h=h, w=w, ph=p, pw=p)
+
+
+class PatchEmbed(nn.Module):
+    """Linear embedding of 16x16 patches (Conv2d) or 2x16x16 tubes (Conv3d).
+
+    ``(B, C, [T,] H, W)`` -> ``(B, N, D)`` in the layout's token order.
+    """
+
+    def __init__(self, layout: Layout, width: int) -> None:
+        super().__init__()
+        self.layout = layout
+        p = layout.patch
+        if layout.is_video:
+            kernel = (layout.tube, p, p)
+            self.proj = nn.Conv3d(layout.channels, width, kernel_size=kernel, stride=kernel)
+        else:
+            self.proj = nn.Conv2d(layout.channels, width, kernel_size=p, stride=p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def _sincos_1d(positions: Tensor, dim: int) -> Tensor:
+    """MAE's 1-D table: ``[sin(p * w), cos(p * w)]`` halves, ``w = 10000^(-k / (dim/2))``."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    angles = positions.to(torch.float64)[:, None] * omega[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def sincos_grid(grid: tuple[int, ...], dim: int) -> Tensor:
+    """Fixed sin-cos embedding on a token grid, ``(N, dim)`` float32.
+
+    2-D grids follow MAE exactly (first half of the channels encodes the column, second
+    half the row). 3-D grids ``(t, h, w)`` add a 1-D temporal table to the 2-D spatial one
+    (the separable space + time form of MAE-ST), so every frame shares the spatial code.
+    """
+    if dim % 4:
+        raise ValueError(f"sin-cos grid embedding needs a width divisible by 4, got {dim}")
+    *time, h, w = grid
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    spatial = torch.cat(
+        [_sincos_1d(cols.flatten(), dim // 2), _sincos_1d(rows.flatten(), dim // 2)], dim=1
+    )  # (h*w, dim)
+    if not time:
+        return spatial.float()
+    temporal = _sincos_1d(torch.arange(time[0]), dim)  # (t, dim)
+    return (temporal[:, None, :] + spatial[None]).reshape(-1, dim).float()
+
+
+def sincos_flat(num_tokens: int, dim: int) -> Tensor:
+    """VideoMAE's 1-D sinusoid table over the flattened token index, ``(N, dim)`` float32.
+
+    ``angle(n, j) = n / 10000^(2 * (j // 2) / dim)``, sine on even and cosine on odd channels.
+    """
+    j = torch.arange(dim, dtype=torch.float64)
+    angles = torch.arange(num_tokens, dtype=torch.float64)[:, None] / 10000 ** (
+        2 * torch.div(j, 2, rounding_mode="floor") / dim
+    )
+    table = torch.empty_like(angles)
+    table[:, 0::2] = angles[:, 0::2].sin()
+    table[:, 1::2] = angles[:, 1::2].cos()
+    return table.float()
+
+
+def position_table(kind: str, grid: tuple[int, ...], dim: int) -> Tensor:
+    """Dispatch on the stream's ``pos_embed`` kind: ``"grid"`` or ``"flat"``."""
+    if kind == "grid":
+        return sincos_grid(grid, dim)
+    if kind == "flat":
+        return sincos_flat(math.prod(grid), dim)
+    raise ValueError(f"pos_embed must be 'grid' or 'flat', got {kind!r}")
