@@ -29,6 +29,7 @@ from torch import Tensor
 
 from areas._common import frames, luminance, normalize_tokens, unframes
 from visualpath import Area, DecoderSpec, Layout, TargetInput
+from visualpath.area import area_name
 from visualpath._validate import positive, positive_float
 
 __all__ = ["V1Gabor", "gabor_kernel", "gabor_bank", "gabor_responses", "pad_symmetric"]
@@ -164,7 +165,7 @@ class V1Gabor(Area):
         chunk: frames filtered at once in FFT mode (bounds memory).
     """
 
-    name: str = "V1"
+    name: str = attrs.field(default="V1", validator=area_name)
     blocks: int = attrs.field(default=2, validator=positive)
     decoder: DecoderSpec = attrs.field(factory=lambda: DecoderSpec(width=384, depth=1, heads=6))
     orientations: int = attrs.field(default=8, validator=positive)
@@ -192,18 +193,25 @@ class V1Gabor(Area):
     def target_dim(self, layout: Layout) -> int:
         return layout.tube * self.cells * self.cells * self.channels
 
+    def _frame_energy(self, pixels: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        # Luminance in 0-255 units keeps the 1e-6 of the per-token standardisation negligible
+        # on textured patches, as it is for MAE's normalised pixels.
+        lum, undo = frames(luminance(pixels) * 255)
+        return gabor_responses(lum, self.bank(), self.mode, self.chunk).abs(), undo
+
     def energy(self, pixels: Tensor) -> Tensor:
-        """Gabor energy maps ``(B, K, [T,] H, W)`` of ``(B, 3, [T,] H, W)`` pixels."""
-        lum, undo = frames(luminance(pixels))
-        return unframes(gabor_responses(lum, self.bank(), self.mode, self.chunk).abs(), undo)
+        """Gabor energy maps ``(B, K, [T,] H, W)`` of ``(B, 3, [T,] H, W)`` pixels in [0, 1].
+
+        Energies are of luminance in 0-255 units, the scale :meth:`target` pools.
+        """
+        energy, undo = self._frame_energy(pixels)
+        return unframes(energy, undo)
 
     def target(self, inp: TargetInput) -> Tensor:
         patch = inp.layout.patch
         if patch % self.cells:
             raise ValueError(f"V1Gabor.cells ({self.cells}) must divide the patch size {patch}")
-        lum, undo = frames(luminance(inp.pixels))
-        energy = gabor_responses(lum, self.bank(), self.mode, self.chunk).abs()  # (F, K, H, W)
-        cell = patch // self.cells
-        pooled = unframes(F.avg_pool2d(energy, cell), undo)  # (B, K, [T,] H/cell, W/cell)
+        energy, undo = self._frame_energy(inp.pixels)  # (F, K, H, W)
+        pooled = unframes(F.avg_pool2d(energy, patch // self.cells), undo)  # (B, K, [T,] h, w)
         tokens = inp.layout.patchify(pooled, patch=self.cells)
         return normalize_tokens(tokens) if self.normalize else tokens

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from areas._common import frames, luminance, normalize_tokens, unframes
 from visualpath import Area, DecoderSpec, Layout, TargetInput
+from visualpath.area import area_name
 from visualpath._validate import non_negative_float, open_unit_interval, positive
 
 __all__ = ["V2Contour", "edge_map"]
@@ -86,7 +87,7 @@ class V2Contour(Area):
         min_gradient: fallback absolute gradient floor (luminance per pixel).
     """
 
-    name: str = "V2"
+    name: str = attrs.field(default="V2", validator=area_name)
     blocks: int = attrs.field(default=2, validator=positive)
     decoder: DecoderSpec = attrs.field(factory=lambda: DecoderSpec(width=384, depth=2, heads=6))
     normalize: bool = False

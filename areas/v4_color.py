@@ -11,6 +11,7 @@ from torch import Tensor
 
 from areas._common import normalize_tokens
 from visualpath import Area, DecoderSpec, Layout, TargetInput
+from visualpath.area import area_name
 from visualpath._validate import positive
 
 
@@ -23,7 +24,7 @@ class V4Color(Area):
             predicts raw pixels in [0, 1].
     """
 
-    name: str = "V4"
+    name: str = attrs.field(default="V4", validator=area_name)
     blocks: int = attrs.field(default=8, validator=positive)
     decoder: DecoderSpec = attrs.field(factory=lambda: DecoderSpec(width=384, depth=4, heads=6))
     normalize: bool = True

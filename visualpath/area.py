@@ -33,7 +33,7 @@ from visualpath._validate import non_negative, non_negative_float, positive, pos
 from visualpath.tokens import MODALITIES, Layout, position_table
 from visualpath.vit import Block
 
-__all__ = ["Area", "DecoderSpec", "Stage", "TargetInput", "Decoder"]
+__all__ = ["Area", "DecoderSpec", "Stage", "TargetInput", "Decoder", "area_name"]
 
 
 @attrs.frozen(kw_only=True)
@@ -77,7 +77,8 @@ class TargetInput:
     batch: Mapping[str, Tensor]
 
 
-def _area_name(instance, attribute, value) -> None:
+def area_name(instance, attribute, value) -> None:
+    """attrs validator for area names (subclasses that redefine ``name`` reuse it)."""
     if not isinstance(value, str) or not value or "." in value or "/" in value:
         raise ValueError(
             f"{type(instance).__name__}.name must be a non-empty string without '.' or '/', "
@@ -101,7 +102,7 @@ class Area(abc.ABC):
 
     modalities: ClassVar[tuple[str, ...]] = MODALITIES
 
-    name: str = attrs.field(validator=_area_name)
+    name: str = attrs.field(validator=area_name)
     blocks: int = attrs.field(validator=positive)
     decoder: DecoderSpec = attrs.field(factory=DecoderSpec)
     weight: float = attrs.field(default=1.0, validator=non_negative_float)
@@ -127,7 +128,7 @@ class Area(abc.ABC):
 class Stage(Area):
     """An encoder stage with no readout (e.g. the blocks after the last target)."""
 
-    name: str = attrs.field(default="stage", validator=_area_name)
+    name: str = attrs.field(default="stage", validator=area_name)
     weight: float = attrs.field(default=0.0)
 
     def __attrs_post_init__(self) -> None:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visualpath._validate import non_negative_float
-from visualpath.area import Area, Decoder, TargetInput
+from visualpath.area import Area, Decoder, TargetInput, area_name
 from visualpath.masking import Mask, RandomMask, TubeMask
 from visualpath.tokens import MODALITIES, Layout, PatchEmbed, position_table
 from visualpath.vit import ViTSpec, init_embedding, init_weights
@@ -93,12 +93,14 @@ class Stream:
     def __attrs_post_init__(self) -> None:
         if not self.areas:
             raise ValueError(f"stream {self.name!r} needs at least one area")
-        names = [a.name for a in self.areas]
         for area in self.areas:
             if not isinstance(area, Area):
                 raise ValueError(
                     f"stream {self.name!r}: areas must be Area objects, got {type(area).__name__}"
                 )
+            area_name(area, attrs.fields(type(area)).name, area.name)
+        names = [a.name for a in self.areas]
+        for area in self.areas:
             if names.count(area.name) > 1:
                 raise ValueError(f"stream {self.name!r} lists area {area.name!r} twice")
             if self.modality not in area.modalities:
@@ -371,8 +373,14 @@ class PathwayModel(nn.Module):
 
     # ------------------------------------------------------------------ inputs
 
-    def _select(self, stream: Stream, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, str]:
-        """Pick this stream's pixels and contour from the batch; checks shapes only."""
+    def _select(
+        self, stream: Stream, batch: Mapping[str, Tensor], mask: Mask | None = None
+    ) -> tuple[Tensor, Tensor | None, str]:
+        """Pick this stream's pixels and contour from the batch; checks shapes only.
+
+        Also checks that the stream's mask rule fits the token grid, or, when a fixed
+        ``mask`` is given, that it covers the grid.
+        """
         layout = self.streams[stream.name].layout
         if stream.modality == "video":
             key, contour_key = "video", "contour"
@@ -397,10 +405,16 @@ class PathwayModel(nn.Module):
             grid = layout.grid((x.shape[0], x.shape[1], *x.shape[3:]), name="batch['video'] frames")
         else:
             grid = layout.grid(x.shape, name=f"batch[{key!r}]")
-        try:
-            stream.mask.count(grid)
-        except ValueError as err:
-            raise ValueError(f"stream {stream.name!r}, input {tuple(x.shape)}: {err}") from None
+        if mask is None:
+            try:
+                stream.mask.count(grid)
+            except ValueError as err:
+                raise ValueError(f"stream {stream.name!r}, input {tuple(x.shape)}: {err}") from None
+        elif tuple(mask.hidden.shape) != (x.shape[0], math.prod(grid)):
+            raise ValueError(
+                f"mask for stream {stream.name!r} must cover (B, N) = {(x.shape[0], math.prod(grid))} "
+                f"tokens, got {tuple(mask.hidden.shape)}"
+            )
         if x.dtype != torch.uint8 and not x.is_floating_point():
             raise ValueError(f"batch[{key!r}] must be uint8 or floating point, got {x.dtype}")
         contour = batch.get(contour_key)
@@ -456,7 +470,11 @@ class PathwayModel(nn.Module):
             ValueError: before any compute, when an input does not fit its stream.
         """
         masks = dict(masks or {})
-        selected = {s.name: self._select(s, batch) for s in self.spec.streams}  # validate first
+        unknown = set(masks) - set(self.streams)
+        if unknown:
+            raise ValueError(f"masks given for unknown streams {sorted(unknown)}; expected {list(self.streams)}")
+        # Every input is checked before any compute.
+        selected = {s.name: self._select(s, batch, masks.get(s.name)) for s in self.spec.streams}
         outputs: dict[str, StreamOutput] = {}
         total = None
         for stream in self.spec.streams:
@@ -471,14 +489,8 @@ class PathwayModel(nn.Module):
         module = self.streams[stream.name]
         pixels, contour = self._prepare(stream, x, contour, key, generator)
         grid = module.layout.grid(pixels.shape)
-        B, N = pixels.shape[0], math.prod(grid)
         if mask is None:
-            mask = stream.mask(B, grid, device=pixels.device, generator=generator)
-        elif mask.hidden.shape != (B, N):
-            raise ValueError(
-                f"mask for stream {stream.name!r} must cover (B, N) = {(B, N)} tokens, "
-                f"got {tuple(mask.hidden.shape)}"
-            )
+            mask = stream.mask(pixels.shape[0], grid, device=pixels.device, generator=generator)
         inp = TargetInput(pixels=pixels, layout=module.layout, contour=contour, batch=batch)
         targets, sources = {}, {}
         with torch.no_grad(), torch.autocast(pixels.device.type, enabled=False):

@@ -1,0 +1,43 @@
+import pytest
+import torch
+from einops import rearrange
+
+from areas import V4Color
+from visualpath import TargetInput
+from visualpath.tokens import Layout
+
+
+def _target(area, pixels, modality):
+    layout = Layout(modality, tube=2 if modality == "video" else 1)
+    return area.target(TargetInput(pixels=pixels, layout=layout, contour=None, batch={}))
+
+
+def test_image_target_is_mae_norm_pix(photos):
+    target = _target(V4Color(), photos, "image")
+    # MAE's patchify + norm_pix_loss, written out
+    x = photos.reshape(3, 3, 4, 16, 4, 16)
+    x = torch.einsum("nchpwq->nhwpqc", x).reshape(3, 16, 768)
+    ref = (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True) + 1e-6) ** 0.5
+    torch.testing.assert_close(target, ref)
+
+
+def test_video_target_is_videomae_per_channel_norm(photos):
+    clip = torch.stack([photos[0], photos[1], photos[2], photos[0]], dim=1)[None]  # (1, 3, 4, 64, 64)
+    target = _target(V4Color(), clip, "video")
+    # VideoMAE's pretraining target, written out
+    x = rearrange(clip, "b c (t p0) (h p1) (w p2) -> b (t h w) (p0 p1 p2) c", p0=2, p1=16, p2=16)
+    x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+    ref = rearrange(x, "b n p c -> b n (p c)")
+    assert target.shape == (1, 32, 1536)
+    torch.testing.assert_close(target, ref)
+
+
+def test_raw_pixels_without_normalisation(photos):
+    target = _target(V4Color(normalize=False), photos, "image")
+    assert target.min() >= 0 and target.max() <= 1
+    assert target[0, 0, :3].tolist() == photos[0, :, 0, 0].tolist()
+
+
+@pytest.mark.parametrize("modality, shape", [("image", (2, 3, 32, 32)), ("video", (2, 3, 4, 32, 32))])
+def test_constant_input_gives_finite_targets(modality, shape):
+    assert torch.isfinite(_target(V4Color(), torch.full(shape, 0.5), modality)).all()

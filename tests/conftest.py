@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny pathways and real photographs bundled with scikit-image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage import data, transform
+
+from areas import MTMotion, V1Gabor, V2Contour, V4Color
+from visualpath import DecoderSpec, Pathway, RandomMask, Stream, TubeMask, vit_tiny
+
+TINY_DECODER = DecoderSpec(width=64, depth=1, heads=2)
+
+
+def tiny_pathway(share="partial", depth_split=(1, 1, 2), **encoder) -> Pathway:
+    """The paper's graph at test size: ViT-Ti width, 4 blocks, 64-wide decoders."""
+    a, b, c = depth_split
+    v1 = V1Gabor(blocks=a, decoder=TINY_DECODER)
+    v2 = V2Contour(blocks=b, decoder=TINY_DECODER)
+    return Pathway(
+        encoder=vit_tiny(depth=a + b + c, **encoder),
+        streams=[
+            Stream("ventral", "image", [v1, v2, V4Color(blocks=c, decoder=TINY_DECODER)],
+                   mask=RandomMask(0.75)),
+            Stream("dorsal", "video", [v1, v2, MTMotion(blocks=c, decoder=TINY_DECODER)],
+                   mask=TubeMask(0.75)),
+        ],
+        share=share,
+    )
+
+
+def random_batch(b: int = 2, t: int = 4, size: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "image": torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, generator=g),
+        "video": torch.randint(0, 256, (b, 3, t, size, size), dtype=torch.uint8, generator=g),
+    }
+
+
+def photo(name: str, size: int | None = None) -> np.ndarray:
+    """A real RGB photograph from skimage.data as float64 in [0, 1], optionally resized."""
+    img = getattr(data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    img = img[..., :3].astype(np.float64) / 255.0
+    if size is not None:
+        img = transform.resize(img, (size, size), anti_aliasing=True)
+    return img
+
+
+@pytest.fixture
+def photos() -> torch.Tensor:
+    """Three real photographs, (3, 3, 64, 64) float32 in [0, 1]."""
+    imgs = [photo(n, 64) for n in ("astronaut", "coffee", "chelsea")]
+    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float()
