@@ -1,0 +1,253 @@
+"""Datasets of clips and images that survive broken files.
+
+Every dataset returns a dict of tensors: ``video`` ``(C, T, H, W)`` uint8 (``(V, C, T, H, W)``
+for ``V`` views or test crops) or ``image`` ``(C, H, W)`` uint8, ``label`` and ``index``
+(int64), and ``skipped``: how many unreadable files were passed over to produce this item, so
+a training loop can total them across worker processes.
+
+A missing file is dropped when the dataset is built; a corrupt, truncated, empty or
+undecodable one is skipped when met: one warning line naming it, a count
+(``dataset.skipped``), and another sample in its place. A dataset with no readable file
+raises an error that says what was expected and where.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from visualpath.data.decode import Video, VideoError
+from visualpath.data.formats import DatasetFormatError, VideoRecord
+from visualpath.data.sampling import segment_clip, strided_clip, test_clips, three_crop_boxes
+from visualpath.data.transforms import TrainTransform, crop, resize_short
+
+__all__ = ["VideoDataset", "ImageFolder", "IMAGE_EXTENSIONS"]
+
+log = logging.getLogger(__name__)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
+
+
+def _present(records: Sequence[VideoRecord], what: str) -> tuple[list[VideoRecord], int]:
+    kept = [r for r in records if r.path.is_file()]
+    missing = [r.path for r in records if not r.path.is_file()]
+    if not records:
+        raise DatasetFormatError(f"{what}: the list of files is empty")
+    if not kept:
+        raise DatasetFormatError(
+            f"{what}: none of the {len(records)} listed files exists (first expected at {records[0].path})"
+        )
+    for path in missing[:20]:
+        log.warning("skipping missing file %s", path)
+    if len(missing) > 20:
+        log.warning("... and %d more missing files of %s", len(missing) - 20, what)
+    return kept, len(missing)
+
+
+class _Robust(Dataset):
+    """Retry loop shared by the datasets: skip, count and replace unreadable files."""
+
+    records: list[VideoRecord]
+    max_retries: int = 20
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.epoch = 0
+        self.skipped = 0
+        self._bad: set[int] = set()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw different random clips/crops each epoch (deterministic given seed and epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _load(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        raise TypeError(f"{type(self).__name__} must define _load")
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        j, last = index, None
+        for attempt in range(min(self.max_retries, len(self.records))):
+            if j not in self._bad:
+                try:
+                    item = self._load(j, rng)
+                except VideoError as err:
+                    self._skip(j, err)
+                    last = err
+                else:
+                    item.update(index=torch.tensor(j), skipped=torch.tensor(attempt))
+                    item.setdefault("label", torch.tensor(self.records[j].label))
+                    return item
+            j = self._replacement(rng)
+        raise VideoError(
+            f"{self.max_retries} files in a row could not be read (last: {last}); "
+            f"check that the dataset's files are readable videos/images"
+        )
+
+    def _skip(self, j: int, err: Exception) -> None:
+        self._bad.add(j)
+        self.skipped += 1
+        log.warning("skipping unreadable file %s", err)
+
+    def _replacement(self, rng: np.random.Generator) -> int:
+        for _ in range(100):
+            j = int(rng.integers(len(self.records)))
+            if j not in self._bad:
+                return j
+        return int(rng.integers(len(self.records)))
+
+
+class VideoDataset(_Robust):
+    """Clips from a list of videos, for pretraining, finetuning or multi-view testing.
+
+    Args:
+        records: videos and labels (from :mod:`visualpath.data.formats`).
+        classes: class names in label order.
+        frames: frames per clip ``T``.
+        stride: temporal stride ``tau`` for strided sampling.
+        sampling: ``"strided"`` (pretraining, dense finetuning) or ``"segments"`` (SSv2).
+        mode: ``"train"`` (random clip and ``transform``) or ``"test"`` (``clips`` x
+            ``crops`` deterministic views of side ``size``).
+        transform: training transform (e.g. :class:`TrainTransform`); None returns frames
+            at their decoded size.
+        views: augmented views per decoded video (repeated sampling); items then hold
+            ``(views, C, T, H, W)``.
+        size: test crop side.
+        clips, crops: test views (UCF101 5 x 3, SSv2 2 x 3, HMDB51 10 x 3); crops is 1
+            (centre) or 3.
+        seed: base seed of the per-item random draws.
+        as_images: return one frame per item as ``image`` ``(C, H, W)`` (frames of a video
+            dataset as an image source, the paper's "UCF101 init").
+        name: how errors refer to the dataset.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        classes: Sequence[str],
+        *,
+        frames: int = 16,
+        stride: int = 4,
+        sampling: Literal["strided", "segments"] = "strided",
+        mode: Literal["train", "test"] = "train",
+        transform: TrainTransform | None = None,
+        views: int = 1,
+        size: int = 224,
+        clips: int = 5,
+        crops: int = 3,
+        seed: int = 0,
+        as_images: bool = False,
+        name: str = "video dataset",
+    ) -> None:
+        super().__init__(seed)
+        if sampling not in ("strided", "segments"):
+            raise ValueError(f"sampling must be 'strided' or 'segments', got {sampling!r}")
+        if mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        if crops not in (1, 3):
+            raise ValueError(f"crops must be 1 or 3, got {crops}")
+        if min(frames, stride, views, clips, size) < 1:
+            raise ValueError("frames, stride, views, clips and size must be >= 1")
+        if as_images and frames != 1:
+            raise ValueError("as_images takes one frame per item: set frames=1")
+        if not classes:
+            raise DatasetFormatError(f"{name}: the class list is empty")
+        self.records, self.missing = _present(records, name)
+        self.classes = list(classes)
+        self.frames, self.stride, self.sampling, self.mode = frames, stride, sampling, mode
+        self.transform, self.views, self.size, self.clips, self.crops = transform, views, size, clips, crops
+        self.as_images = as_images
+        self.name = name
+
+    def _indices(self, n: int, rng: np.random.Generator | None) -> np.ndarray:
+        if self.sampling == "segments":
+            return segment_clip(n, self.frames, rng)
+        return strided_clip(n, self.frames, self.stride, rng)
+
+    def _load(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        with Video(self.records[index].path) as video:
+            n = video.info.num_frames
+            if self.mode == "train":
+                picks = [self._indices(n, rng) for _ in range(self.views)]
+            elif self.sampling == "segments":
+                picks = [self._indices(n, None)] * self.clips  # SSv2: the same middle frames
+            else:
+                picks = test_clips(n, self.frames, self.stride, self.clips)
+            wanted = np.unique(np.concatenate(picks))
+            decoded = video.read(wanted)  # (len(wanted), H, W, C), one pass over the file
+        position = {int(f): i for i, f in enumerate(wanted)}
+        clips = [decoded[[position[int(f)] for f in p]].permute(0, 3, 1, 2) for p in picks]  # (T, C, H, W)
+        out = [v for clip in clips for v in self._views(clip, rng)]
+        video_out = torch.stack([v.permute(1, 0, 2, 3) for v in out])  # (V, C, T, H, W)
+        if self.as_images:
+            images = video_out[:, :, 0]
+            return {"image": images[0] if len(out) == 1 else images}
+        return {"video": video_out[0] if len(out) == 1 and self.mode == "train" else video_out}
+
+    def _views(self, clip: torch.Tensor, rng: np.random.Generator) -> list[torch.Tensor]:
+        if self.mode == "train":
+            if self.transform is None:
+                return [clip]
+            return [self.transform(clip, None, rng)[0]]
+        clip, _ = resize_short(clip, None, self.size)
+        H, W = clip.shape[-2:]
+        boxes = three_crop_boxes(H, W, self.size)
+        boxes = boxes if self.crops == 3 else [boxes[1]]
+        return [crop(clip, None, box)[0] for box in boxes]
+
+
+class ImageFolder(_Robust):
+    """Images in the ImageNet layout (``root/<class>/<image>``) for the ventral stream.
+
+    Args:
+        root: folder of class folders.
+        transform: training transform applied to the image as a one-frame clip (MAE
+            pretraining: ``TrainTransform(crop="resized", area=(0.2, 1.0))``); None keeps the
+            decoded size.
+        size: with ``transform=None`` and ``size`` set, images are resized and centre-cropped.
+        seed: base seed of the per-item random draws.
+    """
+
+    def __init__(self, root: str | Path, transform: TrainTransform | None = None, size: int | None = None,
+                 seed: int = 0) -> None:
+        super().__init__(seed)
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetFormatError(f"image folder: expected a folder of class folders at {root}")
+        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not self.classes:
+            raise DatasetFormatError(f"image folder {root}: no class folders (expected {root}/<class>/<image>)")
+        records = [
+            VideoRecord(p, label)
+            for label, cls in enumerate(self.classes)
+            for p in sorted((root / cls).iterdir())
+            if p.suffix in IMAGE_EXTENSIONS or p.suffix.lower() in IMAGE_EXTENSIONS
+        ]
+        if not records:
+            raise DatasetFormatError(f"image folder {root}: no images with extensions {IMAGE_EXTENSIONS}")
+        self.records, self.missing = _present(records, f"image folder {root}")
+        self.transform, self.size = transform, size
+
+    def _load(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        from torchvision.io import ImageReadMode, decode_image, read_file
+
+        path = self.records[index].path
+        try:
+            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)  # (3, H, W) uint8
+        except (RuntimeError, OSError, ValueError) as err:
+            raise VideoError(f"{path}: cannot decode image ({err})") from None
+        clip = image[None]
+        if self.transform is not None:
+            clip, _ = self.transform(clip, None, rng)
+        elif self.size is not None:
+            clip, _ = resize_short(clip, None, self.size)
+            H, W = clip.shape[-2:]
+            clip, _ = crop(clip, None, three_crop_boxes(H, W, self.size)[1])
+        return {"image": clip[0]}
+
