@@ -16,7 +16,7 @@ from visualpath.data.formats import (
     read_ssv2,
     read_ucf101,
 )
-from visualpath.data.sampling import segment_clip, strided_clip, test_clips, three_crop_boxes
+from visualpath.data.sampling import segment_clip, strided_clip, multiview_clips, three_crop_boxes
 from visualpath.data.synthetic import SyntheticSpec, ensure_synthetic
 from visualpath.data.transforms import TrainTransform
 
@@ -41,6 +41,6 @@ __all__ = [
     "read_ucf101",
     "segment_clip",
     "strided_clip",
-    "test_clips",
+    "multiview_clips",
     "three_crop_boxes",
 ]

@@ -2,8 +2,9 @@
 
 Every dataset returns a dict of tensors: ``video`` ``(C, T, H, W)`` uint8 (``(V, C, T, H, W)``
 for ``V`` views or test crops) or ``image`` ``(C, H, W)`` uint8, ``label`` and ``index``
-(int64), and ``skipped``: how many unreadable files were passed over to produce this item, so
-a training loop can total them across worker processes.
+(int64), and ``skipped``: how many files this item's worker newly found unreadable while
+producing it, so a training loop can total them across worker processes (each worker
+remembers its own bad files, so a file can be counted once per worker).
 
 A missing file is dropped when the dataset is built; a corrupt, truncated, empty or
 undecodable one is skipped when met: one warning line naming it, a count
@@ -19,11 +20,12 @@ from typing import Literal, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from visualpath.data.decode import Video, VideoError
 from visualpath.data.formats import DatasetFormatError, VideoRecord
-from visualpath.data.sampling import segment_clip, strided_clip, test_clips, three_crop_boxes
+from visualpath.data.sampling import segment_clip, strided_clip, multiview_clips, three_crop_boxes
 from visualpath.data.transforms import TrainTransform, crop, resize_short
 
 __all__ = ["VideoDataset", "ImageFolder", "IMAGE_EXTENSIONS"]
@@ -72,16 +74,16 @@ class _Robust(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        j, last = index, None
-        for attempt in range(min(self.max_retries, len(self.records))):
+        j, last, found = index, None, 0
+        for _ in range(min(self.max_retries, len(self.records))):
             if j not in self._bad:
                 try:
                     item = self._load(j, rng)
                 except VideoError as err:
                     self._skip(j, err)
-                    last = err
+                    last, found = err, found + 1
                 else:
-                    item.update(index=torch.tensor(j), skipped=torch.tensor(attempt))
+                    item.update(index=torch.tensor(j), skipped=torch.tensor(found))
                     item.setdefault("label", torch.tensor(self.records[j].label))
                     return item
             j = self._replacement(rng)
@@ -178,7 +180,7 @@ class VideoDataset(_Robust):
             elif self.sampling == "segments":
                 picks = [self._indices(n, None)] * self.clips  # SSv2: the same middle frames
             else:
-                picks = test_clips(n, self.frames, self.stride, self.clips)
+                picks = multiview_clips(n, self.frames, self.stride, self.clips)
             wanted = np.unique(np.concatenate(picks))
             decoded = video.read(wanted)  # (len(wanted), H, W, C), one pass over the file
         position = {int(f): i for i, f in enumerate(wanted)}
@@ -235,14 +237,13 @@ class ImageFolder(_Robust):
         self.transform, self.size = transform, size
 
     def _load(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        from torchvision.io import ImageReadMode, decode_image, read_file
-
         path = self.records[index].path
         try:
-            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)  # (3, H, W) uint8
-        except (RuntimeError, OSError, ValueError) as err:
+            with Image.open(path) as img:
+                array = np.asarray(img.convert("RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise VideoError(f"{path}: cannot decode image ({err})") from None
-        clip = image[None]
+        clip = torch.from_numpy(array.copy()).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
         if self.transform is not None:
             clip, _ = self.transform(clip, None, rng)
         elif self.size is not None:

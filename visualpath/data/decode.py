@@ -114,11 +114,13 @@ class Video:
                 the start (the naive baseline, and the fallback).
 
         Returns:
-            ``(len(indices), H, W, 3)`` uint8 RGB. An index past the last decodable frame
-            (headers sometimes overstate the count) takes the nearest earlier frame.
+            ``(len(indices), H, W, 3)`` uint8 RGB. An index up to two frames past the last
+            decodable one (headers sometimes overstate the count) takes the nearest
+            earlier frame.
 
         Raises:
-            VideoError: nothing decodable at the wanted positions.
+            VideoError: nothing decodable at the wanted positions, or the file ends well
+                before the wanted frames (truncated).
         """
         if len(indices) == 0:
             raise ValueError("read needs at least one frame index")
@@ -132,6 +134,11 @@ class Video:
         if not got:
             raise VideoError(f"{self.path}: no decodable frame at or after index {wanted[0]}")
         have = sorted(got)
+        if wanted[-1] > have[-1] + max(2, len(wanted) // 20):
+            raise VideoError(
+                f"{self.path}: truncated or damaged: frame {wanted[-1]} wanted, the header lists "
+                f"{self.info.num_frames}, but decoding stops at frame {have[-1]}"
+            )
         nearest = [have[max(bisect.bisect_right(have, i) - 1, 0)] for i in indices]
         return torch.from_numpy(np.stack([got[i] for i in nearest]))
 

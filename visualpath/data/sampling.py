@@ -4,7 +4,7 @@
   ``T`` frames at stride ``tau`` from a random offset (:func:`strided_clip`).
 - SSv2 finetuning (TSN's "uniform sampling"): ``T`` equal segments, one frame from each
   (:func:`segment_clip`).
-- Testing: ``N`` clips evenly spread over the video (:func:`test_clips`), each seen in three
+- Testing: ``N`` clips evenly spread over the video (:func:`multiview_clips`), each seen in three
   spatial crops (:func:`three_crop_boxes`).
 
 A video shorter than a strided clip's span is sampled at the largest stride that fits; one
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["strided_clip", "segment_clip", "test_clips", "three_crop_boxes", "clip_span"]
+__all__ = ["strided_clip", "segment_clip", "multiview_clips", "three_crop_boxes", "clip_span"]
 
 
 def clip_span(frames: int, stride: int) -> int:
@@ -57,7 +57,7 @@ def segment_clip(num_frames: int, frames: int, rng: np.random.Generator | None =
     return np.minimum(np.floor(picks), num_frames - 1).astype(np.int64)
 
 
-def test_clips(num_frames: int, frames: int, stride: int, clips: int) -> list[np.ndarray]:
+def multiview_clips(num_frames: int, frames: int, stride: int, clips: int) -> list[np.ndarray]:
     """``clips`` strided clips with offsets evenly spread from the first to the last frame."""
     _check(num_frames, frames, stride)
     if clips < 1:

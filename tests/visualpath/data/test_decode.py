@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+
+from tests.visualpath.data.conftest import ramp_frames, write_video
+from visualpath.data import Video, VideoError, probe, read_all_frames, read_frames
+
+
+@pytest.mark.parametrize("codec, suffix", [("mpeg4", ".avi"), ("libx264", ".mp4"), ("libvpx-vp9", ".webm")])
+def test_seeking_reads_exactly_the_frames_a_full_decode_gives(tmp_path, codec, suffix):
+    path = write_video(tmp_path / f"v{suffix}", ramp_frames(), codec=codec)
+    info = probe(path)
+    assert info.num_frames == 40 and info.fps == 25 and (info.width, info.height) == (32, 32)
+    everything = read_all_frames(path)
+    assert everything.shape == (40, 32, 32, 3) and everything.dtype == torch.uint8
+    for indices in ([0], [39], [33, 1, 17], [20, 20, 21], list(range(5, 40, 4))):
+        assert torch.equal(read_frames(path, indices), everything[indices])
+        assert torch.equal(read_frames(path, indices, seek=False), everything[indices])
+    brightness = read_frames(path, [10, 30]).float().mean(dim=(1, 2, 3))
+    assert torch.allclose(brightness, torch.tensor([50.0, 150.0]), atol=3)
+
+
+def test_indices_just_past_the_end_take_the_last_frame(tmp_path):
+    path = write_video(tmp_path / "v.avi", ramp_frames(12))
+    frames = read_frames(path, [11, 12, 13])
+    assert torch.equal(frames[1], frames[0]) and torch.equal(frames[2], frames[0])
+
+
+def _broken(tmp_path, kind):
+    path = tmp_path / f"{kind}.avi"
+    good = write_video(tmp_path / "good.avi", ramp_frames())
+    data = good.read_bytes()
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "headless":
+        path.write_bytes(data[:300])
+    elif kind == "garbage":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    elif kind == "text":
+        path.write_text("not a video")
+    return path
+
+
+@pytest.mark.parametrize("kind, cause", [("empty", "empty file"), ("missing", "no such file"),
+                                         ("truncated", "truncated"), ("headless", None),
+                                         ("garbage", None), ("text", None)])
+def test_broken_files_raise_video_error_naming_the_file(tmp_path, kind, cause):
+    path = _broken(tmp_path, kind)
+    with pytest.raises(VideoError, match=cause) as err:
+        with Video(path) as video:
+            video.read(list(range(video.info.num_frames)))
+    assert str(path) in str(err.value)
