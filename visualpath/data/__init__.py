@@ -5,6 +5,7 @@ Datasets return uint8 tensors; normalisation and every prediction target are com
 the device by the model, never in loader workers.
 """
 
+from visualpath.data.contours import ContourCache, masks_to_contour
 from visualpath.data.datasets import ImageFolder, VideoDataset
 from visualpath.data.decode import Video, VideoError, VideoInfo, probe, read_all_frames, read_frames
 from visualpath.data.formats import (
@@ -21,6 +22,8 @@ from visualpath.data.synthetic import SyntheticSpec, ensure_synthetic
 from visualpath.data.transforms import TrainTransform
 
 __all__ = [
+    "ContourCache",
+    "masks_to_contour",
     "DatasetFormatError",
     "ImageFolder",
     "SyntheticSpec",

@@ -26,7 +26,8 @@ from torch.utils.data import Dataset
 from visualpath.data.decode import Video, VideoError
 from visualpath.data.formats import DatasetFormatError, VideoRecord
 from visualpath.data.sampling import segment_clip, strided_clip, multiview_clips, three_crop_boxes
-from visualpath.data.transforms import TrainTransform, crop, resize_short
+from visualpath.data.contours import ContourCache
+from visualpath.data.transforms import TrainTransform, crop, resize_contour, resize_short
 
 __all__ = ["VideoDataset", "ImageFolder", "IMAGE_EXTENSIONS"]
 
@@ -126,6 +127,9 @@ class VideoDataset(_Robust):
         seed: base seed of the per-item random draws.
         as_images: return one frame per item as ``image`` ``(C, H, W)`` (frames of a video
             dataset as an image source, the paper's "UCF101 init").
+        contours: a SAM contour cache; training items then carry ``contour`` ``(T, H, W)``
+            (``(V, T, H, W)`` for views) cropped and flipped with the clip. Every video must
+            be in the cache.
         name: how errors refer to the dataset.
     """
 
@@ -145,6 +149,7 @@ class VideoDataset(_Robust):
         crops: int = 3,
         seed: int = 0,
         as_images: bool = False,
+        contours: ContourCache | None = None,
         name: str = "video dataset",
     ) -> None:
         super().__init__(seed)
@@ -166,6 +171,14 @@ class VideoDataset(_Robust):
         self.transform, self.views, self.size, self.clips, self.crops = transform, views, size, clips, crops
         self.as_images = as_images
         self.name = name
+        self.contours = contours
+        if contours is not None:
+            absent = [r.path for r in self.records if not contours.has(r.path)]
+            if absent:
+                raise DatasetFormatError(
+                    f"{name}: the contour cache at {contours.root} lacks {len(absent)} of {len(self.records)} "
+                    f"videos (first: {absent[0]}); finish it with python -m recipes.precompute_contours"
+                )
 
     def _indices(self, n: int, rng: np.random.Generator | None) -> np.ndarray:
         if self.sampling == "segments":
@@ -184,24 +197,38 @@ class VideoDataset(_Robust):
             wanted = np.unique(np.concatenate(picks))
             decoded = video.read(wanted)  # (len(wanted), H, W, C), one pass over the file
         position = {int(f): i for i, f in enumerate(wanted)}
-        clips = [decoded[[position[int(f)] for f in p]].permute(0, 3, 1, 2) for p in picks]  # (T, C, H, W)
-        out = [v for clip in clips for v in self._views(clip, rng)]
-        video_out = torch.stack([v.permute(1, 0, 2, 3) for v in out])  # (V, C, T, H, W)
+        maps = None
+        if self.contours is not None and self.mode == "train":
+            maps = self.contours.load(self.records[index].path, wanted)  # (len(wanted), h, w)
+            if tuple(maps.shape[-2:]) != tuple(decoded.shape[1:3]):
+                maps = resize_contour(maps, tuple(decoded.shape[1:3]))
+        views = []
+        for p in picks:
+            rows = [position[int(f)] for f in p]
+            clip = decoded[rows].permute(0, 3, 1, 2)  # (T, C, H, W)
+            views += self._views(clip, maps[rows] if maps is not None else None, rng)
+        video_out = torch.stack([v.permute(1, 0, 2, 3) for v, _ in views])  # (V, C, T, H, W)
+        single = len(views) == 1 and self.mode == "train"
         if self.as_images:
             images = video_out[:, :, 0]
-            return {"image": images[0] if len(out) == 1 else images}
-        return {"video": video_out[0] if len(out) == 1 and self.mode == "train" else video_out}
+            return {"image": images[0] if single else images}
+        item = {"video": video_out[0] if single else video_out}
+        if maps is not None:
+            contour = torch.stack([c for _, c in views])  # (V, T, H, W)
+            item["contour"] = contour[0] if single else contour
+        return item
 
-    def _views(self, clip: torch.Tensor, rng: np.random.Generator) -> list[torch.Tensor]:
+    def _views(self, clip: torch.Tensor, contour: torch.Tensor | None, rng: np.random.Generator):
+        """(frames, contour) pairs for one decoded clip: one augmented view, or test crops."""
         if self.mode == "train":
             if self.transform is None:
-                return [clip]
-            return [self.transform(clip, None, rng)[0]]
+                return [(clip, contour)]
+            return [self.transform(clip, contour, rng)]
         clip, _ = resize_short(clip, None, self.size)
         H, W = clip.shape[-2:]
         boxes = three_crop_boxes(H, W, self.size)
         boxes = boxes if self.crops == 3 else [boxes[1]]
-        return [crop(clip, None, box)[0] for box in boxes]
+        return [crop(clip, None, box) for box in boxes]
 
 
 class ImageFolder(_Robust):
