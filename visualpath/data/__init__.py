@@ -7,7 +7,17 @@ the device by the model, never in loader workers.
 
 from visualpath.data.contours import ContourCache, masks_to_contour
 from visualpath.data.datasets import ImageFolder, VideoDataset
-from visualpath.data.decode import Video, VideoError, VideoInfo, probe, read_all_frames, read_frames
+from visualpath.data.decode import (
+    TorchCodecVideo,
+    Video,
+    VideoError,
+    VideoInfo,
+    default_backend,
+    open_video,
+    probe,
+    read_all_frames,
+    read_frames,
+)
 from visualpath.data.formats import (
     DatasetFormatError,
     VideoRecord,
@@ -28,7 +38,10 @@ __all__ = [
     "ImageFolder",
     "SyntheticSpec",
     "TrainTransform",
+    "TorchCodecVideo",
     "Video",
+    "default_backend",
+    "open_video",
     "VideoDataset",
     "VideoError",
     "VideoInfo",

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from visualpath.data.decode import Video, VideoError
+from visualpath.data.decode import VideoError, open_video
 from visualpath.data.formats import DatasetFormatError, VideoRecord
 from visualpath.data.sampling import segment_clip, strided_clip, multiview_clips, three_crop_boxes
 from visualpath.data.contours import ContourCache
@@ -130,6 +130,7 @@ class VideoDataset(_Robust):
         contours: a SAM contour cache; training items then carry ``contour`` ``(T, H, W)``
             (``(V, T, H, W)`` for views) cropped and flipped with the clip. Every video must
             be in the cache.
+        backend: video decoder, ``"auto"``, ``"pyav"`` or ``"torchcodec"``.
         name: how errors refer to the dataset.
     """
 
@@ -150,6 +151,7 @@ class VideoDataset(_Robust):
         seed: int = 0,
         as_images: bool = False,
         contours: ContourCache | None = None,
+        backend: str = "auto",
         name: str = "video dataset",
     ) -> None:
         super().__init__(seed)
@@ -172,6 +174,7 @@ class VideoDataset(_Robust):
         self.as_images = as_images
         self.name = name
         self.contours = contours
+        self.backend = backend
         if contours is not None:
             absent = [r.path for r in self.records if not contours.has(r.path)]
             if absent:
@@ -186,7 +189,7 @@ class VideoDataset(_Robust):
         return strided_clip(n, self.frames, self.stride, rng)
 
     def _load(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        with Video(self.records[index].path) as video:
+        with open_video(self.records[index].path, self.backend) as video:
             n = video.info.num_frames
             if self.mode == "train":
                 picks = [self._indices(n, rng) for _ in range(self.views)]

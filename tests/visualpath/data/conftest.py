@@ -9,6 +9,18 @@ from visualpath.data.synthetic import SyntheticSpec, generate
 SMALL = SyntheticSpec(seed=1, groups=7, clips=1, frames=24, size=64)
 
 
+def _backends() -> list[str]:
+    """PyAV always; torchcodec too where it is installed with the system FFmpeg libraries."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
+    except Exception:
+        return ["pyav"]
+    return ["pyav", "torchcodec"]
+
+
+BACKENDS = _backends()
+
+
 @pytest.fixture(scope="session")
 def small_ucf(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("data") / "ucf", SMALL)

@@ -2,27 +2,29 @@ import numpy as np
 import pytest
 import torch
 
-from tests.visualpath.data.conftest import ramp_frames, write_video
-from visualpath.data import Video, VideoError, probe, read_all_frames, read_frames
+from tests.visualpath.data.conftest import BACKENDS, ramp_frames, write_video
+from visualpath.data import VideoError, open_video, probe, read_all_frames, read_frames
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("codec, suffix", [("mpeg4", ".avi"), ("libx264", ".mp4"), ("libvpx-vp9", ".webm")])
-def test_seeking_reads_exactly_the_frames_a_full_decode_gives(tmp_path, codec, suffix):
+def test_seeking_reads_exactly_the_frames_a_full_decode_gives(tmp_path, codec, suffix, backend):
     path = write_video(tmp_path / f"v{suffix}", ramp_frames(), codec=codec)
-    info = probe(path)
+    info = probe(path, backend=backend)
     assert info.num_frames == 40 and info.fps == 25 and (info.width, info.height) == (32, 32)
-    everything = read_all_frames(path)
+    everything = read_all_frames(path, backend="pyav")  # decode-everything reference
     assert everything.shape == (40, 32, 32, 3) and everything.dtype == torch.uint8
     for indices in ([0], [39], [33, 1, 17], [20, 20, 21], list(range(5, 40, 4))):
-        assert torch.equal(read_frames(path, indices), everything[indices])
-        assert torch.equal(read_frames(path, indices, seek=False), everything[indices])
-    brightness = read_frames(path, [10, 30]).float().mean(dim=(1, 2, 3))
+        assert torch.equal(read_frames(path, indices, backend=backend), everything[indices])
+        assert torch.equal(read_frames(path, indices, seek=False, backend=backend), everything[indices])
+    brightness = read_frames(path, [10, 30], backend=backend).float().mean(dim=(1, 2, 3))
     assert torch.allclose(brightness, torch.tensor([50.0, 150.0]), atol=3)
 
 
-def test_indices_just_past_the_end_take_the_last_frame(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_indices_just_past_the_end_take_the_last_frame(tmp_path, backend):
     path = write_video(tmp_path / "v.avi", ramp_frames(12))
-    frames = read_frames(path, [11, 12, 13])
+    frames = read_frames(path, [11, 12, 13], backend=backend)
     assert torch.equal(frames[1], frames[0]) and torch.equal(frames[2], frames[0])
 
 
@@ -46,9 +48,15 @@ def _broken(tmp_path, kind):
 @pytest.mark.parametrize("kind, cause", [("empty", "empty file"), ("missing", "no such file"),
                                          ("truncated", "truncated"), ("headless", None),
                                          ("garbage", None), ("text", None)])
-def test_broken_files_raise_video_error_naming_the_file(tmp_path, kind, cause):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_broken_files_raise_video_error_naming_the_file(tmp_path, kind, cause, backend):
     path = _broken(tmp_path, kind)
     with pytest.raises(VideoError, match=cause) as err:
-        with Video(path) as video:
+        with open_video(path, backend) as video:
             video.read(list(range(video.info.num_frames)))
     assert str(path) in str(err.value)
+
+
+def test_unknown_backend_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="'auto', 'pyav' or 'torchcodec'"):
+        open_video(tmp_path / "v.avi", "decord")
