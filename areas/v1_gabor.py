@@ -193,6 +193,9 @@ class V1Gabor(Area):
     def target_dim(self, layout: Layout) -> int:
         return layout.tube * self.cells * self.cells * self.channels
 
+    def target_side(self, layout: Layout) -> int:
+        return self.cells
+
     def _frame_energy(self, pixels: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         # Luminance in 0-255 units keeps the 1e-6 of the per-token standardisation negligible
         # on textured patches, as it is for MAE's normalised pixels.

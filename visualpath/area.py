@@ -123,6 +123,14 @@ class Area(abc.ABC):
         """Where the target came from, reported in the pathway output (e.g. a cache)."""
         return "pixels"
 
+    def target_side(self, layout: Layout) -> int:
+        """Values per token side of the target map (the patch size for per-pixel targets).
+
+        With it a ``(B, N, P)`` target unpatchifies to a map of
+        ``P / (tube * side^2)`` channels, e.g. for figures.
+        """
+        return layout.patch
+
 
 @attrs.frozen(kw_only=True)
 class Stage(Area):

@@ -54,12 +54,6 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "grass", "gravel
 FORMAT_VERSION = 1
 
 
-def default_root() -> Path:
-    """Where the built-in set lives: ``$VISUALPATH_DATA`` or ``~/.cache/visualpath``."""
-    base = os.environ.get("VISUALPATH_DATA") or Path.home() / ".cache" / "visualpath"
-    return Path(base) / "synthetic_ucf"
-
-
 @attrs.frozen(kw_only=True)
 class SyntheticSpec:
     """Size of the generated set.
@@ -83,6 +77,15 @@ class SyntheticSpec:
     def __attrs_post_init__(self) -> None:
         if self.groups < 7:
             raise ValueError(f"SyntheticSpec.groups must be >= 7 (three test splits of two groups), got {self.groups}")
+
+
+def default_root(spec: SyntheticSpec | None = None) -> Path:
+    """Where a built-in set lives: ``$VISUALPATH_DATA`` or ``~/.cache/visualpath``, one
+    folder per spec (``synthetic_ucf-s0-g8x3-f64-128px``)."""
+    spec = spec or SyntheticSpec()
+    base = os.environ.get("VISUALPATH_DATA") or Path.home() / ".cache" / "visualpath"
+    name = f"synthetic_ucf-s{spec.seed}-g{spec.groups}x{spec.clips}-f{spec.frames}-{spec.size}px"
+    return Path(base) / name
 
 
 def _backgrounds(size: int) -> list[np.ndarray]:
@@ -268,7 +271,7 @@ def generate(root: str | os.PathLike, spec: SyntheticSpec = SyntheticSpec()) -> 
 
 def ensure_synthetic(root: str | os.PathLike | None = None, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     """Return the set's root, generating it first if absent or made with another spec."""
-    root = Path(root) if root is not None else default_root()
+    root = Path(root) if root is not None else default_root(spec)
     manifest = root / "visualpath_synthetic.json"
     if manifest.is_file():
         found = json.loads(manifest.read_text())

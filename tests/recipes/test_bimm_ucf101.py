@@ -1,0 +1,75 @@
+import json
+
+import attrs
+import pytest
+
+from recipes import bimm_ucf101 as recipe
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    cfg = attrs.evolve(recipe.VARIANTS["tiny"], run_dir=str(root / "run"), device="cpu")
+    return cfg, recipe.run(cfg)
+
+
+def test_tiny_variant_runs_every_stage_and_leaves_a_run_directory(tiny_run):
+    cfg, results = tiny_run
+    run_dir = recipe.Path(cfg.run_dir)
+    assert 0.0 <= results["top1"] <= 1.0 and results["test_videos"] == 20 and results["chance"] == 0.1
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["config"]["model"]["share"] == "partial" and "git_revision" in saved
+    stages = {json.loads(line)["stage"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()}
+    assert stages == {"ventral", "joint", "finetune", "test"}
+    for stage in ("ventral", "joint", "finetune"):
+        assert (run_dir / stage / "model.safetensors").is_file() and (run_dir / stage / "state.pt").is_file()
+    assert (run_dir / "reconstruction_dorsal.png").stat().st_size > 10_000
+    assert json.loads((run_dir / "results.json").read_text())["top1"] == results["top1"]
+
+
+def test_a_stage_runs_alone_from_saved_checkpoints(tiny_run):
+    cfg, results = tiny_run
+    again = recipe.run(attrs.evolve(cfg, stages=("test",)))
+    assert again["top1"] == results["top1"]
+
+
+def test_completed_stages_resume_without_training_again(tiny_run, capsys):
+    cfg, _ = tiny_run
+    before = (recipe.Path(cfg.run_dir) / "joint" / "model.safetensors").read_bytes()
+    recipe.run(attrs.evolve(cfg, stages=("joint",)))
+    assert (recipe.Path(cfg.run_dir) / "joint" / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["model.sahre=none"], "did you mean 'model.share'"),
+    (["model.share=some"], "share must be one of"),
+    (["model.video_mask=1.2"], "must be in the open interval"),
+    (["data.frames=eight"], "data.frames must be an integer"),
+    (["--data-root", "/nonexistent"], "must hold UCF-101/ and ucfTrainTestlist/"),
+    (["data.size=40"], "data.size must be a multiple of 16"),
+    (["stages=ventral,pretrain"], "stages must be a non-empty list"),
+])
+def test_bad_configuration_fails_before_compute(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(recipe, "setup", lambda *a, **k: pytest.fail("compute started"))
+    with pytest.raises((SystemExit, ValueError)) as err:
+        recipe.main(argv)
+    text = str(err.value) + capsys.readouterr().err
+    assert message in text
+
+
+def test_help_lists_variants_and_keys(capsys):
+    with pytest.raises(SystemExit):
+        recipe.main(["--help"])
+    out = capsys.readouterr().out
+    assert "variants: demo, paper, tiny" in out and "joint.optim.base_lr" in out
+
+
+def test_paper_settings_follow_tables_8_and_9():
+    cfg = recipe.config()
+    assert (cfg.joint.optim.base_lr, cfg.joint.optim.batch_size, cfg.joint.optim.warmup_epochs) == (3e-4, 64, 40)
+    assert (cfg.ventral.optim.base_lr, cfg.ventral.optim.batch_size) == (2e-4, 128)
+    ft = cfg.finetune
+    assert (ft.optim.base_lr, ft.optim.batch_size, ft.optim.epochs, ft.optim.layer_decay) == (5e-4, 32, 100, 0.7)
+    assert (ft.drop_path, ft.mixup, ft.cutmix, ft.smoothing, ft.repeated) == (0.2, 0.8, 1.0, 0.1, 2)
+    assert (cfg.test.clips, cfg.test.crops, cfg.data.frames, cfg.data.stride) == (5, 3, 16, 4)
+    assert cfg.model.split == (2, 2, 8) and cfg.model.video_mask == 0.9 and cfg.model.image_mask == 0.75

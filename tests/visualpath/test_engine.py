@@ -1,0 +1,149 @@
+import math
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from tests.conftest import TINY_DECODER
+from areas import V4Color
+from visualpath import Pathway, RandomMask, Stream, vit_tiny
+from visualpath.classifier import Classifier, Encoder
+from visualpath.engine import (
+    EpochSampler,
+    NonFiniteLoss,
+    OptimSpec,
+    Runtime,
+    RunLog,
+    build_optimizer,
+    fit,
+    load_checkpoint,
+    lr_at,
+    make_loader,
+    param_groups,
+    save_checkpoint,
+    TrainState,
+)
+
+CPU = Runtime(device=torch.device("cpu"))
+
+
+class Images(Dataset):
+    def __init__(self, n=24):
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "index": torch.tensor(i), "skipped": torch.tensor(0)}
+
+
+def _model():
+    torch.manual_seed(0)
+    return Pathway(encoder=vit_tiny(depth=2, width=32, heads=2),
+                   streams=[Stream("ventral", "image", [V4Color(blocks=2, decoder=TINY_DECODER)],
+                                   mask=RandomMask(0.5))]).build()
+
+
+def _step(model, batch):
+    out = model(batch)
+    return out.loss, out.losses
+
+
+SPEC = OptimSpec(epochs=3, batch_size=4, base_lr=1e-3, warmup_epochs=1, accum_steps=2, clip_grad=1.0)
+
+
+def test_param_groups_exclude_norms_biases_and_tokens_from_decay():
+    model = _model()
+    groups = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for g in groups:
+        for p in g["params"]:
+            name = names[id(p)]
+            no_decay = p.ndim < 2 or "mask_token" in name
+            assert g["weight_decay"] == (0.0 if no_decay else 0.05), name
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_layer_decay_scales_follow_depth():
+    enc = Encoder.from_pathway(_model(), "ventral")
+    clf = Classifier(enc, 5)
+    groups = param_groups(clf, 0.05, layer_decay=0.5, num_layers=2)
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    assert scale[id(clf.head.weight)] == 1.0
+    assert scale[id(enc.blocks[1].attn.qkv.weight)] == 0.5
+    assert scale[id(enc.blocks[0].attn.qkv.weight)] == 0.25
+    assert scale[id(enc.embed.proj.weight)] == 0.125
+
+
+def test_linear_scaling_rule_and_schedule():
+    spec = OptimSpec(epochs=10, batch_size=32, base_lr=1e-3, accum_steps=2)
+    assert spec.peak_lr(world=4) == pytest.approx(1e-3 * 256 / 256)
+    lrs = [lr_at(s, 100, 10, 1.0, 0.0) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-3
+    assert lrs[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
+
+
+def test_epoch_sampler_is_a_function_of_seed_and_epoch_and_splits_ranks():
+    a, b = EpochSampler(10, seed=1), EpochSampler(10, seed=1)
+    a.set_epoch(3), b.set_epoch(3)
+    assert list(a) == list(b)
+    b.set_epoch(4)
+    assert list(a) != list(b)
+    full = list(a)
+    a.set_epoch(3, skip=4)
+    assert list(a) == full[4:] and len(a) == 6 and a.epoch_length() == 10
+    r0, r1 = EpochSampler(9, seed=0, rank=0, world=2), EpochSampler(9, seed=0, rank=1, world=2)
+    assert len(r0) == len(r1) == 5 and set(r0) | set(r1) == set(range(9))
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    model = _model()
+    opt = build_optimizer(model, SPEC, CPU)
+    model(Images()[0] | {"image": Images()[0]["image"][None]}).loss.backward()
+    opt.step()
+    save_checkpoint(tmp_path, model, opt, TrainState(epoch=1, step=7, skipped=2))
+    fresh = _model()
+    opt2 = build_optimizer(fresh, SPEC, CPU)
+    state = load_checkpoint(tmp_path, fresh, opt2)  # torch.load(weights_only=True) inside
+    assert (state.epoch, state.step, state.skipped) == (1, 7, 2)
+    for p, q in zip(model.parameters(), fresh.parameters()):
+        assert torch.equal(p, q)
+    assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporaries
+
+
+def _train(tmp_path, stop_after=None, resume=False, spec=SPEC):
+    model = _model()
+    torch.manual_seed(123)
+    run = RunLog(tmp_path, CPU)
+    opt = build_optimizer(model, spec, CPU)
+    loader = make_loader(Images(), spec.batch_size, CPU, shuffle=True, seed=5)
+    state = fit("stage", model, _step, loader, opt, spec, CPU, run, resume=resume, stop_after=stop_after,
+                log_every=1, checkpoint_every=2)
+    return model, state
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    full, state = _train(tmp_path / "full")
+    assert state.step == 3 * 3  # 24 images / (4 x 2 accumulation) per epoch, 3 epochs
+    _train(tmp_path / "killed", stop_after=5)  # killed after step 5 (checkpoint at step 4)
+    resumed, state = _train(tmp_path / "killed", resume=True)
+    assert state.step == 9
+    for p, q in zip(full.parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 9 and '"ventral.V4"' in lines[0] and '"clips_per_s"' in lines[0]
+
+
+def test_non_finite_loss_names_the_step_and_the_area(tmp_path):
+    def bad_step(model, batch):
+        loss, parts = _step(model, batch)
+        return loss * float("nan"), {k: v * float("nan") for k, v in parts.items()}
+
+    model = _model()
+    run = RunLog(tmp_path, CPU)
+    loader = make_loader(Images(), 4, CPU, shuffle=True, seed=0)
+    with pytest.raises(NonFiniteLoss, match="non-finite loss at step 1 from ventral.V4"):
+        fit("s", model, bad_step, loader, build_optimizer(model, SPEC, CPU), SPEC, CPU, run, log_every=1)
