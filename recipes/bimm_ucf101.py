@@ -105,7 +105,8 @@ class DataConfig:
     size: int = 224
     workers: int = 8
     synthetic_groups: int = 8
-    synthetic_clips: int = 3
+    synthetic_clips: int = 4
+    synthetic_size: int = 128
 
 
 @attrs.frozen(kw_only=True)
@@ -125,6 +126,7 @@ class FinetuneConfig:
     flip: bool = True
     randaugment: str | None = "rand-m7-n4-mstd0.5-inc1"
     erase: float = 0.25  # random-erasing probability
+    crop_area: tuple[float, float] = (0.08, 1.0)  # random-resized-crop area range (VideoMAE)
     pool: str = attrs.field(default="mean", validator=_one_of(("mean", "cls")))
 
 
@@ -226,7 +228,8 @@ def build_pathway(m: ModelConfig, streams: tuple[str, ...] = ("ventral", "dorsal
 
 def video_records(cfg: Config, train: bool):
     root = Path(cfg.data.root) if cfg.data.root else ensure_synthetic(
-        spec=SyntheticSpec(groups=cfg.data.synthetic_groups, clips=cfg.data.synthetic_clips))
+        spec=SyntheticSpec(groups=cfg.data.synthetic_groups, clips=cfg.data.synthetic_clips,
+                           size=cfg.data.synthetic_size))
     records, classes = read_ucf101(root, cfg.data.split, train=train)
     return root, records, classes
 
@@ -342,7 +345,8 @@ def run_finetune(cfg: Config, runtime, run: RunLog, console: Console):
     ft = cfg.finetune
     model = Classifier(Encoder.from_pathway(joint, "dorsal", drop_path=ft.drop_path), len(classes),
                        pool=ft.pool).to(runtime.device)
-    transform = TrainTransform(size=cfg.data.size, crop="resized", flip=ft.flip, randaugment=ft.randaugment)
+    transform = TrainTransform(size=cfg.data.size, crop="resized", area=ft.crop_area, flip=ft.flip,
+                               randaugment=ft.randaugment)
     dataset = VideoDataset(records, classes, frames=cfg.data.frames, stride=cfg.data.stride, transform=transform,
                            views=ft.repeated, seed=cfg.seed, name="UCF101 train")
     ddp = _ddp(model, runtime)

@@ -12,9 +12,12 @@ Expand / Contract            exponential growth / shrinkage about the centre
 OscillateHorizontal/Vertical sinusoidal back-and-forth
 =========================  =============================================================
 
-Nuisance variation, drawn per video: shape (ellipse, rectangle, triangle, cross), colour,
-texture (solid, stripes, checks, moving with the object), size, position, speed, and the
-background (a random crop of a photograph bundled with scikit-image, plus sensor noise).
+Nuisance variation: shape (ellipse, rectangle, triangle, cross), colour, texture (solid,
+stripes, checks, moving with the object), size, position and the background (a random crop
+of a photograph bundled with scikit-image). As in UCF101, where a group's clips share actor
+and scene, the nuisance is drawn per (group, clip) and shared by all classes: appearance
+carries no information about the class, so a model that memorises scenes gains nothing and
+has to learn motion. Speed, phase and sensor noise are drawn per video.
 
 The set is generated once, deterministically from a seed (same seed, same frames), as
 MPEG-4 AVI files (the codec family of UCF101's XviD files) with ``classInd.txt``,
@@ -69,8 +72,8 @@ class SyntheticSpec:
 
     seed: int = 0
     groups: int = attrs.field(default=8, validator=positive)
-    clips: int = attrs.field(default=3, validator=positive)
-    frames: int = attrs.field(default=64, validator=positive)
+    clips: int = attrs.field(default=4, validator=positive)
+    frames: int = attrs.field(default=32, validator=positive)
     size: int = attrs.field(default=128, validator=positive)
     fps: int = attrs.field(default=25, validator=positive)
 
@@ -81,7 +84,7 @@ class SyntheticSpec:
 
 def default_root(spec: SyntheticSpec | None = None) -> Path:
     """Where a built-in set lives: ``$VISUALPATH_DATA`` or ``~/.cache/visualpath``, one
-    folder per spec (``synthetic_ucf-s0-g8x3-f64-128px``)."""
+    folder per spec (``synthetic_ucf-s0-g8x4-f32-128px``)."""
     spec = spec or SyntheticSpec()
     base = os.environ.get("VISUALPATH_DATA") or Path.home() / ".cache" / "visualpath"
     name = f"synthetic_ucf-s{spec.seed}-g{spec.groups}x{spec.clips}-f{spec.frames}-{spec.size}px"
@@ -146,20 +149,26 @@ def _texture(kind: str, u: np.ndarray, v: np.ndarray, color: np.ndarray, rng_par
     return np.clip(color * shade, 0, 1)
 
 
-def _render(label: str, spec: SyntheticSpec, photos, rng: np.random.Generator) -> np.ndarray:
-    """One video, ``(frames, size, size, 3)`` uint8."""
+def _render(label: str, spec: SyntheticSpec, photos, scene: np.random.Generator,
+            rng: np.random.Generator) -> np.ndarray:
+    """One video, ``(frames, size, size, 3)`` uint8.
+
+    ``scene`` draws the nuisance (background, shape, texture, colour, size, position) and is
+    shared by every class of a (group, clip), as a UCF101 group shares actor and scene;
+    ``rng`` draws the motion (speed, phase, noise) of this class.
+    """
     S, N = spec.size, spec.frames
-    bg = _background(photos, S, rng)
-    shape = SHAPES[rng.integers(len(SHAPES))]
-    texture = TEXTURES[rng.integers(len(TEXTURES))]
-    color = rng.uniform(0.15, 1.0, 3).astype(np.float32)
-    tex = {"angle": rng.uniform(0, np.pi), "freq": rng.uniform(1.0, 2.5)}
-    radius = S * rng.uniform(0.09, 0.16)
+    bg = _background(photos, S, scene)
+    shape = SHAPES[scene.integers(len(SHAPES))]
+    texture = TEXTURES[scene.integers(len(TEXTURES))]
+    color = scene.uniform(0.15, 1.0, 3).astype(np.float32)
+    tex = {"angle": scene.uniform(0, np.pi), "freq": scene.uniform(1.0, 2.5)}
+    radius = S * scene.uniform(0.12, 0.2)
     t = np.arange(N, dtype=np.float32)
     margin = radius * 1.3
-    cx = np.full(N, rng.uniform(margin + S * 0.2, S - margin - S * 0.2))
-    cy = np.full(N, rng.uniform(margin + S * 0.2, S - margin - S * 0.2))
-    theta = np.full(N, rng.uniform(0, 2 * np.pi))
+    cx = np.full(N, scene.uniform(margin + S * 0.2, S - margin - S * 0.2))
+    cy = np.full(N, scene.uniform(margin + S * 0.2, S - margin - S * 0.2))
+    theta = np.full(N, scene.uniform(0, 2 * np.pi))
     scale = np.ones(N)
     travel = S - 2 * margin
     speed = travel / N * rng.uniform(0.7, 1.0)  # stays in frame for the whole clip
@@ -241,9 +250,10 @@ def generate(root: str | os.PathLike, spec: SyntheticSpec = SyntheticSpec()) -> 
             (videos / label).mkdir(parents=True)
             for g in range(1, spec.groups + 1):
                 for k in range(1, spec.clips + 1):
-                    rng = np.random.default_rng([spec.seed, ci, g, k])
+                    scene = np.random.default_rng([spec.seed, g, k])
+                    rng = np.random.default_rng([spec.seed, g, k, ci + 1])
                     name = _video_name(label, g, k)
-                    _write_avi(videos / name, _render(label, spec, photos, rng), spec.fps)
+                    _write_avi(videos / name, _render(label, spec, photos, scene, rng), spec.fps)
                     names[label].append(name)
         crlf = "\r\n"
         (lists / "classInd.txt").write_bytes(

@@ -30,7 +30,8 @@ def test_generation_is_deterministic_and_cached(small_ucf, tmp_path):
 
 
 def _centroid_track(label, seed):
-    video = _render(label, SMALL, _backgrounds(SMALL.size), np.random.default_rng(seed)).astype(float)
+    scene, rng = np.random.default_rng([seed]), np.random.default_rng([seed, 1])
+    video = _render(label, SMALL, _backgrounds(SMALL.size), scene, rng).astype(float)
     moving = np.abs(video - np.median(video, axis=0)).mean(-1) > 40  # (T, H, W) object pixels
     ys, xs = np.mgrid[0:SMALL.size, 0:SMALL.size]
     track = [(xs[m].mean(), ys[m].mean(), m.sum()) for m in moving if m.any()]
@@ -44,6 +45,15 @@ def test_the_motion_is_the_class(label, axis, sign):
     for seed in range(3):
         track = _centroid_track(label, seed)
         assert sign * (track[-1, axis] - track[0, axis]) > (2 if axis < 2 else 20)
+
+
+def test_classes_of_a_group_share_the_scene(small_ucf):
+    first = {c: read_frames(small_ucf / "UCF-101" / c / f"v_{c}_g03_c01.avi", [0])[0].float() for c in CLASSES}
+    other_scene = read_frames(small_ucf / "UCF-101" / "Expand" / "v_Expand_g04_c01.avi", [0])[0].float()
+    corner = (slice(0, 8), slice(0, 8))  # background, away from the object
+    base = first["Expand"][corner]
+    assert all((f[corner] - base).abs().mean() < 12 for f in first.values())
+    assert (other_scene[corner] - base).abs().mean() > 12
 
 
 def test_object_positions_do_not_reveal_the_direction():
