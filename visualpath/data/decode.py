@@ -65,6 +65,16 @@ class VideoInfo:
     height: int
 
 
+def _existing(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; VideoError when it is missing or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: empty file (0 bytes)")
+    return path
+
+
 class Video:
     """An open video file: header facts, then frames on demand.
 
@@ -73,11 +83,7 @@ class Video:
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise VideoError(f"{self.path}: no such file")
-        if self.path.stat().st_size == 0:
-            raise VideoError(f"{self.path}: empty file (0 bytes)")
+        self.path = _existing(path)
         try:
             self.container = av.open(str(self.path))
         except (av.FFmpegError, OSError, ValueError) as err:
@@ -182,11 +188,7 @@ class TorchCodecVideo:
     def __init__(self, path: str | os.PathLike) -> None:
         from torchcodec.decoders import VideoDecoder
 
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise VideoError(f"{self.path}: no such file")
-        if self.path.stat().st_size == 0:
-            raise VideoError(f"{self.path}: empty file (0 bytes)")
+        self.path = _existing(path)
         try:
             self.decoder = VideoDecoder(str(self.path), seek_mode="approximate")
             meta = self.decoder.metadata
