@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from visualpath._validate import non_negative, non_negative_float, positive, positive_float
-from visualpath.tokens import MODALITIES, Layout, position_table
+from visualpath.tokens import MODALITIES, Layout, cached_position_table
 from visualpath.vit import Block
 
 __all__ = ["Area", "DecoderSpec", "Stage", "TargetInput", "Decoder", "area_name"]
@@ -175,15 +175,9 @@ class Decoder(nn.Module):
         )
         self.norm = nn.LayerNorm(spec.width, eps=norm_eps)
         self.head = nn.Linear(spec.width, out_dim)
-        self._pos_cache: dict = {}
 
     def positions(self, grid: tuple[int, ...], like: Tensor) -> Tensor:
-        key = (grid, like.device)
-        if key not in self._pos_cache:
-            self._pos_cache[key] = position_table(self.pos_embed, grid, self.embed.out_features).to(
-                like.device
-            )
-        return self._pos_cache[key]
+        return cached_position_table(self.pos_embed, grid, self.embed.out_features, like.device)
 
     def forward(self, x: Tensor, keep: Tensor, masked: Tensor, grid: tuple[int, ...]) -> Tensor:
         """Predict masked tokens.

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from visualpath.pathway import IMAGENET_MEAN, IMAGENET_STD, PathwayModel
-from visualpath.tokens import Layout, PatchEmbed, position_table
+from visualpath.tokens import Layout, PatchEmbed, cached_position_table
 from visualpath.vit import ViTSpec, init_weights
 
 __all__ = ["Encoder", "Classifier"]
@@ -34,7 +34,6 @@ class Encoder(nn.Module):
         shape = (1, 3, 1, 1, 1) if layout.is_video else (1, 3, 1, 1)
         self.register_buffer("pixel_mean", mean.view(shape), persistent=False)
         self.register_buffer("pixel_std", std.view(shape), persistent=False)
-        self._pos_cache: dict = {}
 
     @classmethod
     def from_pathway(cls, model: PathwayModel, stream: str, drop_path: float | None = None) -> Encoder:
@@ -53,10 +52,7 @@ class Encoder(nn.Module):
         return encoder
 
     def positions(self, grid: tuple[int, ...], like: Tensor) -> Tensor:
-        key = (grid, like.device)
-        if key not in self._pos_cache:
-            self._pos_cache[key] = position_table(self.pos_embed, grid, self.spec.width).to(like.device)
-        return self._pos_cache[key]
+        return cached_position_table(self.pos_embed, grid, self.spec.width, like.device)
 
     def normalize(self, x: Tensor) -> Tensor:
         """uint8 or [0, 1] pixels -> ImageNet-normalised float pixels."""

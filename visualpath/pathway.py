@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from visualpath._validate import non_negative_float
 from visualpath.area import Area, Decoder, TargetInput, area_name
 from visualpath.masking import Mask, RandomMask, TubeMask
-from visualpath.tokens import MODALITIES, Layout, PatchEmbed, position_table
+from visualpath.tokens import MODALITIES, Layout, PatchEmbed, cached_position_table
 from visualpath.vit import ViTSpec, init_embedding, init_weights
 
 __all__ = [
@@ -331,14 +331,9 @@ class StreamModule(nn.Module):
                 if a.has_readout
             }
         )
-        self._pos_cache: dict = {}
 
     def positions(self, grid: tuple[int, ...], kind: str, like: Tensor) -> Tensor:
-        key = (grid, like.device)
-        if key not in self._pos_cache:
-            table = position_table(kind, grid, self.embed.proj.out_channels)
-            self._pos_cache[key] = table.to(like.device)
-        return self._pos_cache[key]
+        return cached_position_table(kind, grid, self.embed.proj.out_channels, like.device)
 
 
 class PathwayModel(nn.Module):

@@ -10,6 +10,7 @@ the target at token ``n`` always describe the same pixels.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -197,3 +198,14 @@ def position_table(kind: str, grid: tuple[int, ...], dim: int) -> Tensor:
     if kind == "flat":
         return sincos_flat(math.prod(grid), dim)
     raise ValueError(f"pos_embed must be 'grid' or 'flat', got {kind!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def cached_position_table(kind: str, grid: tuple[int, ...], dim: int, device: torch.device) -> Tensor:
+    """:func:`position_table` on ``device``, built once per (kind, grid, width, device).
+
+    Modules share these constants, so a step copies no table to the device. Built outside
+    inference mode so a table first made during evaluation can still be used in training.
+    """
+    with torch.inference_mode(False):
+        return position_table(kind, grid, dim).to(device)
