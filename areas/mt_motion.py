@@ -18,7 +18,7 @@ from torch import Tensor
 from areas._common import normalize_tokens
 from visualpath import Area, DecoderSpec, Layout, TargetInput
 from visualpath.area import area_name
-from visualpath._validate import positive
+from visualpath._validate import non_negative
 
 
 @attrs.frozen(kw_only=True)
@@ -33,7 +33,7 @@ class MTMotion(Area):
     modalities: ClassVar[tuple[str, ...]] = ("video",)
 
     name: str = attrs.field(default="MT", validator=area_name)
-    blocks: int = attrs.field(default=8, validator=positive)
+    blocks: int = attrs.field(default=8, validator=non_negative)
     decoder: DecoderSpec = attrs.field(factory=lambda: DecoderSpec(width=384, depth=4, heads=6))
     normalize: bool = True
 

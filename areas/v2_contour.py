@@ -24,7 +24,7 @@ from torch import Tensor
 from areas._common import frames, luminance, normalize_tokens, unframes
 from visualpath import Area, DecoderSpec, Layout, TargetInput
 from visualpath.area import area_name
-from visualpath._validate import non_negative_float, open_unit_interval, positive
+from visualpath._validate import non_negative, non_negative_float, open_unit_interval
 
 __all__ = ["V2Contour", "edge_map"]
 
@@ -88,7 +88,7 @@ class V2Contour(Area):
     """
 
     name: str = attrs.field(default="V2", validator=area_name)
-    blocks: int = attrs.field(default=2, validator=positive)
+    blocks: int = attrs.field(default=2, validator=non_negative)
     decoder: DecoderSpec = attrs.field(factory=lambda: DecoderSpec(width=384, depth=2, heads=6))
     normalize: bool = False
     sigma: float = attrs.field(default=1.0, validator=non_negative_float)

@@ -12,7 +12,7 @@ from torch import Tensor
 from areas._common import normalize_tokens
 from visualpath import Area, DecoderSpec, Layout, TargetInput
 from visualpath.area import area_name
-from visualpath._validate import positive
+from visualpath._validate import non_negative
 
 
 @attrs.frozen(kw_only=True)
@@ -25,7 +25,7 @@ class V4Color(Area):
     """
 
     name: str = attrs.field(default="V4", validator=area_name)
-    blocks: int = attrs.field(default=8, validator=positive)
+    blocks: int = attrs.field(default=8, validator=non_negative)
     decoder: DecoderSpec = attrs.field(factory=lambda: DecoderSpec(width=384, depth=4, heads=6))
     normalize: bool = True
 

@@ -92,7 +92,8 @@ class Area(abc.ABC):
 
     Attributes:
         name: the area's name in outputs, checkpoints and ``share`` declarations.
-        blocks: number of encoder blocks in this area's stage (> 0).
+        blocks: number of encoder blocks in this area's stage; 0 reads the area out at the
+            same block as the area before it (the first area needs at least one).
         decoder: the readout decoder's shape.
         weight: loss weight; 0 makes the area a plain stage (no decoder, no target).
 
@@ -103,7 +104,7 @@ class Area(abc.ABC):
     modalities: ClassVar[tuple[str, ...]] = MODALITIES
 
     name: str = attrs.field(validator=area_name)
-    blocks: int = attrs.field(validator=positive)
+    blocks: int = attrs.field(validator=non_negative)
     decoder: DecoderSpec = attrs.field(factory=DecoderSpec)
     weight: float = attrs.field(default=1.0, validator=non_negative_float)
 

@@ -577,6 +577,8 @@ def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, console=Non
         for batch in loader:
             batch = _to_device(batch, runtime.device)
             x = batch["video"] if "video" in batch else batch["image"]
+            if x.ndim == (5 if "video" in batch else 4):  # one view per item
+                x = x[:, None]
             B, V = x.shape[:2]
             with torch.autocast(runtime.device.type, dtype=autocast, enabled=autocast is not None):
                 logits = model(x.flatten(0, 1))

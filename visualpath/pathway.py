@@ -93,6 +93,9 @@ class Stream:
     def __attrs_post_init__(self) -> None:
         if not self.areas:
             raise ValueError(f"stream {self.name!r} needs at least one area")
+        if isinstance(self.areas[0], Area) and self.areas[0].blocks < 1:
+            raise ValueError(f"stream {self.name!r}: the first area ({self.areas[0].name}) needs at least one "
+                             "block; later areas may have 0 (read out at the block before them)")
         for area in self.areas:
             if not isinstance(area, Area):
                 raise ValueError(

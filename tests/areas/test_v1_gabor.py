@@ -113,4 +113,4 @@ def test_bad_settings_are_rejected():
     with pytest.raises(ValueError, match="wavelengths"):
         V1Gabor(wavelengths=(1.5,))
     with pytest.raises(ValueError, match="blocks"):
-        V1Gabor(blocks=0)
+        V1Gabor(blocks=-1)

@@ -3,7 +3,10 @@ import json
 import attrs
 import pytest
 
+from pathlib import Path
+
 from recipes import bimm_ucf101 as recipe
+from recipes import pipeline
 
 
 @pytest.fixture(scope="module")
@@ -15,8 +18,8 @@ def tiny_run(tmp_path_factory):
 
 def test_tiny_variant_runs_every_stage_and_leaves_a_run_directory(tiny_run):
     cfg, results = tiny_run
-    run_dir = recipe.Path(cfg.run_dir)
-    assert 0.0 <= results["top1"] <= 1.0 and results["test_videos"] == 20 and results["chance"] == 0.1
+    run_dir = Path(cfg.run_dir)
+    assert 0.0 <= results["top1"] <= 1.0 and results["test_items"] == 20 and results["chance"] == 0.1
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["config"]["model"]["share"] == "partial" and "git_revision" in saved
     stages = {json.loads(line)["stage"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()}
@@ -35,9 +38,9 @@ def test_a_stage_runs_alone_from_saved_checkpoints(tiny_run):
 
 def test_completed_stages_resume_without_training_again(tiny_run, capsys):
     cfg, _ = tiny_run
-    before = (recipe.Path(cfg.run_dir) / "joint" / "model.safetensors").read_bytes()
+    before = (Path(cfg.run_dir) / "joint" / "model.safetensors").read_bytes()
     recipe.run(attrs.evolve(cfg, stages=("joint",)))
-    assert (recipe.Path(cfg.run_dir) / "joint" / "model.safetensors").read_bytes() == before
+    assert (Path(cfg.run_dir) / "joint" / "model.safetensors").read_bytes() == before
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -45,12 +48,12 @@ def test_completed_stages_resume_without_training_again(tiny_run, capsys):
     (["model.share=some"], "share must be one of"),
     (["model.video_mask=1.2"], "must be in the open interval"),
     (["data.frames=eight"], "data.frames must be an integer"),
-    (["--data-root", "/nonexistent"], "must hold UCF-101/ and ucfTrainTestlist/"),
+    (["--data-root", "/nonexistent"], "is not a folder; expected it to hold UCF-101/ and ucfTrainTestlist/"),
     (["data.size=40"], "data.size must be a multiple of 16"),
     (["stages=ventral,pretrain"], "stages must be a non-empty list"),
 ])
 def test_bad_configuration_fails_before_compute(argv, message, capsys, monkeypatch):
-    monkeypatch.setattr(recipe, "setup", lambda *a, **k: pytest.fail("compute started"))
+    monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
     with pytest.raises((SystemExit, ValueError)) as err:
         recipe.main(argv)
     text = str(err.value) + capsys.readouterr().err
@@ -73,3 +76,13 @@ def test_paper_settings_follow_tables_8_and_9():
     assert (ft.drop_path, ft.mixup, ft.cutmix, ft.smoothing, ft.repeated) == (0.2, 0.8, 1.0, 0.1, 2)
     assert (cfg.test.clips, cfg.test.crops, cfg.data.frames, cfg.data.stride) == (5, 3, 16, 4)
     assert cfg.model.split == (2, 2, 8) and cfg.model.video_mask == 0.9 and cfg.model.image_mask == 0.75
+
+
+def test_resuming_with_other_settings_is_refused_before_compute(tiny_run, monkeypatch):
+    cfg, _ = tiny_run
+    monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
+    changed = attrs.evolve(cfg, model=attrs.evolve(cfg.model, video_mask=0.5))
+    with pytest.raises(ValueError, match=r"holds a run with other settings \(model.video_mask: 0.9 -> 0.5\)"):
+        recipe.run(changed)
+    assert pipeline.resume_conflicts(attrs.evolve(changed, resume=False)) == []
+    assert pipeline.resume_conflicts(attrs.evolve(cfg, stages=("test",), log_every=5)) == []

@@ -84,10 +84,22 @@ def test_share_all_needs_identical_spans():
         ])
 
 
-@pytest.mark.parametrize("blocks", [0, -2, 1.5, True])
-def test_non_positive_blocks(blocks):
-    with pytest.raises(ValueError, match="blocks must be a positive integer"):
+@pytest.mark.parametrize("blocks", [-1, -2, 1.5, True])
+def test_negative_or_non_integer_blocks(blocks):
+    with pytest.raises(ValueError, match="blocks must be an integer >= 0"):
         V2Contour(blocks=blocks)
+
+
+def test_a_zero_block_area_reads_out_where_the_one_before_it_does():
+    stream = Stream("dorsal", "video", [V1Gabor(blocks=2), V2Contour(blocks=0), MTMotion(blocks=0)],
+                    mask=TubeMask(0.75))
+    model = Pathway(encoder=vit_tiny(depth=2, width=32, heads=2), streams=[stream]).build()
+    video = torch.rand(2, 3, 4, 32, 32)
+    out = model({"video": video}, generator=torch.Generator().manual_seed(0))
+    assert set(out.streams["dorsal"].losses) == {"V1", "V2", "MT"}
+    assert all(torch.isfinite(v) for v in out.streams["dorsal"].losses.values())
+    with pytest.raises(ValueError, match="the first area .V1. needs at least one block"):
+        Stream("dorsal", "video", [V1Gabor(blocks=0), MTMotion(blocks=2)])
 
 
 def test_blocks_must_sum_to_the_encoder_depth():

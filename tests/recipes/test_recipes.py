@@ -1,0 +1,188 @@
+"""Every recipe's tiny variant runs end to end; the paper variants quote Tables 8 and 9; the
+dataset layouts the recipes read are exercised on the built-in set laid out as each release."""
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+import attrs
+import pytest
+
+from recipes import pipeline
+from visualpath.data import ensure_synthetic, read_ucf101
+from visualpath.data.synthetic import SyntheticSpec
+
+RECIPES = ["bimm_ucf101", "bimm_k400", "bimm_ssv2", "bimm_hmdb51", "bimm_imagenet", "videomae_ucf101"]
+
+
+def _module(name):
+    return importlib.import_module(f"recipes.{name}")
+
+
+def _tiny(name, tmp_path, **changes):
+    cfg = _module(name).VARIANTS["tiny"]
+    return attrs.evolve(cfg, run_dir=str(tmp_path / name), device="cpu", **changes)
+
+
+@pytest.fixture(scope="module")
+def ucf_tiny_run(tmp_path_factory):
+    cfg = _tiny("bimm_ucf101", tmp_path_factory.mktemp("runs"))
+    pipeline.run(cfg)
+    return Path(cfg.run_dir)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_has_config_variants_and_run(name):
+    module = _module(name)
+    assert {"demo", "paper", "tiny"} <= set(module.VARIANTS)
+    assert module.config() == module.VARIANTS["paper"] and callable(module.run)
+    for variant in ("demo", "tiny"):
+        pipeline.check(module.VARIANTS[variant])  # a valid configuration, no data needed
+
+
+@pytest.mark.parametrize("name", ["bimm_k400", "bimm_ssv2", "bimm_imagenet", "videomae_ucf101"])
+def test_tiny_variant_runs_every_stage(name, tmp_path):
+    cfg = _tiny(name, tmp_path)
+    results = pipeline.run(cfg)
+    assert 0.0 <= results["top1"] <= 1.0 and results["test_items"] > 0
+    stages = {json.loads(line)["stage"] for line in (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines()}
+    assert stages == set(cfg.stages)
+    for stage in set(cfg.stages) - {"test"}:
+        assert (Path(cfg.run_dir) / stage / "model.safetensors").is_file()
+
+
+def test_hmdb51_finetunes_another_runs_pretrained_pathway(ucf_tiny_run, tmp_path, capsys):
+    cfg = _tiny("bimm_hmdb51", tmp_path, pretrained=str(ucf_tiny_run))
+    assert cfg.stages == ("finetune", "test")
+    results = pipeline.run(cfg)
+    assert 0.0 <= results["top1"] <= 1.0
+    assert f"dorsal encoder from {ucf_tiny_run / 'joint' / 'model.safetensors'}" in capsys.readouterr().err.replace(
+        "\n", "")
+
+
+def test_videomae_baseline_is_one_rgb_target_at_the_last_block():
+    cfg = _module("videomae_ucf101").config()
+    pathway = pipeline.build_pathway(cfg.model)
+    (stream,) = pathway.streams
+    assert stream.name == "dorsal" and [(a.name, a.blocks) for a in stream.areas] == [("V4", 12)]
+    assert stream.areas[0].decoder.depth == 4 and stream.mask.ratio == 0.9
+
+
+def test_bimm_imagenet_is_the_ventral_branch_alone():
+    cfg = _module("bimm_imagenet").config()
+    assert cfg.model.streams == ("ventral",) and cfg.finetune.stream == "ventral"
+    ft = cfg.finetune
+    assert (ft.optim.base_lr, ft.optim.batch_size, ft.optim.epochs, ft.optim.warmup_epochs) == (2e-3, 128, 100, 20)
+    assert (ft.drop_path, ft.optim.layer_decay, ft.flip, ft.repeated) == (0.1, 0.65, False, 1)
+    with pytest.raises(ValueError, match="set data.image_root"):
+        pipeline.check(cfg)
+
+
+@pytest.mark.parametrize("name, pre, ft, views", [
+    # (joint base lr, batch, epochs, flip), (base lr, batch, epochs, drop path, layer decay, flip), clips x crops
+    ("bimm_k400", (1.5e-4, 16, 800, False), (1e-3, 16, 75, 0.1, 0.75, True), (5, 3)),
+    ("bimm_ssv2", (1.5e-4, 16, 800, True), (5e-4, 16, 40, 0.1, 0.75, False), (2, 3)),
+    ("bimm_ucf101", (3e-4, 64, 1600, True), (5e-4, 32, 100, 0.2, 0.7, True), (5, 3)),
+    ("bimm_hmdb51", None, (1e-3, 32, 50, 0.2, 0.7, True), (10, 3)),
+])
+def test_paper_variants_quote_tables_8_and_9(name, pre, ft, views):
+    cfg = _module(name).config()
+    if pre is not None:
+        o = cfg.joint.optim
+        assert (o.base_lr, o.batch_size, o.epochs, cfg.joint.flip) == pre
+        assert o.warmup_epochs == 40 and o.betas == (0.9, 0.95) and o.weight_decay == 0.05
+    f = cfg.finetune
+    assert (f.optim.base_lr, f.optim.batch_size, f.optim.epochs, f.drop_path, f.optim.layer_decay, f.flip) == ft
+    assert f.optim.warmup_epochs == 5 and f.optim.betas == (0.9, 0.999)
+    assert (f.mixup, f.cutmix, f.smoothing, f.repeated) == (0.8, 1.0, 0.1, 2)
+    assert (cfg.test.clips, cfg.test.crops) == views
+
+
+def test_large_variants_take_the_vit_l_column():
+    k400, ssv2 = _module("bimm_k400").VARIANTS["paper-large"], _module("bimm_ssv2").VARIANTS["paper-large"]
+    assert (k400.model.size, k400.finetune.optim.epochs, k400.finetune.drop_path) == ("large", 50, 0.2)
+    assert (ssv2.model.size, ssv2.finetune.optim.epochs, ssv2.finetune.drop_path) == ("large", 30, 0.2)
+    assert _module("bimm_ssv2").config().finetune.sampling == "segments"
+
+
+# --------------------------------------------------------------------------- official layouts
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(src, dst)
+
+
+@pytest.fixture(scope="module")
+def builtin(tmp_path_factory):
+    spec = SyntheticSpec(groups=7, clips=1, size=128)
+    root = ensure_synthetic(spec=spec)
+    train, classes = read_ucf101(root, 1, train=True)
+    test, _ = read_ucf101(root, 1, train=False)
+    return root, train, test, classes
+
+
+def _kinetics(root: Path, train, test, classes):
+    (root / "annotations").mkdir(parents=True)
+    for part, records, csv_name in (("train", train, "train.csv"), ("val", test, "validate.csv")):
+        lines = ["label,youtube_id,time_start,time_end,split"]
+        for i, r in enumerate(records):
+            label = classes[r.label]
+            _link(r.path, root / part / label / f"vid{i:04d}_000000_000010.mp4")
+            lines.append(f"{label},vid{i:04d},0,10,{part}")
+        (root / "annotations" / csv_name).write_text("\n".join(lines) + "\n")
+
+
+def _ssv2(root: Path, train, test, classes):
+    (root / "labels").mkdir(parents=True)
+    (root / "labels" / "something-something-v2-labels.json").write_text(
+        json.dumps({c: str(i) for i, c in enumerate(classes)}))
+    for records, name, offset in ((train, "train", 0), (test, "validation", 10_000)):
+        entries = []
+        for i, r in enumerate(records):
+            _link(r.path, root / "20bn-something-something-v2" / f"{offset + i}.webm")
+            entries.append({"id": str(offset + i), "template": classes[r.label], "label": "", "placeholders": []})
+        (root / "labels" / f"something-something-v2-{name}.json").write_text(json.dumps(entries))
+
+
+def _hmdb51(root: Path, train, test, classes):
+    splits = root / "testTrainMulti_7030_splits"
+    splits.mkdir(parents=True)
+    for ci, c in enumerate(classes):
+        lines = []
+        for records, tag in ((train, 1), (test, 2)):
+            for r in records:
+                if r.label == ci:
+                    _link(r.path, root / "hmdb51_org" / c / r.path.name)
+                    lines.append(f"{r.path.name} {tag}")
+        for k in (1, 2, 3):
+            (splits / f"{c}_test_split{k}.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("name, layout", [("bimm_k400", _kinetics), ("bimm_ssv2", _ssv2),
+                                          ("bimm_hmdb51", _hmdb51)])
+def test_recipes_read_their_datasets_official_layout(name, layout, builtin, tmp_path):
+    _, train, test, classes = builtin
+    root = tmp_path / "data"
+    layout(root, train, test, classes)
+    cfg = _tiny(name, tmp_path, data=attrs.evolve(_module(name).VARIANTS["tiny"].data, root=str(root)))
+    results = pipeline.run(cfg)
+    assert results["test_items"] == len(test) and 0.0 <= results["top1"] <= 1.0
+
+
+@pytest.mark.parametrize("name, argv, message", [
+    ("bimm_k400", ["data.root={tmp}"], "must hold annotations/train.csv"),
+    ("bimm_ssv2", ["data.root={tmp}"], "labels/labels.json"),
+    ("bimm_hmdb51", ["data.root={tmp}"], "testTrainMulti_7030_splits"),
+    ("bimm_imagenet", ["data.image_root={tmp}"], "train/<class>/ and val/<class>/"),
+    ("bimm_hmdb51", ["pretrained=/nonexistent/run"], "pretrained='/nonexistent/run' does not exist"),
+    ("bimm_ucf101", ["model.split=0,2,10"], "split must be three block counts"),
+    ("bimm_ucf101", ["model.streams=ventral,ventral"], "streams must be 'ventral', 'dorsal' or both"),
+])
+def test_recipes_reject_bad_configuration_before_compute(name, argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    with pytest.raises((SystemExit, ValueError)) as err:
+        _module(name).main(argv)
+    assert message in str(err.value) + capsys.readouterr().err
