@@ -173,6 +173,7 @@ class Config:
     stages: tuple[str, ...] = attrs.field(default=STAGES, validator=_stages)
     resume: bool = True
     log_every: int = 10
+    tensorboard: bool = False  # also write metrics as TensorBoard events (needs the tensorboard package)
     pretrained: str | None = None  # a run directory (or pathway .safetensors) to finetune instead of our own
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -464,7 +465,8 @@ def check(cfg: Config) -> Pathway:
 
 
 # keys that may change between a run and its resumption: they do not change what is trained
-RESUMABLE_CHANGES = ("name", "run_dir", "stages", "resume", "log_every", "device", "data.workers", "test.")
+RESUMABLE_CHANGES = ("name", "run_dir", "stages", "resume", "log_every", "tensorboard", "device", "data.workers",
+                     "test.")
 
 
 def resume_conflicts(cfg: Config) -> list[str]:
@@ -508,7 +510,7 @@ def run(cfg: Config) -> dict:
                          "choose another run_dir, or resume=false to start it again")
     runtime = setup(cfg.device, cfg.seed)
     console = Console(stderr=True)
-    run_log = RunLog(cfg.run_dir, runtime)
+    run_log = RunLog(cfg.run_dir, runtime, tensorboard=cfg.tensorboard)
     run_log.write_config(to_dict(cfg))
     results: dict = {"run_dir": str(run_log.root), "device": str(runtime.device), "world": runtime.world}
     model = None
@@ -528,6 +530,7 @@ def run(cfg: Config) -> dict:
             test = run_test(cfg, runtime, run_log, console, model=model)
             results.update(top1=test["top1"], top5=test["top5"], test_items=test["count"], chance=test["chance"])
     finally:
+        run_log.close()
         teardown(runtime, model)
     if runtime.main:
         (run_log.root / "results.json").write_text(json.dumps(results, indent=2))

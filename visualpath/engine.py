@@ -393,13 +393,23 @@ def git_revision(path: Path | None = None) -> str | None:
 class RunLog:
     """A run directory: ``config.json``, ``metrics.jsonl`` and per-stage checkpoints.
 
-    Only rank 0 writes.
+    Only rank 0 writes. With ``tensorboard=True`` the numeric metrics also go to TensorBoard
+    event files in ``root/tensorboard`` (tag ``stage/name``, at the record's ``step``); this
+    needs the ``tensorboard`` package (``pip install tensorboard``) and says so otherwise.
     """
 
-    def __init__(self, root: str | Path, runtime: Runtime) -> None:
+    def __init__(self, root: str | Path, runtime: Runtime, tensorboard: bool = False) -> None:
         self.root, self.runtime = Path(root), runtime
+        self._writer = None
         if runtime.main:
             self.root.mkdir(parents=True, exist_ok=True)
+            if tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError as err:
+                    raise ValueError(f"tensorboard=true needs the tensorboard package (pip install tensorboard): "
+                                     f"{err}") from None
+                self._writer = SummaryWriter(str(self.root / "tensorboard"))
 
     def write_config(self, config: Mapping[str, Any]) -> None:
         if self.runtime.main:
@@ -412,6 +422,17 @@ class RunLog:
             record = {"stage": stage, "time": time.time(), **values}
             with open(self.root / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if self._writer is not None:
+                step = int(values.get("step", 0))
+                for name, value in values.items():
+                    if name not in ("step", "epoch") and isinstance(value, (int, float)):
+                        self._writer.add_scalar(f"{stage}/{name}", value, step)
+                self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def stage_dir(self, stage: str) -> Path:
         return self.root / stage

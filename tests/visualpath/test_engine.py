@@ -147,3 +147,17 @@ def test_non_finite_loss_names_the_step_and_the_area(tmp_path):
     loader = make_loader(Images(), 4, CPU, shuffle=True, seed=0)
     with pytest.raises(NonFiniteLoss, match="non-finite loss at step 1 from ventral.V4"):
         fit("s", model, bad_step, loader, build_optimizer(model, SPEC, CPU), SPEC, CPU, run, log_every=1)
+
+
+def test_metrics_also_go_to_tensorboard_when_asked(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = RunLog(tmp_path, CPU, tensorboard=True)
+    for step in (10, 20):
+        run.metrics("joint", epoch=0, step=step, lr=1e-3, loss=2.0 / step, **{"dorsal.MT": 0.5})
+    run.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"joint/lr", "joint/loss", "joint/dorsal.MT"}
+    assert [(e.step, round(e.value, 6)) for e in events.Scalars("joint/loss")] == [(10, 0.2), (20, 0.1)]
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 2  # the JSON lines are still written
