@@ -175,6 +175,7 @@ class Config:
     log_every: int = 10
     tensorboard: bool = False  # also write metrics as TensorBoard events (needs the tensorboard package)
     pretrained: str | None = None  # a run directory (or pathway .safetensors) to finetune instead of our own
+    init: str | None = None  # VideoMAE checkpoint (official or Hugging Face) for the dorsal stream before joint
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     ventral: PretrainConfig = PretrainConfig(  # Table 8, IN-1K column
@@ -307,8 +308,13 @@ def run_joint(cfg: Config, runtime, run: RunLog, console: Console):
             report = inherit_stream(model, dst="dorsal", src="ventral")
             console.print(f"  dorsal from ventral: {len(report['copied'])} copied, {len(report['shared'])} "
                           f"shared, inflated {report['inflated']}")
-    else:
+    elif cfg.init is None:
         console.print(f"[bold]joint[/]: {', '.join(streams)} from scratch")
+    if cfg.init is not None:
+        from visualpath.interop import load_videomae_into_stream, read_state_dict
+
+        report = load_videomae_into_stream(model, "dorsal", read_state_dict(cfg.init))
+        console.print(f"[bold]joint[/]: dorsal stream from the VideoMAE checkpoint {cfg.init}: {report}")
     root, records, classes = video_records(cfg, train=True)
     transform = TrainTransform(size=cfg.data.size, crop="multiscale", flip=cfg.joint.flip)
     contours = _contours(cfg, root)
@@ -445,6 +451,13 @@ def check(cfg: Config) -> Pathway:
     if cfg.finetune.stream not in model_config(cfg).streams:
         raise ValueError(f"finetune.stream={cfg.finetune.stream!r} is not one of model.streams "
                          f"{list(model_config(cfg).streams)}")
+    if cfg.init is not None:
+        if not Path(cfg.init).is_file():
+            raise ValueError(f"init={cfg.init!r} does not exist; expected a VideoMAE checkpoint file (.pth, .bin or "
+                             ".safetensors)")
+        if "dorsal" not in cfg.model.streams or "joint" not in cfg.stages:
+            raise ValueError("init= loads a VideoMAE checkpoint into the dorsal stream before the joint stage: "
+                             "keep 'dorsal' in model.streams and 'joint' in stages")
     if cfg.pretrained is not None and any(s in cfg.stages for s in ("ventral", "joint")):
         raise ValueError("pretrained= finetunes another run: set stages=finetune,test")
     if "ventral" in cfg.stages and "ventral" not in cfg.model.streams:

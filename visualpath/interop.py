@@ -25,7 +25,8 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LoadReport", "videomae_to_encoder", "encoder_to_videomae", "load_videomae"]
+__all__ = ["LoadReport", "videomae_to_encoder", "encoder_to_videomae", "load_videomae", "read_state_dict",
+           "load_videomae_into_stream"]
 
 _HF_BLOCK = {
     "layernorm_before": "norm1",
@@ -161,3 +162,46 @@ def encoder_to_videomae(encoder: nn.Module) -> dict[str, Tensor]:
                     out[prefix + theirs + rest[len(ours):]] = value
                     break
     return out
+
+
+def read_state_dict(path) -> dict[str, Tensor]:
+    """Tensors of a checkpoint file: ``.safetensors``, or a torch file read with
+    ``weights_only=True`` (no pickled code runs).
+
+    Raises:
+        ValueError: naming the file when it is missing or not a checkpoint.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as err:
+            raise ValueError(f"{path} is not a readable safetensors checkpoint ({err})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a PyTorch checkpoint that loads with weights_only=True "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return _unwrap(state)
+
+
+def load_videomae_into_stream(model: nn.Module, stream: str, state: Mapping[str, Tensor]) -> LoadReport:
+    """Load a VideoMAE encoder into one video stream of a built pathway (its embedding and
+    blocks, shared ones included), e.g. to pretrain BIMM's dorsal stream from VideoMAE."""
+    from visualpath.classifier import Encoder
+
+    core = model.module if hasattr(model, "module") else model
+    encoder = Encoder.from_pathway(core, stream)
+    report = load_videomae(encoder, state)
+    core.streams[stream].embed.load_state_dict(encoder.embed.state_dict())
+    for mine, loaded in zip(core.blocks(stream), encoder.blocks):
+        mine.load_state_dict(loaded.state_dict())
+    return report

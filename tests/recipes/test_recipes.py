@@ -186,3 +186,21 @@ def test_recipes_reject_bad_configuration_before_compute(name, argv, message, tm
     with pytest.raises((SystemExit, ValueError)) as err:
         _module(name).main(argv)
     assert message in str(err.value) + capsys.readouterr().err
+
+
+def test_joint_pretraining_can_start_from_a_videomae_checkpoint(tmp_path, capsys):
+    import torch
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    cfg = _tiny("bimm_ucf101", tmp_path, stages=("joint",))
+    m = cfg.model
+    hf = VideoMAEModel(VideoMAEConfig(image_size=cfg.data.size, patch_size=16, num_frames=cfg.data.frames,
+                                      tubelet_size=2, hidden_size=m.width, num_hidden_layers=sum(m.split),
+                                      num_attention_heads=m.heads, intermediate_size=4 * m.width,
+                                      layer_norm_eps=1e-6, use_mean_pooling=True))
+    torch.save(hf.state_dict(), tmp_path / "videomae.pth")
+    pipeline.run(attrs.evolve(cfg, init=str(tmp_path / "videomae.pth")))
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "dorsal stream from the VideoMAE checkpoint" in err and "loaded 50 tensors; ignored 0" in err
+    with pytest.raises(ValueError, match="init='/nonexistent.pth' does not exist"):
+        pipeline.check(attrs.evolve(cfg, init="/nonexistent.pth"))

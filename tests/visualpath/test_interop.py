@@ -82,3 +82,44 @@ def test_a_shape_mismatch_names_the_key_and_both_shapes():
     with pytest.raises(ValueError, match=r"blocks.0.mlp.fc1.weight: the checkpoint holds shape \(128, 64\), "
                                          r"the encoder expects \(256, 64\)"):
         load_videomae(_ours(), state)
+
+
+def test_a_videomae_checkpoint_initialises_the_dorsal_stream_of_a_pathway(tmp_path):
+    from safetensors.torch import save_file
+
+    from tests.conftest import tiny_pathway
+    from visualpath.interop import load_videomae_into_stream, read_state_dict
+
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    torch.manual_seed(0)
+    cfg = VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=64,
+                         num_hidden_layers=4, num_attention_heads=2, intermediate_size=256, use_mean_pooling=True,
+                         layer_norm_eps=1e-6)
+    hf = VideoMAEModel(cfg).eval()
+    torch.save({"model": hf.state_dict()}, tmp_path / "videomae.pth")
+    save_file(hf.state_dict(), str(tmp_path / "videomae.safetensors"))
+    for name in ("videomae.pth", "videomae.safetensors"):
+        model = tiny_pathway(width=64, heads=2).build()
+        report = load_videomae_into_stream(model, "dorsal", read_state_dict(tmp_path / name))
+        assert report.fresh == [] and len(report.loaded) == 2 + 4 * 12
+        encoder = Encoder.from_pathway(model, "dorsal").eval()
+        assert _features_equal(hf, encoder) <= 1e-5
+        # V1 and V2 are shared: the ventral stream now runs the same first two blocks
+        assert model.blocks("ventral")[0] is model.blocks("dorsal")[0]
+
+
+def test_files_that_are_not_checkpoints_get_a_clear_error(tmp_path):
+    from visualpath.interop import read_state_dict
+
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="is not a PyTorch checkpoint that loads with weights_only=True"):
+        read_state_dict(tmp_path / "notes.pth")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pth")  # a pickled module, not a state dict
+    with pytest.raises(ValueError, match="weights_only=True"):
+        read_state_dict(tmp_path / "module.pth")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(ValueError, match="not a readable safetensors checkpoint"):
+        read_state_dict(tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match="does not exist"):
+        read_state_dict(tmp_path / "missing.pth")
