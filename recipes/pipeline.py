@@ -369,9 +369,20 @@ def model_config(cfg: Config) -> ModelConfig:
 
 def _pretrained(cfg: Config, run: RunLog, console: Console):
     """The pathway whose encoder is finetuned: ``cfg.pretrained``'s, else this run's joint
-    checkpoint, else its ventral one."""
+    checkpoint, else its ventral one. A ``pretrained`` file that is not one of our pathway
+    checkpoints is read as a VideoMAE checkpoint (official or Hugging Face) for the dorsal
+    encoder."""
     model = build_pathway(model_config(cfg)).build()
     source = Path(cfg.pretrained) if cfg.pretrained else run.root
+    if source.is_file() and not _is_pathway_checkpoint(source):
+        from visualpath.interop import load_videomae_into_stream, read_state_dict
+
+        if cfg.finetune.stream != "dorsal":
+            raise ValueError(f"pretrained={cfg.pretrained!r} is not a pathway checkpoint; VideoMAE checkpoints "
+                             "initialise the dorsal encoder (finetune.stream=dorsal)")
+        report = load_videomae_into_stream(model, "dorsal", read_state_dict(source))
+        console.print(f"[bold]finetune[/]: dorsal encoder from the VideoMAE checkpoint {source}: {report}")
+        return model
     candidates = [source] if source.is_file() else [source / s / "model.safetensors" for s in ("joint", "ventral")]
     for ckpt in candidates:
         if ckpt.is_file():
@@ -381,6 +392,16 @@ def _pretrained(cfg: Config, run: RunLog, console: Console):
     console.print(f"[bold]finetune[/]: no pretrained checkpoint, training the {cfg.finetune.stream} encoder "
                   "from scratch")
     return model
+
+
+def _is_pathway_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a pathway's ``model.safetensors`` (its keys name streams)."""
+    if path.suffix != ".safetensors":
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return any(k.startswith("streams.") for k in f.keys())
 
 
 def _classifier(cfg: Config, pathway, num_classes: int, drop_path: float | None = None) -> Classifier:

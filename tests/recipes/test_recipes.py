@@ -204,3 +204,20 @@ def test_joint_pretraining_can_start_from_a_videomae_checkpoint(tmp_path, capsys
     assert "dorsal stream from the VideoMAE checkpoint" in err and "loaded 50 tensors; ignored 0" in err
     with pytest.raises(ValueError, match="init='/nonexistent.pth' does not exist"):
         pipeline.check(attrs.evolve(cfg, init="/nonexistent.pth"))
+
+
+def test_finetuning_can_start_from_a_videomae_checkpoint(tmp_path, capsys):
+    from safetensors.torch import save_file
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    cfg = _tiny("bimm_hmdb51", tmp_path)
+    m = cfg.model
+    hf = VideoMAEModel(VideoMAEConfig(image_size=cfg.data.size, patch_size=16, num_frames=cfg.data.frames,
+                                      tubelet_size=2, hidden_size=m.width, num_hidden_layers=sum(m.split),
+                                      num_attention_heads=m.heads, intermediate_size=4 * m.width,
+                                      layer_norm_eps=1e-6, use_mean_pooling=True))
+    save_file(hf.state_dict(), str(tmp_path / "videomae.safetensors"))
+    results = pipeline.run(attrs.evolve(cfg, pretrained=str(tmp_path / "videomae.safetensors")))
+    assert 0.0 <= results["top1"] <= 1.0
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "dorsal encoder from the VideoMAE checkpoint" in err and "loaded 50 tensors; ignored 0" in err
