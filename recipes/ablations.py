@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recipes import bimm_ucf101
-from recipes.pipeline import Config, check, run
+from recipes.pipeline import Config, check, paper_if_data, run
 from visualpath.config import apply_overrides, parse_cli
 
 __all__ = ["TABLES", "rows", "run_table", "main"]
@@ -194,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         if t not in TABLES:
             print(f"error: unknown table {t!r}; tables: {', '.join(TABLES)} or all", file=sys.stderr)
             return 2
-    gives_data = any("data.root" in a or "data_root" in a or "data-root" in a for a in rest)
-    if gives_data and not any(a.startswith("--variant") for a in rest):
-        rest = ["--variant", "paper", *rest]
+    rest = paper_if_data(rest, bimm_ucf101.VARIANTS)
     _, base = parse_cli(rest, bimm_ucf101.VARIANTS, "recipes.ablations --table T", __doc__)
     for t in tables:
         rows(t, base)  # every row's config is checked before any compute

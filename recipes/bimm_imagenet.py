@@ -42,14 +42,7 @@ def config() -> Config:
 VARIANTS = variants(config(), NAME)
 
 
-_entry = entry(NAME, __doc__, VARIANTS)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any("image_root" in a for a in argv) and not any(a.startswith("--variant") for a in argv):
-        argv = ["--variant", "paper", *argv]  # real images: the paper's settings
-    return _entry(argv)
+main = entry(NAME, __doc__, VARIANTS, data_keys=("data.image_root",))  # real images: the paper's settings
 
 
 if __name__ == "__main__":

@@ -595,13 +595,31 @@ def _table(name: str, results: dict) -> None:
     Console().print(table)
 
 
-def main(module: str, doc: str, variants: dict, argv: list[str] | None = None) -> int:
-    """``python -m recipes.NAME``: given ``data.root`` and no ``--variant``, the paper's settings."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    argv = [a.replace("--data-root", "--data.root").replace("--data_root", "--data.root") for a in argv]
-    gives_data = any(a.replace("-", "_").lstrip("_").startswith(("data.root", "data_root")) for a in argv)
-    if gives_data and "paper" in variants and not any(a.startswith("--variant") for a in argv):
-        argv = ["--variant", "paper", *argv]  # real data: the paper's settings
+def paper_if_data(argv: list[str], variants: dict, data_keys: tuple[str, ...] = ("data.root",)) -> list[str]:
+    """``argv`` with ``--data-root``-style spellings normalised and, when it names one of
+    ``data_keys`` but no ``--variant``, ``--variant paper`` in front: real data gets the
+    paper's settings, the built-in sets the demo's."""
+    def flat(name: str) -> str:
+        return name.replace("-", "_").replace(".", "_")
+
+    wanted = {flat(k): k for k in data_keys}
+    out = []
+    for a in argv:  # --data-root, --data_root, data_root= ... -> the config's own key
+        dashes = "--" if a.startswith("--") else ""
+        name, eq, value = a[len(dashes):].partition("=")
+        is_key = (dashes or eq) and flat(name) in wanted  # a bare word is a value, not a key
+        out.append(f"{dashes}{wanted[flat(name)]}{eq}{value}" if is_key else a)
+    named = any(a.startswith(("--" + k, k + "=")) for a in out for k in data_keys)
+    if named and "paper" in variants and not any(a.startswith("--variant") for a in out):
+        out = ["--variant", "paper", *out]
+    return out
+
+
+def main(module: str, doc: str, variants: dict, argv: list[str] | None = None,
+         data_keys: tuple[str, ...] = ("data.root",)) -> int:
+    """``python -m recipes.NAME``: given real data (``data_keys``) and no ``--variant``, the
+    paper's settings."""
+    argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), variants, data_keys)
     _, cfg = parse_cli(argv, variants, module, doc)
     run(cfg)
     return 0
@@ -660,8 +678,8 @@ def variants(paper: Config, name: str, **extra: Config) -> dict[str, Config]:
     return {"demo": demo, "paper": paper, **extra, "tiny": tiny_of(demo, name)}
 
 
-def entry(name: str, doc: str, recipe_variants: dict[str, Config]):
+def entry(name: str, doc: str, recipe_variants: dict[str, Config], data_keys: tuple[str, ...] = ("data.root",)):
     """A recipe's ``main(argv=None)`` for ``python -m recipes.<name>``."""
     def recipe_main(argv: list[str] | None = None) -> int:
-        return main(f"recipes.{name}", doc, recipe_variants, argv)
+        return main(f"recipes.{name}", doc, recipe_variants, argv, data_keys)
     return recipe_main

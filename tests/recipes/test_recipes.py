@@ -221,3 +221,16 @@ def test_finetuning_can_start_from_a_videomae_checkpoint(tmp_path, capsys):
     assert 0.0 <= results["top1"] <= 1.0
     err = capsys.readouterr().err.replace("\n", "")
     assert "dorsal encoder from the VideoMAE checkpoint" in err and "loaded 50 tensors; ignored 0" in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--data-root", "/x"], ["--variant", "paper", "--data.root", "/x"]),
+    (["data_root=/x", "k=1"], ["--variant", "paper", "data.root=/x", "k=1"]),
+    (["data.root=/x", "--variant", "demo"], ["data.root=/x", "--variant", "demo"]),
+    (["--run-dir", "data_root"], ["--run-dir", "data_root"]),  # a value, not a key
+    (["k=1"], ["k=1"]),
+])
+def test_real_data_on_the_command_line_selects_the_paper_variant(argv, expected):
+    assert pipeline.paper_if_data(argv, {"demo": None, "paper": None}) == expected
+    images = pipeline.paper_if_data(["--data-image-root", "/i"], {"demo": None, "paper": None}, ("data.image_root",))
+    assert images == ["--variant", "paper", "--data.image_root", "/i"]

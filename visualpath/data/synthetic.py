@@ -93,9 +93,12 @@ def default_root(spec: SyntheticSpec | None = None) -> Path:
     """Where a built-in set lives: ``$VISUALPATH_DATA`` or ``~/.cache/visualpath``, one
     folder per spec (``synthetic_ucf-s0-g8x4-f32-128px``)."""
     spec = spec or SyntheticSpec()
-    base = os.environ.get("VISUALPATH_DATA") or Path.home() / ".cache" / "visualpath"
-    name = f"synthetic_ucf-s{spec.seed}-g{spec.groups}x{spec.clips}-f{spec.frames}-{spec.size}px"
-    return Path(base) / name
+    return _cache_dir() / f"synthetic_ucf-s{spec.seed}-g{spec.groups}x{spec.clips}-f{spec.frames}-{spec.size}px"
+
+
+def _cache_dir() -> Path:
+    """``$VISUALPATH_DATA`` or ``~/.cache/visualpath``: where the built-in sets are generated."""
+    return Path(os.environ.get("VISUALPATH_DATA") or Path.home() / ".cache" / "visualpath")
 
 
 def _backgrounds(size: int) -> list[np.ndarray]:
@@ -361,8 +364,7 @@ class ImageSpec:
 def default_image_root(spec: ImageSpec | None = None) -> Path:
     """``$VISUALPATH_DATA`` or ``~/.cache/visualpath``, one folder per spec."""
     spec = spec or ImageSpec()
-    base = os.environ.get("VISUALPATH_DATA") or Path.home() / ".cache" / "visualpath"
-    return Path(base) / f"synthetic_shapes-s{spec.seed}-{spec.train}x{spec.val}-{spec.size}px"
+    return _cache_dir() / f"synthetic_shapes-s{spec.seed}-{spec.train}x{spec.val}-{spec.size}px"
 
 
 def generate_images(root: str | os.PathLike, spec: ImageSpec = ImageSpec()) -> Path:
