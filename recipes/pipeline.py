@@ -621,6 +621,11 @@ def main(module: str, doc: str, variants: dict, argv: list[str] | None = None,
     paper's settings."""
     argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), variants, data_keys)
     _, cfg = parse_cli(argv, variants, module, doc)
+    try:
+        check(cfg)
+    except ValueError as err:  # a bad configuration: one line, no traceback, nothing run
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     run(cfg)
     return 0
 
