@@ -175,7 +175,7 @@ class Config:
     log_every: int = 10
     tensorboard: bool = False  # also write metrics as TensorBoard events (needs the tensorboard package)
     pretrained: str | None = None  # a run directory (or pathway .safetensors) to finetune instead of our own
-    init: str | None = None  # VideoMAE checkpoint (official or Hugging Face) for the dorsal stream before joint
+    init: str | None = None  # VideoMAE / MAE / timm / Hugging Face checkpoint to start pretraining from
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     ventral: PretrainConfig = PretrainConfig(  # Table 8, IN-1K column
@@ -292,8 +292,48 @@ def run_ventral(cfg: Config, runtime, run: RunLog, console: Console):
                                name="video frames")
         source = f"frames of {root} (video-set init)"
     console.print(f"[bold]ventral[/]: MAE-style pretraining on {source}, {len(dataset)} items")
+    if cfg.init is not None and init_target(cfg)[2] == "ventral":
+        _load_init(cfg, model, "ventral", console)
     state = _train("ventral", cfg, model, pretrain_step, dataset, cfg.ventral.optim, runtime, run, console)
     return model, state
+
+
+def init_target(cfg: Config) -> tuple[str, str, str]:
+    """Where ``init=`` goes: ``(format, stream, stage)``.
+
+    A video checkpoint (VideoMAE, Hugging Face) initialises the dorsal stream before the
+    joint stage. An image one (MAE, timm) initialises the ventral stream before the ventral
+    stage, or before the joint stage when that runs without one; a pathway with a single
+    stream takes either (an image patch embedding is inflated over the tube).
+
+    Raises:
+        ValueError: naming the file or the missing stream/stage.
+    """
+    from visualpath.interop import detect_format, read_state_dict
+
+    fmt = detect_format(read_state_dict(cfg.init))
+    streams = cfg.model.streams
+    wanted = "dorsal" if fmt in ("videomae", "huggingface-videomae") else "ventral"
+    stream = wanted if wanted in streams else (streams[0] if len(streams) == 1 else None)
+    if stream is None or fmt == "visualpath":
+        raise ValueError(f"init={cfg.init!r} is a {fmt} checkpoint, which initialises the {wanted} stream; "
+                         f"model.streams is {list(streams)}" if fmt != "visualpath" else
+                         f"init={cfg.init!r} is one of our pathway checkpoints: finetune it with pretrained=, or "
+                         "continue its run directory with resume")
+    stage = "ventral" if stream == "ventral" and "ventral" in cfg.stages else "joint"
+    if stage not in cfg.stages:
+        when = "the ventral or joint stage" if stream == "ventral" else "the joint stage"
+        raise ValueError(f"init={cfg.init!r} initialises the {stream} stream before {when}: keep one in stages "
+                         f"(stages={','.join(cfg.stages)})")
+    return fmt, stream, stage
+
+
+def _load_init(cfg: Config, model, stage: str, console: Console) -> None:
+    from visualpath.interop import load_checkpoint
+
+    _, stream, _ = init_target(cfg)
+    report = load_checkpoint(model, cfg.init, stream=stream)
+    console.print(f"[bold]{stage}[/]: {stream} stream from the checkpoint {cfg.init}: {report}")
 
 
 def run_joint(cfg: Config, runtime, run: RunLog, console: Console):
@@ -310,11 +350,8 @@ def run_joint(cfg: Config, runtime, run: RunLog, console: Console):
                           f"shared, inflated {report['inflated']}")
     elif cfg.init is None:
         console.print(f"[bold]joint[/]: {', '.join(streams)} from scratch")
-    if cfg.init is not None:
-        from visualpath.interop import load_videomae_into_stream, read_state_dict
-
-        report = load_videomae_into_stream(model, "dorsal", read_state_dict(cfg.init))
-        console.print(f"[bold]joint[/]: dorsal stream from the VideoMAE checkpoint {cfg.init}: {report}")
+    if cfg.init is not None and init_target(cfg)[2] == "joint":
+        _load_init(cfg, model, "joint", console)
     root, records, classes = video_records(cfg, train=True)
     transform = TrainTransform(size=cfg.data.size, crop="multiscale", flip=cfg.joint.flip)
     contours = _contours(cfg, root)
@@ -370,18 +407,15 @@ def model_config(cfg: Config) -> ModelConfig:
 def _pretrained(cfg: Config, run: RunLog, console: Console):
     """The pathway whose encoder is finetuned: ``cfg.pretrained``'s, else this run's joint
     checkpoint, else its ventral one. A ``pretrained`` file that is not one of our pathway
-    checkpoints is read as a VideoMAE checkpoint (official or Hugging Face) for the dorsal
-    encoder."""
+    checkpoints (VideoMAE, MAE, timm, Hugging Face) initialises the finetuned stream's encoder
+    through :func:`visualpath.interop.load_checkpoint`."""
     model = build_pathway(model_config(cfg)).build()
     source = Path(cfg.pretrained) if cfg.pretrained else run.root
     if source.is_file() and not _is_pathway_checkpoint(source):
-        from visualpath.interop import load_videomae_into_stream, read_state_dict
+        from visualpath.interop import load_checkpoint
 
-        if cfg.finetune.stream != "dorsal":
-            raise ValueError(f"pretrained={cfg.pretrained!r} is not a pathway checkpoint; VideoMAE checkpoints "
-                             "initialise the dorsal encoder (finetune.stream=dorsal)")
-        report = load_videomae_into_stream(model, "dorsal", read_state_dict(source))
-        console.print(f"[bold]finetune[/]: dorsal encoder from the VideoMAE checkpoint {source}: {report}")
+        report = load_checkpoint(model, source, stream=cfg.finetune.stream)
+        console.print(f"[bold]finetune[/]: {cfg.finetune.stream} encoder from the checkpoint {source}: {report}")
         return model
     candidates = [source] if source.is_file() else [source / s / "model.safetensors" for s in ("joint", "ventral")]
     for ckpt in candidates:
@@ -474,11 +508,9 @@ def check(cfg: Config) -> Pathway:
                          f"{list(model_config(cfg).streams)}")
     if cfg.init is not None:
         if not Path(cfg.init).is_file():
-            raise ValueError(f"init={cfg.init!r} does not exist; expected a VideoMAE checkpoint file (.pth, .bin or "
-                             ".safetensors)")
-        if "dorsal" not in cfg.model.streams or "joint" not in cfg.stages:
-            raise ValueError("init= loads a VideoMAE checkpoint into the dorsal stream before the joint stage: "
-                             "keep 'dorsal' in model.streams and 'joint' in stages")
+            raise ValueError(f"init={cfg.init!r} does not exist; expected a checkpoint file (VideoMAE, MAE, timm or "
+                             "Hugging Face: .pth, .bin or .safetensors)")
+        init_target(cfg)
     if cfg.pretrained is not None and any(s in cfg.stages for s in ("ventral", "joint")):
         raise ValueError("pretrained= finetunes another run: set stages=finetune,test")
     if "ventral" in cfg.stages and "ventral" not in cfg.model.streams:

@@ -182,7 +182,7 @@ _NO_DECAY_NAMES = ("mask_token", "cls_token", "pos_embed")
 
 def _layer_id(name: str, num_layers: int) -> int:
     """0 for embeddings, i + 1 for encoder block i, num_layers + 1 for the head."""
-    if ".embed." in f".{name}" or name.startswith("embed.") or "cls_token" in name:
+    if ".embed." in f".{name}" or name.startswith("embed.") or "cls_token" in name or "pos_embed" in name:
         return 0
     parts = name.split(".")
     if "blocks" in parts:

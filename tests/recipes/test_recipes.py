@@ -201,7 +201,7 @@ def test_joint_pretraining_can_start_from_a_videomae_checkpoint(tmp_path, capsys
     torch.save(hf.state_dict(), tmp_path / "videomae.pth")
     pipeline.run(attrs.evolve(cfg, init=str(tmp_path / "videomae.pth")))
     err = capsys.readouterr().err.replace("\n", "")
-    assert "dorsal stream from the VideoMAE checkpoint" in err and "loaded 50 tensors; ignored 0" in err
+    assert "dorsal stream from the checkpoint" in err and "huggingface-videomae" in err and "loaded 50 tensors; ignored 0" in err
     with pytest.raises(ValueError, match="init='/nonexistent.pth' does not exist"):
         pipeline.check(attrs.evolve(cfg, init="/nonexistent.pth"))
 
@@ -220,7 +220,7 @@ def test_finetuning_can_start_from_a_videomae_checkpoint(tmp_path, capsys):
     results = pipeline.run(attrs.evolve(cfg, pretrained=str(tmp_path / "videomae.safetensors")))
     assert 0.0 <= results["top1"] <= 1.0
     err = capsys.readouterr().err.replace("\n", "")
-    assert "dorsal encoder from the VideoMAE checkpoint" in err and "loaded 50 tensors; ignored 0" in err
+    assert "dorsal encoder from the checkpoint" in err and "loaded 50 tensors; ignored 0" in err
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -234,3 +234,21 @@ def test_real_data_on_the_command_line_selects_the_paper_variant(argv, expected)
     assert pipeline.paper_if_data(argv, {"demo": None, "paper": None}) == expected
     images = pipeline.paper_if_data(["--data-image-root", "/i"], {"demo": None, "paper": None}, ("data.image_root",))
     assert images == ["--variant", "paper", "--data.image_root", "/i"]
+
+
+def test_an_mae_or_timm_image_checkpoint_starts_the_ventral_stage(tmp_path, capsys):
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    cfg = _tiny("bimm_ucf101", tmp_path, stages=("ventral",))
+    m = cfg.model
+    vit = VisionTransformer(img_size=cfg.data.size, embed_dim=m.width, depth=sum(m.split), num_heads=m.heads,
+                            num_classes=0)
+    torch.save({"model": vit.state_dict()}, tmp_path / "mae.pth")
+    pipeline.run(attrs.evolve(cfg, init=str(tmp_path / "mae.pth")))
+    err = capsys.readouterr().err.replace("\n", "")
+    blocks = 12 * sum(m.split)
+    assert "ventral stream from the checkpoint" in err and f"vit: loaded {blocks + 2} tensors" in err
+    assert "cls_token" in err  # reported as not used by the pathway's stream
+    with pytest.raises(ValueError, match="initialises the ventral stream before the ventral or joint stage: keep one"):
+        pipeline.check(attrs.evolve(cfg, init=str(tmp_path / "mae.pth"), stages=("finetune",)))
