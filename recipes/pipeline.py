@@ -496,7 +496,16 @@ def check(cfg: Config) -> Pathway:
         check_root(cfg.data.format, cfg.data.root)
     if cfg.pretrained is not None and not Path(cfg.pretrained).exists():
         raise ValueError(f"pretrained={cfg.pretrained!r} does not exist; expected a run directory of a recipe "
-                         "(holding config.json and joint/ or ventral/model.safetensors) or a .safetensors file")
+                         "(holding config.json and joint/ or ventral/model.safetensors) or a checkpoint file "
+                         "(ours, VideoMAE, MAE, timm or Hugging Face)")
+    if cfg.pretrained is not None and Path(cfg.pretrained).is_file() and \
+            not _is_pathway_checkpoint(Path(cfg.pretrained)):
+        from visualpath.interop import detect_format, read_state_dict
+
+        try:
+            detect_format(read_state_dict(cfg.pretrained))
+        except ValueError as err:
+            raise ValueError(f"pretrained={cfg.pretrained!r}: {err}") from None
     if cfg.data.image_root not in (None, "builtin"):
         check_root("imagenet", cfg.data.image_root, key="data.image_root")
     if cfg.finetune.stream == "ventral" and cfg.data.image_root is None and \

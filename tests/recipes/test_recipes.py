@@ -221,6 +221,10 @@ def test_finetuning_can_start_from_a_videomae_checkpoint(tmp_path, capsys):
     assert 0.0 <= results["top1"] <= 1.0
     err = capsys.readouterr().err.replace("\n", "")
     assert "dorsal encoder from the checkpoint" in err and "loaded 50 tensors; ignored 0" in err
+    save_file({"fc.weight": hf.state_dict()["embeddings.patch_embeddings.projection.bias"][None]},
+              str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="other.safetensors'?: unrecognised checkpoint format .*fc.weight"):
+        pipeline.check(attrs.evolve(cfg, pretrained=str(tmp_path / "other.safetensors")))
 
 
 @pytest.mark.parametrize("argv, expected", [
