@@ -1,0 +1,102 @@
+"""The paper's pathway graph (BIMM section 3.1, Figure 2) as a small config.
+
+:class:`ModelConfig` names what Tables 7b-f vary (targets, block split, sharing, streams,
+decoder depths); :func:`build_pathway` turns it into a :class:`~visualpath.Pathway` of this
+package's areas. Recipes save the config in each run directory's ``config.json``, so a run
+can be rebuilt (:func:`analysis.load_run` does) without the recipe that trained it.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from areas.mt_motion import MTMotion
+from areas.v1_gabor import V1Gabor
+from areas.v2_contour import V2Contour
+from areas.v4_color import V4Color
+from visualpath import DecoderSpec, Pathway, RandomMask, Stream, TubeMask
+from visualpath import vit_base, vit_large, vit_small, vit_tiny
+
+__all__ = ["ModelConfig", "build_pathway", "model_config_from_dict", "SIZES", "STREAMS", "TARGETS"]
+
+SIZES = {"tiny": vit_tiny, "small": vit_small, "base": vit_base, "large": vit_large}
+TARGETS = ("V1", "V1-V2", "V1-V2-V4&MT", "RGB")
+STREAMS = ("ventral", "dorsal")
+
+
+def _one_of(options):
+    def check(instance, attribute, value):
+        if value not in options:
+            raise ValueError(f"{attribute.name} must be one of {list(options)}, got {value!r}")
+    return check
+
+
+def _streams(instance, attribute, value):
+    if not value or any(s not in STREAMS for s in value) or len(set(value)) != len(value):
+        raise ValueError(f"streams must be 'ventral', 'dorsal' or both, got {list(value)}")
+
+
+def _split(instance, attribute, value):
+    if len(value) != 3 or value[0] < 1 or min(value) < 0:
+        raise ValueError(f"split must be three block counts (V1 >= 1, the others >= 0), got {list(value)}")
+
+
+@attrs.frozen(kw_only=True)
+class ModelConfig:
+    """The pathway (section 3.1; ablations in Table 7b-f).
+
+    ``split`` gives the blocks of V1, V2 and V4/MT, so the decoders read blocks 2, 4 and 12
+    by default; a 0 places an area's readout at the same block as the one before it
+    (Table 7d's "12" is ``(12, 0, 0)``: every target read from the last block).
+    ``targets="RGB"`` is the VideoMAE baseline: one pixel target (V4's normalised RGB) read
+    from the last block by a 4-block decoder.
+    """
+
+    size: str = attrs.field(default="base", validator=_one_of(SIZES))
+    width: int | None = None  # override the size's width (demo models)
+    heads: int | None = None
+    split: tuple[int, int, int] = attrs.field(default=(2, 2, 8), validator=_split)
+    decoder_width: int = 384
+    decoder_heads: int = 6
+    decoder_depths: tuple[int, int, int] = (1, 2, 4)
+    image_mask: float = 0.75
+    video_mask: float = 0.9
+    streams: tuple[str, ...] = attrs.field(default=STREAMS, validator=_streams)
+    share: str = attrs.field(default="partial", validator=_one_of(("none", "partial", "all")))
+    targets: str = attrs.field(default="V1-V2-V4&MT", validator=_one_of(TARGETS))
+    dorsal_weight: float = 1.0  # lambda of Eq. 4
+    dorsal_init: str = attrs.field(default="ventral", validator=_one_of(("ventral", "none")))
+
+
+def build_pathway(m: ModelConfig) -> Pathway:
+    """The paper's graph from a model config (Table 7c target sets via loss weights)."""
+    overrides = {k: v for k, v in (("width", m.width), ("heads", m.heads)) if v is not None}
+    encoder = SIZES[m.size](depth=sum(m.split), **overrides)
+    if m.targets == "RGB":  # VideoMAE / MAE: one pixel target at the last block
+        dec = DecoderSpec(width=m.decoder_width, depth=m.decoder_depths[-1], heads=m.decoder_heads)
+        areas = {"ventral": [V4Color(blocks=sum(m.split), decoder=dec)],
+                 "dorsal": [V4Color(blocks=sum(m.split), decoder=dec)]}
+    else:
+        dec = [DecoderSpec(width=m.decoder_width, depth=d, heads=m.decoder_heads) for d in m.decoder_depths]
+        n_targets = TARGETS.index(m.targets) + 1  # "V1" -> 1, "V1-V2" -> 2, all -> 3
+        w = [1.0 if i < n_targets else 0.0 for i in range(3)]
+        v1 = V1Gabor(blocks=m.split[0], decoder=dec[0], weight=w[0])
+        v2 = V2Contour(blocks=m.split[1], decoder=dec[1], weight=w[1])
+        areas = {"ventral": [v1, v2, V4Color(blocks=m.split[2], decoder=dec[2], weight=w[2])],
+                 "dorsal": [v1, v2, MTMotion(blocks=m.split[2], decoder=dec[2], weight=w[2])]}
+    all_streams = {
+        "ventral": Stream("ventral", "image", areas["ventral"], mask=RandomMask(m.image_mask)),
+        "dorsal": Stream("dorsal", "video", areas["dorsal"], mask=TubeMask(m.video_mask), weight=m.dorsal_weight),
+    }
+    chosen = [all_streams[s] for s in STREAMS if s in m.streams]
+    share = m.share if len(chosen) > 1 else "none"
+    if m.targets == "RGB" and share != "none":
+        share = ["V4"] if share == "all" else "none"  # one stage per stream: all or nothing
+    elif share == "all":
+        share = [("V1",), ("V2",), ("V4", "MT")]
+    return Pathway(encoder=encoder, streams=chosen, share=share)
+
+
+def model_config_from_dict(fields: dict) -> ModelConfig:
+    """A :class:`ModelConfig` from its JSON form (lists back to tuples)."""
+    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
