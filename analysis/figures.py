@@ -18,7 +18,8 @@ from torch import Tensor  # noqa: E402
 
 from visualpath.pathway import PathwayModel  # noqa: E402
 
-__all__ = ["reconstruction_figure", "token_map"]
+__all__ = ["reconstruction_figure", "token_map", "cka_heatmap", "tuning_curves", "attention_weights",
+           "attention_figure"]
 
 
 def token_map(values: Tensor, area, layout, grid) -> Tensor:
@@ -90,3 +91,136 @@ def reconstruction_figure(model: PathwayModel, batch: Mapping[str, Tensor], stre
     fig.tight_layout()
     return fig
 
+
+
+# --------------------------------------------------------------------------- similarity, tuning, attention
+
+
+def cka_heatmap(matrix, title: str | None = None):
+    """A :class:`~analysis.similarity.SimilarityMatrix` as an annotated heatmap."""
+    values = matrix.values.numpy()
+    fig, ax = plt.subplots(figsize=(0.7 * len(matrix.cols) + 2, 0.6 * len(matrix.rows) + 1.5))
+    im = ax.imshow(values, cmap="viridis", vmin=min(0.0, float(values.min())), vmax=1.0)
+    ax.set_xticks(range(len(matrix.cols)), matrix.cols, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(matrix.rows)), matrix.rows, fontsize=8)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if values[i, j] < 0.6 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title or matrix.measure, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def tuning_curves(report, stream: str, units: int = 4):
+    """Orientation (and, for video streams, direction) tuning curves of the most selective
+    responsive units of each area of ``stream`` (an :class:`~analysis.tuning.AreaTuning`)."""
+    areas = list(report.orientation[stream])
+    rows = 2 if stream in report.direction else 1
+    fig, axes = plt.subplots(rows, len(areas), figsize=(2.6 * len(areas), 2.3 * rows), squeeze=False)
+    for col, area in enumerate(areas):
+        ori = report.orientation[stream][area]
+        pick = _most_selective(ori.osi, units)
+        curves = ori.responses.amax(1)  # (O, U): best frequency per orientation
+        ax = axes[0, col]
+        for u in pick:
+            c = curves[:, u].numpy()
+            ax.plot(ori.orientations.numpy(), c / max(c.max(), 1e-12), marker=".", lw=1)
+        ax.set_title(f"{area}: median OSI {ori.summary()['osi']:.2f}", fontsize=8)
+        ax.set_xlabel("orientation (deg)", fontsize=7)
+        if rows == 2:
+            d = report.direction[stream][area]
+            ax = axes[1, col]
+            for u in _most_selective(d.dsi, units):
+                c = d.responses[:, u].numpy()
+                ax.plot(d.directions.numpy(), c / max(c.max(), 1e-12), marker=".", lw=1)
+            ax.set_title(f"{area}: median DSI {d.summary()['dsi']:.2f}", fontsize=8)
+            ax.set_xlabel("direction of motion (deg)", fontsize=7)
+    for ax in axes.flat:
+        ax.tick_params(labelsize=6)
+    fig.suptitle(f"{stream} stream: normalised tuning curves of the most selective units", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _most_selective(index: Tensor, n: int) -> list[int]:
+    valid = (~index.isnan()).nonzero().flatten()
+    order = index[valid].argsort(descending=True)
+    return valid[order[:n]].tolist()
+
+
+@torch.no_grad()
+def attention_weights(model: PathwayModel, x: Tensor, stream: str, block: int) -> Tensor:
+    """``(B, heads, N, N)`` attention probabilities of block ``block`` (0-based) of a stream,
+    on unmasked input (recomputed from the block's own query/key projections)."""
+    from analysis.features import _stream_input
+
+    x = _stream_input(model, stream, x)
+    blocks = model.blocks(stream)
+    if not 0 <= block < len(blocks):
+        raise ValueError(f"block must be in [0, {len(blocks)}), got {block}")
+    s = model.spec._stream(stream)
+    grid = model.streams[stream].layout.grid(x.shape)
+    pixels = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    h = model._tokens(s, pixels, grid)
+    for b in blocks[:block]:
+        h = b(h)
+    attn = blocks[block].attn
+    B, N, D = h.shape
+    qkv = attn.qkv(blocks[block].norm1(h)).reshape(B, N, 3, attn.heads, D // attn.heads)
+    q, k, _ = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    return torch.softmax(q @ k.transpose(-2, -1) / (D // attn.heads) ** 0.5, dim=-1)
+
+
+def attention_figure(model: PathwayModel, x: Tensor, stream: str, blocks=None, heads=None, query=None,
+                     sample: int = 0):
+    """Where a query token looks, per chosen block and head, over the token grid.
+
+    Args:
+        blocks: 0-based block indices (default: the last block of each area).
+        heads: head indices (default: the first four).
+        query: token index (default: the centre token of the middle token-frame).
+    """
+    from analysis.features import _stream_input
+
+    layout = model.streams[stream].layout
+    frame_input = _stream_input(model, stream, x)
+    grid = layout.grid(frame_input.shape)
+    *time, gh, gw = grid
+    if blocks is None:
+        ends, total = [], 0
+        for a in model.spec._stream(stream).areas:
+            total += a.blocks
+            if a.blocks:
+                ends.append(total - 1)
+        blocks = ends
+    n_heads = model.spec.encoder.heads
+    heads = list(heads) if heads is not None else list(range(min(4, n_heads)))
+    t_mid = time[0] // 2 if time else 0
+    if query is None:
+        query = t_mid * gh * gw + (gh // 2) * gw + gw // 2
+    image = frame_input[sample].float()
+    image = image / 255 if frame_input.dtype == torch.uint8 else image
+    shown = image[:, image.shape[1] // 2] if image.ndim == 4 else image
+    fig, axes = plt.subplots(len(blocks), len(heads) + 1, figsize=(1.9 * (len(heads) + 1), 1.9 * len(blocks)),
+                             squeeze=False)
+    qy, qx = (query % (gh * gw)) // gw, query % gw
+    for row, b in enumerate(blocks):
+        weights = attention_weights(model, x[sample:sample + 1], stream, b)[0]  # (heads, N, N)
+        axes[row, 0].imshow(shown.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+        axes[row, 0].scatter([(qx + 0.5) * layout.patch], [(qy + 0.5) * layout.patch], c="red", s=12)
+        axes[row, 0].set_ylabel(f"block {b + 1}", fontsize=8)
+        H, W = shown.shape[-2:]
+        for col, head in enumerate(heads, start=1):
+            m = weights[head, query].reshape(*(time or [1]), gh, gw)[t_mid if time else 0]
+            axes[row, col].imshow(shown.mean(0).cpu().numpy(), cmap="gray", extent=(0, W, H, 0))
+            axes[row, col].imshow(m.cpu().numpy(), cmap="inferno", alpha=0.7, extent=(0, W, H, 0))
+            if row == 0:
+                axes[row, col].set_title(f"head {head}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{stream} stream: attention of the red token (its token-frame shown)", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,269 @@
+"""Per-area features of a pathway: extracted in batches, saved as safetensors + JSON.
+
+An area's feature is the output of its last encoder block (the tap its decoder reads), so
+``"V1"`` of the paper's graph is block 2, ``"V2"`` block 4, ``"V4"``/``"MT"`` block 12.
+``level="block"`` taps every block instead (``"block1"`` ... ``"block12"``), for
+layer-by-layer similarity. Features are computed without masking, in evaluation mode.
+
+A stream reads its own modality: an image stream given videos sees each clip's middle
+frame, so one video set probes both streams.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from visualpath.pathway import PathwayModel
+
+__all__ = ["Features", "extract", "load_run", "run_dataset", "block_features", "area_features"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Features:
+    """Features of one stream, per area (or block), for ``M`` items.
+
+    Attributes:
+        areas: ``{name: (M, D)}`` pooled, or ``(M, N, D)`` token features.
+        labels: ``(M,)`` class indices, or None.
+        meta: stream, pooling, grid, class names and where the items came from.
+    """
+
+    areas: dict[str, Tensor]
+    labels: Tensor | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return next(iter(self.areas.values())).shape[0] if self.areas else 0
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.areas[name]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.areas)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (``.safetensors``) and ``path.json`` with the metadata; no pickle."""
+        path = Path(path).with_suffix(".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"area.{k}": v.contiguous().cpu() for k, v in self.areas.items()}
+        if self.labels is not None:
+            tensors["labels"] = self.labels.cpu()
+        save_file(tensors, str(path))
+        path.with_suffix(".json").write_text(json.dumps({"order": self.names, **self.meta}, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Features:
+        path = Path(path).with_suffix(".safetensors")
+        if not path.is_file():
+            raise ValueError(f"no saved features at {path}")
+        tensors = load_file(str(path))
+        meta_file = path.with_suffix(".json")
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        order = meta.pop("order", sorted(k[5:] for k in tensors if k.startswith("area.")))
+        return cls({k: tensors[f"area.{k}"] for k in order}, tensors.get("labels"), meta)
+
+
+# --------------------------------------------------------------------------- models and data
+
+
+def load_run(run_dir: str | Path, stage: str | None = None, device: str | torch.device = "cpu") -> PathwayModel:
+    """The pathway of a recipe's run directory, with its trained weights, in eval mode.
+
+    Args:
+        run_dir: a directory holding ``config.json`` and ``joint/`` or ``ventral/``
+            ``model.safetensors`` (what the recipes write).
+        stage: ``"joint"`` or ``"ventral"``; default: the joint checkpoint if there is one.
+
+    Raises:
+        ValueError: naming the missing file.
+    """
+    from areas.bimm import build_pathway, model_config_from_dict
+
+    run_dir = Path(run_dir)
+    config = run_dir / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{run_dir} is not a run directory: it has no config.json")
+    model_cfg = model_config_from_dict(json.loads(config.read_text())["config"]["model"])
+    stages = [stage] if stage else ["joint", "ventral"]
+    ckpt = next((run_dir / s / "model.safetensors" for s in stages if (run_dir / s / "model.safetensors").is_file()),
+                None)
+    if ckpt is None:
+        raise ValueError(f"{run_dir} holds no {' or '.join(stages)} checkpoint (model.safetensors)")
+    if ckpt.parent.name == "ventral":
+        import attrs
+
+        model_cfg = attrs.evolve(model_cfg, streams=("ventral",))
+    model = build_pathway(model_cfg).build()
+    model.load_state_dict(load_file(str(ckpt)), strict=True)
+    log.info("loaded %s", ckpt)
+    return model.to(device).eval()
+
+
+def run_dataset(run_dir: str | Path, train: bool = False, limit: int | None = None) -> Dataset:
+    """The video set a run was trained on (training or evaluation part), one centre clip
+    per video at the run's frame count and size, for feature extraction."""
+    from visualpath.data import VideoDataset, ensure_synthetic
+    from visualpath.data.layouts import video_split
+    from visualpath.data.synthetic import SyntheticSpec
+
+    data = json.loads(Path(run_dir, "config.json").read_text())["config"]["data"]
+    if data["root"] is None:
+        spec = SyntheticSpec(groups=data["synthetic_groups"], clips=data["synthetic_clips"],
+                             size=data["synthetic_size"])
+        root, fmt = ensure_synthetic(spec=spec), "ucf101"
+    else:
+        root, fmt = Path(data["root"]), data["format"]
+    records, classes = video_split(fmt, root, train, data["split"])
+    if limit is not None:
+        records = records[:: max(1, math.ceil(len(records) / limit))]
+    return VideoDataset(records, classes, frames=data["frames"], stride=data["stride"], mode="test",
+                        size=data["size"], clips=1, crops=1, name="training videos" if train else "test videos")
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def _stream_input(model: PathwayModel, stream: str, x: Tensor) -> Tensor:
+    """The stream's own modality: an image stream takes a clip's middle frame."""
+    layout = model.streams[stream].layout
+    if not layout.is_video and x.ndim == 5:
+        return x[:, :, x.shape[2] // 2]
+    return x
+
+
+def block_features(model: PathwayModel, x: Tensor, stream: str) -> dict[str, Tensor]:
+    """``{"block1": (B, N, D), ...}``: every block's output of one stream, unmasked."""
+    if stream not in model.streams:
+        raise ValueError(f"unknown stream {stream!r}; expected one of {list(model.streams)}")
+    s = model.spec._stream(stream)
+    layout = model.streams[stream].layout
+    grid = layout.grid(x.shape, name=f"block_features({stream!r}) input")
+    pixels = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    h = model._tokens(s, pixels, grid)
+    out = {}
+    for i, block in enumerate(model.blocks(stream), start=1):
+        h = block(h)
+        out[f"block{i}"] = h
+    return out
+
+
+def area_features(model: PathwayModel, x: Tensor, stream: str, level: str = "area") -> dict[str, Tensor]:
+    """Token features ``{name: (B, N, D)}`` of one batch, per area or per block."""
+    x = _stream_input(model, stream, x)
+    if level == "area":
+        return model.features(x, stream)
+    if level == "block":
+        return block_features(model, x, stream)
+    raise ValueError(f"level must be 'area' or 'block', got {level!r}")
+
+
+def _batches(data, batch_size: int, workers: int) -> Iterable[tuple[Tensor, Tensor | None]]:
+    if isinstance(data, Tensor):
+        for i in range(0, len(data), batch_size):
+            yield data[i:i + batch_size], None
+        return
+    loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, num_workers=workers)
+    for batch in loader:
+        if isinstance(batch, Mapping):
+            x = batch["video"] if "video" in batch else batch["image"]
+            if x.ndim == 6 or (x.ndim == 5 and "image" in batch):  # (B, views, ...): the first view
+                x = x[:, 0]
+            yield x, batch.get("label")
+        elif isinstance(batch, (tuple, list)):
+            yield batch[0], (batch[1] if len(batch) > 1 else None)
+        else:
+            yield batch, None
+
+
+@torch.no_grad()
+def extract(
+    model: PathwayModel,
+    data,
+    stream: str,
+    *,
+    pooled: bool = True,
+    level: str = "area",
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    workers: int = 0,
+) -> Features:
+    """Features of every item of ``data`` for one stream.
+
+    Args:
+        model: a built pathway (e.g. from :func:`load_run`).
+        data: a tensor ``(M, C, [T,] H, W)`` of pixels (uint8 or [0, 1]), a dataset of
+            dicts with ``video``/``image`` and ``label`` (the toolkit's datasets), or a
+            ``DataLoader`` over one.
+        stream: the stream to read.
+        pooled: mean over tokens (``(M, D)``) or keep tokens (``(M, N, D)``).
+        level: ``"area"`` (each area's last block) or ``"block"`` (every block).
+        device: where to compute; default: the model's device.
+        progress: show a progress bar (rich) while extracting.
+
+    Returns:
+        :class:`Features` on the CPU, in float32.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval().to(device)
+    total = len(data) if hasattr(data, "__len__") else None
+    if isinstance(data, DataLoader):
+        total = len(data.dataset)
+    chunks: dict[str, list[Tensor]] = {}
+    labels: list[Tensor] = []
+    grid = None
+    with _progress(progress, total, f"{stream} features") as advance:
+        for x, y in _batches(data, batch_size, workers):
+            x = x.to(device, non_blocking=True)
+            feats = area_features(model, x, stream, level)
+            grid = model.streams[stream].layout.grid(_stream_input(model, stream, x).shape)
+            for name, f in feats.items():
+                chunks.setdefault(name, []).append((f.mean(1) if pooled else f).float().cpu())
+            if y is not None:
+                labels.append(torch.as_tensor(y).cpu())
+            advance(x.shape[0])
+    model.train(was_training)
+    if not chunks:
+        raise ValueError("no items to extract features from")
+    meta = {"stream": stream, "pooled": pooled, "level": level, "grid": list(grid)}
+    classes = getattr(data.dataset if isinstance(data, DataLoader) else data, "classes", None)
+    if classes is not None:
+        meta["classes"] = list(classes)
+    return Features({k: torch.cat(v) for k, v in chunks.items()}, torch.cat(labels) if labels else None, meta)
+
+
+class _progress:
+    """A rich progress bar, or nothing."""
+
+    def __init__(self, enabled: bool, total: int | None, what: str) -> None:
+        self.enabled, self.total, self.what = enabled, total, what
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.__enter__()
+        task = self.bar.add_task(self.what, total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.__exit__(*exc)
+        return False

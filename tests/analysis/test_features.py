@@ -1,0 +1,97 @@
+"""Feature extraction, its files, attention weights, and the per-run report on a tiny run."""
+
+import json
+
+import attrs
+import pytest
+import torch
+
+from analysis.features import Features, block_features, extract, load_run, run_dataset
+from analysis.figures import attention_weights
+from tests.conftest import tiny_pathway
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return tiny_pathway().build().eval()
+
+
+def test_pooled_token_and_block_features_agree_with_the_model(model):
+    clips = torch.randint(0, 256, (5, 3, 4, 32, 32), dtype=torch.uint8)
+    pooled = extract(model, clips, "dorsal", batch_size=2, progress=False)
+    tokens = extract(model, clips, "dorsal", pooled=False, progress=False)
+    blocks = extract(model, clips, "dorsal", level="block", progress=False)
+    direct = model.features(clips, "dorsal")
+    assert pooled.names == ["V1", "V2", "MT"] and pooled["MT"].shape == (5, 192)
+    assert torch.allclose(pooled["V2"], direct["V2"].mean(1), atol=1e-5)
+    assert tokens["V1"].shape == (5, 2 * 2 * 2, 192) and tokens.meta["grid"] == [2, 2, 2]
+    assert blocks.names == ["block1", "block2", "block3", "block4"]
+    assert torch.allclose(blocks["block2"], pooled["V2"], atol=1e-5)  # V2 ends at block 2 (split 1, 1, 2)
+    # an image stream reads each clip's middle frame
+    ventral = extract(model, clips, "ventral", progress=False)
+    assert torch.allclose(ventral["V4"], model.features(clips[:, :, 2], "ventral")["V4"].mean(1), atol=1e-5)
+
+
+def test_features_save_and_load_without_pickle(model, tmp_path):
+    clips = torch.rand(3, 3, 4, 32, 32)
+    data = [{"video": clips[i], "label": torch.tensor(i)} for i in range(3)]
+    feats = extract(model, data, "dorsal", progress=False)
+    path = feats.save(tmp_path / "f")
+    assert path.suffix == ".safetensors" and json.loads(path.with_suffix(".json").read_text())["stream"] == "dorsal"
+    back = Features.load(tmp_path / "f")
+    assert back.names == feats.names and torch.equal(back.labels, torch.arange(3))
+    assert all(torch.equal(back[n], feats[n]) for n in feats.names)
+    with pytest.raises(ValueError, match="no saved features"):
+        Features.load(tmp_path / "missing")
+
+
+def test_attention_weights_reproduce_the_blocks_own_attention(model):
+    x = torch.rand(2, 3, 32, 32)
+    weights = attention_weights(model, x, "ventral", block=1)  # (B, heads, N, N)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 3, 4))
+    h = block_features(model, x, "ventral")["block1"]
+    block = model.blocks("ventral")[1]
+    B, N, D = h.shape
+    v = block.attn.qkv(block.norm1(h)).reshape(B, N, 3, 3, D // 3)[:, :, 2].transpose(1, 2)
+    mine = block.attn.proj((weights @ v).transpose(1, 2).reshape(B, N, D))
+    assert torch.allclose(mine, block.attn(block.norm1(h)), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from recipes import bimm_ucf101, pipeline
+
+    cfg = attrs.evolve(bimm_ucf101.VARIANTS["tiny"], run_dir=str(tmp_path_factory.mktemp("runs") / "tiny"),
+                       device="cpu", stages=("ventral", "joint"))
+    pipeline.run(cfg)
+    return cfg.run_dir
+
+
+def test_a_run_directory_loads_with_its_weights(tiny_run, tmp_path):
+    from safetensors.torch import load_file
+
+    model = load_run(tiny_run)
+    saved = load_file(f"{tiny_run}/joint/model.safetensors")
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    assert len(run_dataset(tiny_run, train=False)) > 0
+    with pytest.raises(ValueError, match="no config.json"):
+        load_run(tmp_path)
+
+
+def test_the_command_line_prints_the_per_area_table_and_writes_figures(tiny_run, capsys):
+    from analysis.report import main
+
+    assert main([tiny_run, "--limit", "12"]) == 0
+    out = capsys.readouterr().out
+    for word in ("probe top-1", "kNN", "OSI", "DSI", "V1", "V2", "V4", "MT"):
+        assert word in out
+    result = json.loads(open(f"{tiny_run}/analysis/results.json").read())
+    assert {(r["stream"], r["area"]) for r in result["rows"]} == {
+        ("ventral", "V1"), ("ventral", "V2"), ("ventral", "V4"), ("dorsal", "V1"), ("dorsal", "V2"), ("dorsal", "MT")}
+    assert all(0 <= r["probe_top1"] <= 1 and 0 <= r["knn_top1"] <= 1 for r in result["rows"])
+    assert all(r["dsi"] is None for r in result["rows"] if r["stream"] == "ventral")
+    names = {p.rsplit("/", 1)[1] for p in result["figures"]}
+    assert names == {"cka.png", "reconstruction_ventral.png", "reconstruction_dorsal.png", "tuning_ventral.png",
+                     "tuning_dorsal.png", "attention_ventral.png", "attention_dorsal.png"}
+    assert main(["/nonexistent-run"]) == 2
