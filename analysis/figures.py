@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from visualpath.pathway import PathwayModel  # noqa: E402
+from visualpath.pathway import PathwayModel
 
 __all__ = ["reconstruction_figure", "token_map", "cka_heatmap", "tuning_curves", "attention_weights",
            "attention_figure"]

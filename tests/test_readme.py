@@ -1,4 +1,8 @@
-"""The README's Python examples run as written."""
+"""The README's Python examples run as written.
+
+``python`` blocks run here; ``py`` blocks need files a user has (checkpoints, a finished run)
+and are only shown.
+"""
 
 import re
 from pathlib import Path
@@ -26,3 +30,18 @@ def test_readme_commands_are_the_ci_commands():
     commands = re.findall(r"```bash\n(.*?)\n```", README.read_text(), flags=re.S)
     tests = [c for c in commands if "pytest" in c]
     assert tests and tests[0] in ci
+
+
+SHOWN = re.findall(r"```py\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(len(SHOWN)))
+def test_shown_examples_compile_and_import_what_exists(index):
+    import importlib
+
+    code = SHOWN[index]
+    compile(code, f"README.md[py block {index}]", "exec")
+    for module, names in re.findall(r"^from ([\w.]+) import (.+)$", code, flags=re.M):
+        imported = importlib.import_module(module)
+        for name in names.split(","):
+            assert hasattr(imported, name.strip()), f"{module} has no {name.strip()}"
