@@ -38,8 +38,9 @@ SHOWN = re.findall(r"```py\n(.*?)```", README.read_text(), flags=re.S)
 @pytest.mark.parametrize("index", range(len(SHOWN)))
 def test_shown_examples_compile_and_import_what_exists(index):
     import importlib
+    import textwrap
 
-    code = SHOWN[index]
+    code = textwrap.dedent(SHOWN[index])
     compile(code, f"README.md[py block {index}]", "exec")
     for module, names in re.findall(r"^from ([\w.]+) import (.+)$", code, flags=re.M):
         imported = importlib.import_module(module)
