@@ -56,7 +56,6 @@ def reconstruction_figure(model: PathwayModel, batch: Mapping[str, Tensor], stre
     if pixels.ndim == 3:
         pixels = pixels[:, None]
     hidden = out.mask.hidden[sample].cpu()
-    masked = out.mask.masked[sample].cpu()
     areas = [a for a in spec.areas if a.name in out.predictions]
     n_tokens = hidden.numel()
     panels = []
@@ -69,7 +68,8 @@ def reconstruction_figure(model: PathwayModel, batch: Mapping[str, Tensor], stre
     for area in areas:
         for kind, values in (("target", out.targets[area.name]), ("prediction", out.predictions[area.name])):
             full = torch.full((n_tokens, values.shape[-1]), float("nan"))
-            full[masked] = values[sample].float().cpu()
+            where = out.predicted.get(area.name, out.mask.masked)[sample].cpu()
+            full[where] = values[sample].float().cpu()
             panels.append((f"{area.name} {kind}", token_map(full, area, layout, out.grid)))
     step = layout.tube
     times = list(range(0, frames.shape[0], step))[:max_frames]

@@ -32,7 +32,7 @@ from visualpath import Area, DecoderSpec, Layout, TargetInput
 from visualpath.area import area_name
 from visualpath._validate import non_negative, positive, positive_float
 
-__all__ = ["V1Gabor", "gabor_kernel", "gabor_bank", "gabor_responses", "pad_symmetric"]
+__all__ = ["V1Gabor", "gabor_kernel", "gabor_bank", "gabor_responses", "gabor_energy", "pad_symmetric"]
 
 
 def _sigma_prefactor(bandwidth: float) -> float:
@@ -137,20 +137,45 @@ def fast_fft_size(n: int) -> int:
         m += 1
 
 
-def _fft(lum: Tensor, bank: tuple[Tensor, ...], chunk: int) -> Tensor:
+def _fft(lum: Tensor, bank: tuple[Tensor, ...], chunk: int, reduce=None) -> Tensor:
     H, W = lum.shape[-2:]
-    r = max(stack.shape[-1] // 2 for stack in bank)
     cdtype = torch.complex128 if lum.dtype == torch.float64 else torch.complex64
-    # Zeros after the symmetric padding: a kernel of radius r never wraps around into the
-    # H x W window, so the larger, fast canvas gives the same responses.
-    L1, L2 = fast_fft_size(H + 2 * r), fast_fft_size(W + 2 * r)
-    spectrum = _bank_spectrum(bank, (L1, L2), lum.device, cdtype)  # (K, L1, L2)
+    # One canvas per wavelength, padded by that wavelength's kernel radius: the 4 px kernels
+    # (radius 7) need far less padding than the 16 px ones (radius 27). Zeros after the
+    # symmetric padding: a kernel of radius r never wraps around into the H x W window, so
+    # the larger, fast canvas gives the same responses.
+    plans = []
+    for stack in bank:
+        r = stack.shape[-1] // 2
+        size = (fast_fft_size(H + 2 * r), fast_fft_size(W + 2 * r))
+        plans.append((r, size, _bank_spectrum((stack,), size, lum.device, cdtype)))  # (K_w, L1, L2)
     out = []
     for part in lum.split(chunk):
-        image = torch.fft.fft2(pad_symmetric(part, r), s=(L1, L2))  # (F, 1, L1, L2)
-        response = torch.fft.ifft2(image * spectrum)  # (F, K, L1, L2): true convolution
-        out.append(response[..., r:r + H, r:r + W])
+        per_wavelength = []
+        for r, size, spectrum in plans:
+            image = torch.fft.fft2(pad_symmetric(part, r), s=size)  # (F, 1, L1, L2)
+            response = torch.fft.ifft2(image * spectrum)[..., r:r + H, r:r + W]  # true convolution
+            per_wavelength.append(response if reduce is None else reduce(response))
+        out.append(torch.cat(per_wavelength, dim=1))  # (F, K, ...)
     return torch.cat(out)
+
+
+def gabor_energy(lum: Tensor, bank: tuple[Tensor, ...], mode: str = "fft", chunk: int = 32, pool: int = 1) -> Tensor:
+    """Quadrature energy ``|response|`` of ``(F, 1, H, W)`` luminance, averaged over
+    ``pool x pool`` cells: ``(F, K, H / pool, W / pool)``.
+
+    Computed a chunk of frames at a time, so the full-resolution complex responses of all
+    frames never exist at once (they are the largest tensors of a BIMM step).
+    """
+    def reduce(response: Tensor) -> Tensor:
+        energy = response.abs()
+        return F.avg_pool2d(energy, pool) if pool > 1 else energy
+
+    if mode == "fft":
+        return _fft(lum, bank, chunk, reduce)
+    if mode == "direct":
+        return torch.cat([reduce(_direct(part, bank)) for part in lum.split(chunk)])
+    raise ValueError(f"V1Gabor.mode must be 'fft' or 'direct', got {mode!r}")
 
 
 def gabor_responses(lum: Tensor, bank: tuple[Tensor, ...], mode: str = "fft", chunk: int = 32) -> Tensor:
@@ -183,7 +208,9 @@ class V1Gabor(Area):
         cells: cells per patch side; energies are averaged within each cell.
         mode: ``"fft"`` (default) or ``"direct"`` convolution; equal results.
         normalize: standardise each token's values.
-        chunk: frames filtered at once in FFT mode (bounds memory).
+        chunk: frames filtered at once (bounds memory); None picks 4 on the CPU, where
+            small chunks stay in cache (a 16x112x112 batch of 8 clips: 0.34 s at 4, 0.65 s
+            at 32), and 32 on accelerators.
     """
 
     name: str = attrs.field(default="V1", validator=area_name)
@@ -195,7 +222,7 @@ class V1Gabor(Area):
     cells: int = attrs.field(default=4, validator=positive)
     mode: str = attrs.field(default="fft", validator=_mode)
     normalize: bool = True
-    chunk: int = attrs.field(default=32, validator=positive)
+    chunk: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive))
 
     def __attrs_post_init__(self) -> None:
         if not self.wavelengths or any(not w > 2 for w in self.wavelengths):
@@ -217,11 +244,16 @@ class V1Gabor(Area):
     def target_side(self, layout: Layout) -> int:
         return self.cells
 
+    def _chunk(self, lum: Tensor) -> int:
+        if self.chunk is not None:
+            return self.chunk
+        return 4 if lum.device.type == "cpu" else 32
+
     def _frame_energy(self, pixels: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         # Luminance in 0-255 units keeps the 1e-6 of the per-token standardisation negligible
         # on textured patches, as it is for MAE's normalised pixels.
         lum, undo = frames(luminance(pixels) * 255)
-        return gabor_responses(lum, self.bank(), self.mode, self.chunk).abs(), undo
+        return gabor_responses(lum, self.bank(), self.mode, self._chunk(lum)).abs(), undo
 
     def energy(self, pixels: Tensor) -> Tensor:
         """Gabor energy maps ``(B, K, [T,] H, W)`` of ``(B, 3, [T,] H, W)`` pixels in [0, 1].
@@ -235,7 +267,8 @@ class V1Gabor(Area):
         patch = inp.layout.patch
         if patch % self.cells:
             raise ValueError(f"V1Gabor.cells ({self.cells}) must divide the patch size {patch}")
-        energy, undo = self._frame_energy(inp.pixels)  # (F, K, H, W)
-        pooled = unframes(F.avg_pool2d(energy, patch // self.cells), undo)  # (B, K, [T,] h, w)
+        lum, undo = frames(luminance(inp.pixels) * 255)
+        pooled = gabor_energy(lum, self.bank(), self.mode, self._chunk(lum), pool=patch // self.cells)
+        pooled = unframes(pooled, undo)  # (B, K, [T,] h, w)
         tokens = inp.layout.patchify(pooled, patch=self.cells)
         return normalize_tokens(tokens) if self.normalize else tokens

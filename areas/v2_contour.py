@@ -28,7 +28,15 @@ from visualpath._validate import non_negative, non_negative_float, open_unit_int
 
 __all__ = ["V2Contour", "edge_map"]
 
-_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
+def _taps(x: Tensor, weights: Tensor, dim: int) -> Tensor:
+    """Correlation of ``x`` with a short 1-D kernel along ``dim`` (valid part), as a sum of
+    shifted slices: on single-channel maps this is several times faster than ``conv2d``."""
+    n = x.shape[dim] - len(weights) + 1
+    out = x.narrow(dim, 0, n) * weights[0]
+    for i in range(1, len(weights)):
+        if weights[i] != 0:
+            out = out + x.narrow(dim, i, n) * weights[i]
+    return out
 
 
 def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
@@ -36,11 +44,11 @@ def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     if sigma <= 0:
         return x
     r = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    t = torch.arange(-r, r + 1, dtype=torch.float64)
     g = torch.exp(-0.5 * (t / sigma) ** 2)
-    g = g / g.sum()
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1))
+    g = (g / g.sum()).tolist()
+    x = _taps(F.pad(x, (r, r, 0, 0), mode="replicate"), g, dim=-1)
+    return _taps(F.pad(x, (0, 0, r, r), mode="replicate"), g, dim=-2)
 
 
 def edge_map(lum: Tensor, sigma: float = 1.0, threshold: float = 0.2, min_gradient: float = 0.02) -> Tensor:
@@ -51,10 +59,10 @@ def edge_map(lum: Tensor, sigma: float = 1.0, threshold: float = 0.2, min_gradie
     magnitude and the absolute floor ``min_gradient`` (so flat frames have no contours).
     """
     smooth = _gaussian_blur(lum, sigma)
-    kx = _SOBEL_X.to(lum)
     padded = F.pad(smooth, (1, 1, 1, 1), mode="replicate")
-    gx = F.conv2d(padded, kx.view(1, 1, 3, 3))
-    gy = F.conv2d(padded, kx.t().reshape(1, 1, 3, 3))
+    # Sobel, separably: [-1, 0, 1] / 8 across and [1, 2, 1] along the derivative's axis.
+    gx = _taps(_taps(padded, [-0.125, 0.0, 0.125], dim=-1), [1.0, 2.0, 1.0], dim=-2)
+    gy = _taps(_taps(padded, [-0.125, 0.0, 0.125], dim=-2), [1.0, 2.0, 1.0], dim=-1)
     mag = torch.hypot(gx, gy)
     # Quantise the gradient direction to 0, 45, 90, 135 degrees and compare with the two
     # neighbours along it.

@@ -126,6 +126,8 @@ class Config:
     resume: bool = True
     log_every: int = 10
     tensorboard: bool = False  # also write metrics as TensorBoard events (needs the tensorboard package)
+    compile: bool = False  # torch.compile the model of each training stage
+    checkpointing: bool = False  # gradient checkpointing of the encoder blocks (less memory, ~1/3 more compute)
     pretrained: str | None = None  # a run directory (or pathway .safetensors) to finetune instead of our own
     init: str | None = None  # VideoMAE / MAE / timm / Hugging Face checkpoint to start pretraining from
     model: ModelConfig = ModelConfig()
@@ -191,7 +193,11 @@ def _ddp(model, runtime):
 def _train(stage: str, cfg: Config, model, step_fn, dataset, optim: OptimSpec, runtime, run: RunLog, console,
            num_layers: int | None = None):
     """DDP wrap -> AdamW groups -> loader -> :func:`fit`: the tail every training stage shares."""
+    if hasattr(model, "checkpointing"):
+        model.checkpointing = cfg.checkpointing
     ddp = _ddp(model, runtime)
+    if cfg.compile:
+        ddp = torch.compile(ddp)
     optimizer = build_optimizer(model, optim, runtime, num_layers=num_layers)
     loader = make_loader(dataset, optim.batch_size, runtime, shuffle=True, seed=cfg.seed, workers=cfg.data.workers)
     return fit(stage, ddp, step_fn, loader, optimizer, optim, runtime, run, resume=cfg.resume,
@@ -463,6 +469,7 @@ def check(cfg: Config) -> Pathway:
 
 # keys that may change between a run and its resumption: they do not change what is trained
 RESUMABLE_CHANGES = ("name", "run_dir", "stages", "resume", "log_every", "tensorboard", "device", "data.workers",
+                     "compile", "checkpointing",
                      "test.")
 
 

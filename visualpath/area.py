@@ -45,12 +45,22 @@ class DecoderSpec:
         depth: decoder blocks; 0 gives a head on mask tokens + positions only.
         heads: attention heads per decoder block.
         mlp_ratio: MLP hidden width as a multiple of ``width``.
+        keep: fraction of the masked tokens the decoder reconstructs (VideoMAE V2's decoder
+            masking). Below 1 the decoder predicts, and the loss covers, a running-cell
+            subset of the masked tokens (:func:`visualpath.masking.running_cell_subset`),
+            which cuts its cost roughly in proportion; 1 reconstructs them all (the paper).
     """
 
     width: int = attrs.field(default=384, validator=positive)
     depth: int = attrs.field(default=4, validator=non_negative)
     heads: int = attrs.field(default=6, validator=positive)
     mlp_ratio: float = attrs.field(default=4.0, validator=positive_float)
+    keep: float = attrs.field(default=1.0)
+
+    @keep.validator
+    def _keep(self, attribute, value) -> None:
+        if not 0 < value <= 1:
+            raise ValueError(f"DecoderSpec.keep must be in (0, 1], got {value!r}")
 
     def __attrs_post_init__(self) -> None:
         if self.width % self.heads:

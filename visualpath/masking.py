@@ -16,7 +16,7 @@ from torch import Tensor
 
 from visualpath._validate import open_unit_interval
 
-__all__ = ["Mask", "RandomMask", "TubeMask", "MaskRule"]
+__all__ = ["Mask", "RandomMask", "TubeMask", "MaskRule", "running_cell_subset"]
 
 
 @dataclass(frozen=True)
@@ -141,3 +141,36 @@ class TubeMask:
 
 
 MaskRule = RandomMask | TubeMask
+
+
+def running_cell_subset(masked: Tensor, grid: tuple[int, ...], keep: float,
+                        generator: torch.Generator | None = None) -> Tensor:
+    """A subset of the masked tokens for a decoder to reconstruct (VideoMAE V2's running cell).
+
+    The grid is tiled by 2x2 spatial cells; at token-frame ``t`` a cell keeps the positions
+    ``c`` (0..3, row-major in the cell) with ``(c + t) % 4 < round(4 * keep)``, so the kept
+    positions run through the cell over time and every position is reconstructed in some
+    frame. Every sample keeps ``round(keep * N_masked)`` tokens (a dense batch): masked
+    tokens inside the running cell first, ties and any shortfall broken at random.
+
+    Args:
+        masked: ``(B, N_masked)`` ascending indices of the masked tokens.
+        grid: token grid ``(t, h, w)`` or ``(h, w)``.
+        keep: fraction in (0, 1].
+
+    Returns:
+        ``(B, K)`` ascending indices, a subset of each row of ``masked``.
+    """
+    B, n_masked = masked.shape
+    k = max(1, round(keep * n_masked))
+    if k >= n_masked:
+        return masked
+    *time, h, w = grid
+    flat = masked
+    t = flat // (h * w) if time else torch.zeros_like(flat)
+    y, x = (flat % (h * w)) // w, flat % w
+    cell = (y % 2) * 2 + (x % 2)
+    inside = ((cell + t) % 4) < round(4 * keep)
+    noise = torch.rand(B, n_masked, device=masked.device, generator=generator)
+    chosen = (inside.float() + noise).topk(k, dim=1).indices  # running cell first
+    return torch.gather(masked, 1, chosen).sort(dim=1).values

@@ -27,10 +27,11 @@ import attrs
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from visualpath._validate import non_negative_float
 from visualpath.area import Area, Decoder, TargetInput, area_name
-from visualpath.masking import Mask, RandomMask, TubeMask
+from visualpath.masking import Mask, RandomMask, TubeMask, running_cell_subset
 from visualpath.tokens import MODALITIES, Layout, PatchEmbed, cached_position_table
 from visualpath.vit import ViTSpec, init_embedding, init_weights
 
@@ -283,11 +284,13 @@ class StreamOutput:
     Attributes:
         loss: weighted sum of its area losses (scalar).
         losses: per-area MSE at masked tokens.
-        predictions: per-area ``(B, N_masked, P)`` predictions, in ``mask.masked`` order.
-        targets: per-area ``(B, N_masked, P)`` targets at the same tokens.
+        predictions: per-area ``(B, K, P)`` predictions at the tokens ``predicted`` names.
+        targets: per-area ``(B, K, P)`` targets at the same tokens.
         mask: the mask used.
         grid: token grid ``(t, h, w)`` or ``(h, w)``.
         sources: per-area target source (``"pixels"``, ``"cache"``, ``"sobel"``...).
+        predicted: per-area ``(B, K)`` token indices of its predictions and targets:
+            ``mask.masked``, or a subset with decoder masking (``DecoderSpec.keep < 1``).
     """
 
     loss: Tensor
@@ -297,6 +300,7 @@ class StreamOutput:
     mask: Mask
     grid: tuple[int, ...]
     sources: dict[str, str] = field(default_factory=dict)
+    predicted: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -340,11 +344,18 @@ class StreamModule(nn.Module):
 
 
 class PathwayModel(nn.Module):
-    """The built pathway: ``forward(batch)`` trains, ``features(x, stream)`` probes."""
+    """The built pathway: ``forward(batch)`` trains, ``features(x, stream)`` probes.
+
+    Attributes:
+        checkpointing: recompute each encoder block in the backward pass instead of keeping
+            its activations (gradient checkpointing; training only): less memory, about one
+            more forward's worth of compute.
+    """
 
     def __init__(self, spec: Pathway) -> None:
         super().__init__()
         self.spec = spec
+        self.checkpointing = False
         self.owner = spec.owners()
         self.streams = nn.ModuleDict()
         for s in spec.streams:
@@ -490,23 +501,27 @@ class PathwayModel(nn.Module):
         if mask is None:
             mask = stream.mask(pixels.shape[0], grid, device=pixels.device, generator=generator)
         inp = TargetInput(pixels=pixels, layout=module.layout, contour=contour, batch=batch)
-        targets, sources = {}, {}
+        targets, sources, subsets = {}, {}, {}
         with torch.no_grad(), torch.autocast(pixels.device.type, enabled=False):
             for area in stream.areas:
                 if area.has_readout:
+                    keep = area.decoder.keep
+                    subsets[area.name] = mask.masked if keep >= 1 else \
+                        running_cell_subset(mask.masked, grid, keep, generator)
                     target = area.target(inp)
-                    targets[area.name] = _gather(target, mask.masked)
+                    targets[area.name] = _gather(target, subsets[area.name])
                     sources[area.name] = area.source(inp)
 
         tokens = self._tokens(stream, pixels, grid)
         h = _gather(tokens, mask.keep)  # (B, N_visible, D)
-        losses, predictions, loss = {}, {}, None
+        losses, predictions, predicted, loss = {}, {}, {}, None
         for area in stream.areas:
             for block in self.stage(stream.name, area.name):
-                h = block(h)
+                h = checkpoint(block, h, use_reentrant=False) if self.checkpointing and self.training else block(h)
             if area.has_readout:
-                pred = module.decoders[area.name](h, mask.keep, mask.masked, grid)
-                predictions[area.name] = pred
+                which = subsets[area.name]
+                pred = module.decoders[area.name](h, mask.keep, which, grid)
+                predictions[area.name], predicted[area.name] = pred, which
                 losses[area.name] = F.mse_loss(pred.float(), targets[area.name])
                 weighted = area.weight * losses[area.name]
                 loss = weighted if loss is None else loss + weighted
@@ -514,7 +529,7 @@ class PathwayModel(nn.Module):
             loss = h.sum() * 0  # a stream of plain stages still joins the graph
         return StreamOutput(
             loss=loss, losses=losses, predictions=predictions, targets=targets,
-            mask=mask, grid=grid, sources=sources,
+            mask=mask, grid=grid, sources=sources, predicted=predicted,
         )
 
     @torch.no_grad()
