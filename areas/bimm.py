@@ -66,6 +66,7 @@ class ModelConfig:
     targets: str = attrs.field(default="V1-V2-V4&MT", validator=_one_of(TARGETS))
     dorsal_weight: float = 1.0  # lambda of Eq. 4
     dorsal_init: str = attrs.field(default="ventral", validator=_one_of(("ventral", "none")))
+    decoder_keep: float = 1.0  # V1/V2 decoders reconstruct this fraction of masked tokens (running cell)
 
 
 def build_pathway(m: ModelConfig) -> Pathway:
@@ -77,7 +78,8 @@ def build_pathway(m: ModelConfig) -> Pathway:
         areas = {"ventral": [V4Color(blocks=sum(m.split), decoder=dec)],
                  "dorsal": [V4Color(blocks=sum(m.split), decoder=dec)]}
     else:
-        dec = [DecoderSpec(width=m.decoder_width, depth=d, heads=m.decoder_heads) for d in m.decoder_depths]
+        dec = [DecoderSpec(width=m.decoder_width, depth=d, heads=m.decoder_heads,
+                           keep=m.decoder_keep if i < 2 else 1.0) for i, d in enumerate(m.decoder_depths)]
         n_targets = TARGETS.index(m.targets) + 1  # "V1" -> 1, "V1-V2" -> 2, all -> 3
         w = [1.0 if i < n_targets else 0.0 for i in range(3)]
         v1 = V1Gabor(blocks=m.split[0], decoder=dec[0], weight=w[0])

@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     s = _setup(args)
     torch.manual_seed(0)
-    console = Console()
+    console = Console(width=140)
     video = _video(s)
     hf_model, hf_step = hf_videomae(s)
     _, mine_step = ours_videomae(s, hf_model)

@@ -486,10 +486,13 @@ def resume_conflicts(cfg: Config) -> list[str]:
         return []
     old = _flatten(json.loads(saved.read_text()).get("config", {}))
     new = _flatten(to_dict(cfg))
+    defaults = _flatten(to_dict(Config()))
     out = []
     for key in sorted(set(old) | set(new)):
         if key.startswith(RESUMABLE_CHANGES) or key in RESUMABLE_CHANGES:
             continue
+        if key not in old and new.get(key) == defaults.get(key):
+            continue  # a setting added after the run started, left at its default
         if old.get(key) != new.get(key):
             out.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
     return out

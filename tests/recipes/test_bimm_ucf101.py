@@ -86,3 +86,19 @@ def test_resuming_with_other_settings_is_refused_before_compute(tiny_run, monkey
         recipe.run(changed)
     assert pipeline.resume_conflicts(attrs.evolve(changed, resume=False)) == []
     assert pipeline.resume_conflicts(attrs.evolve(cfg, stages=("test",), log_every=5)) == []
+
+
+def test_a_setting_added_after_a_run_started_does_not_block_resuming_at_its_default(tiny_run, tmp_path):
+    import json
+    import shutil
+
+    cfg, _ = tiny_run
+    copy = tmp_path / "older_run"
+    shutil.copytree(cfg.run_dir, copy)
+    saved = json.loads((copy / "config.json").read_text())
+    del saved["config"]["model"]["decoder_keep"]  # as written before the setting existed
+    (copy / "config.json").write_text(json.dumps(saved))
+    older = attrs.evolve(cfg, run_dir=str(copy))
+    assert pipeline.resume_conflicts(older) == []
+    halved = attrs.evolve(older, model=attrs.evolve(cfg.model, decoder_keep=0.5))
+    assert pipeline.resume_conflicts(halved) == ["model.decoder_keep: None -> 0.5"]

@@ -1,0 +1,17 @@
+"""The step benchmark runs end to end at toy size and reports every ratio (no timing asserted)."""
+
+import pytest
+
+pytest.importorskip("transformers")
+
+
+def test_step_benchmark_runs_and_reports_ratios(capsys):
+    from benchmarks.step import main
+
+    result = main(["--size", "tiny", "--frames", "4", "--res", "64", "--batch", "2", "--repeats", "1",
+                   "--warmup", "0", "--no-memory", "--device", "cpu", "--decoder-keep", "0.5"])
+    assert set(result["rows"]) == {"hf-videomae", "ours-videomae", "ours-bimm", "target V1", "target V2",
+                                   "target V4", "target MT"}
+    assert all(r["median_s"] > 0 for r in result["rows"].values())
+    assert any(k.startswith("targets / ours-bimm") for k in result["ratios"])
+    assert "hf / ours-videomae" in capsys.readouterr().out
