@@ -256,3 +256,13 @@ def test_an_mae_or_timm_image_checkpoint_starts_the_ventral_stage(tmp_path, caps
     assert "cls_token" in err  # reported as not used by the pathway's stream
     with pytest.raises(ValueError, match="initialises the ventral stream before the ventral or joint stage: keep one"):
         pipeline.check(attrs.evolve(cfg, init=str(tmp_path / "mae.pth"), stages=("finetune",)))
+
+
+@pytest.mark.slow
+def test_compile_and_checkpointing_train_and_save_plain_checkpoints(tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = _tiny("bimm_ucf101", tmp_path, stages=("joint",), compile=True, checkpointing=True)
+    pipeline.run(cfg)
+    keys = load_file(str(tmp_path / "bimm_ucf101" / "joint" / "model.safetensors")).keys()
+    assert keys and not any(k.startswith(("_orig_mod.", "module.")) for k in keys)
