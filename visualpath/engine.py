@@ -151,6 +151,14 @@ class OptimSpec:
         accum_steps: gradient accumulation steps per optimiser step.
         clip_grad: max gradient norm, or None.
         layer_decay: layer-wise lr decay (finetuning), or None.
+        schedule: after warm-up, ``"cosine"`` decay to ``min_lr`` (pretraining and
+            finetuning), ``"linear"`` decay to ``min_lr`` (ADE20K), or ``"step"``: x0.1 at
+            each of ``milestones`` (epochs; COCO's 27 and 33).
+        warmup_steps: warm-up length in optimiser steps, overriding ``warmup_epochs``
+            (ADE20K warms up over 1,500 iterations).
+        total_steps: train this many optimiser steps instead of ``epochs`` full epochs
+            (ADE20K's 160k iterations); the schedule spans them.
+        milestones: epochs of the ``"step"`` schedule's decays.
     """
 
     epochs: int = attrs.field(validator=positive)
@@ -163,8 +171,18 @@ class OptimSpec:
     accum_steps: int = attrs.field(default=1, validator=positive)
     clip_grad: float | None = None
     layer_decay: float | None = None
+    schedule: str = "cosine"
+    warmup_steps: int | None = None
+    total_steps: int | None = None
+    milestones: tuple[float, ...] = ()
 
     def __attrs_post_init__(self) -> None:
+        if self.schedule not in ("cosine", "linear", "step"):
+            raise ValueError(f"OptimSpec.schedule must be 'cosine', 'linear' or 'step', got {self.schedule!r}")
+        for name in ("warmup_steps", "total_steps"):
+            value = getattr(self, name)
+            if value is not None and (value < 0 or (name == "total_steps" and value < 1)):
+                raise ValueError(f"OptimSpec.{name} must be a positive step count or None, got {value!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"OptimSpec.betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
@@ -221,12 +239,18 @@ def build_optimizer(model: nn.Module, spec: OptimSpec, runtime: Runtime, num_lay
     return torch.optim.AdamW(groups, lr=spec.peak_lr(runtime.world), betas=spec.betas, fused=fused)
 
 
-def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to ``floor``."""
+def lr_at(step: int, total: int, warmup: int, peak: float, floor: float, schedule: str = "cosine",
+          milestones: tuple[int, ...] = ()) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine or linear decay to
+    ``floor``, or x0.1 at each step of ``milestones`` (``schedule="step"``)."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if schedule == "step":
+        return peak * 0.1 ** sum(step >= m for m in milestones)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return floor + (peak - floor) * (1 - progress)
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 # --------------------------------------------------------------------------- data
@@ -516,8 +540,10 @@ def fit(
             f"{stage}: {per_rank} items per rank give no full step of {loader.batch_size} x "
             f"{spec.accum_steps} accumulation; lower the batch size"
         )
-    total = steps_per_epoch * spec.epochs
-    warmup = int(round(spec.warmup_epochs * steps_per_epoch))
+    total = spec.total_steps or steps_per_epoch * spec.epochs
+    epochs = -(-total // steps_per_epoch)
+    warmup = spec.warmup_steps if spec.warmup_steps is not None else int(round(spec.warmup_epochs * steps_per_epoch))
+    milestones = tuple(int(round(m * steps_per_epoch)) for m in spec.milestones)
     peak = spec.peak_lr(runtime.world)
     autocast = runtime.autocast_dtype
     console = console or Console(stderr=True)
@@ -526,7 +552,7 @@ def fit(
     model.train()
     with Progress(*columns, console=console, disable=not runtime.main, transient=False) as progress:
         task = progress.add_task(stage, total=total, completed=state.step, info="")
-        while state.epoch < spec.epochs:
+        while state.epoch < epochs and state.step < total:
             done_in_epoch = state.step - state.epoch * steps_per_epoch
             loader.sampler.set_epoch(state.epoch, skip=done_in_epoch * loader.batch_size * spec.accum_steps)
             if hasattr(loader.dataset, "set_epoch"):
@@ -534,7 +560,7 @@ def fit(
             window_start, clips, running = time.perf_counter(), 0, {}
             micro = 0
             for batch in loader:
-                if state.step >= (state.epoch + 1) * steps_per_epoch:
+                if state.step >= min(total, (state.epoch + 1) * steps_per_epoch):
                     break
                 # read on the host before the copy: no device-to-host sync in the step
                 state.skipped += int(batch["skipped"].sum()) if "skipped" in batch else 0
@@ -547,7 +573,7 @@ def fit(
                 micro += 1
                 if micro % spec.accum_steps:
                     continue
-                lr = lr_at(state.step, total, warmup, peak, spec.min_lr)
+                lr = lr_at(state.step, total, warmup, peak, spec.min_lr, spec.schedule, milestones)
                 for g in optimizer.param_groups:
                     g["lr"] = lr * g.get("lr_scale", 1.0)
                 if spec.clip_grad is not None:

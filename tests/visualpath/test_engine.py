@@ -161,3 +161,15 @@ def test_metrics_also_go_to_tensorboard_when_asked(tmp_path):
     assert set(events.Tags()["scalars"]) == {"joint/lr", "joint/loss", "joint/dorsal.MT"}
     assert [(e.step, round(e.value, 6)) for e in events.Scalars("joint/loss")] == [(10, 0.2), (20, 0.1)]
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 2  # the JSON lines are still written
+
+
+def test_linear_and_step_schedules():
+    from visualpath.engine import lr_at
+
+    # ADE20K: linear warm-up over 1,500 iterations, then linear decay to the floor
+    assert lr_at(0, 160_000, 1500, 4e-4, 0.0, "linear") == pytest.approx(4e-4 / 1500)
+    assert lr_at(1500, 160_000, 1500, 4e-4, 0.0, "linear") == pytest.approx(4e-4)
+    assert lr_at(80_750, 160_000, 1500, 4e-4, 0.0, "linear") == pytest.approx(2e-4)
+    # COCO: x0.1 at epochs 27 and 33 (here 10 steps per epoch)
+    assert [lr_at(s, 360, 0, 1e-4, 0.0, "step", (270, 330)) for s in (0, 269, 270, 330)] == \
+        pytest.approx([1e-4, 1e-4, 1e-5, 1e-6])

@@ -1,0 +1,210 @@
+"""ADE20K semantic segmentation from a pretrained run's ventral encoder (BIMM Table 6).
+
+    python -m recipes.transfer_ade20k pretrained=runs/bimm_imagenet data_root=/data/ade20k
+
+UperNet over ViTDet's simple feature pyramid of the ventral ViT (appendix A.1: "160K
+iterations using AdamW optimizer with the peak learning rate of 4e-4, weight decay of 0.05
+and batch size of 16 ... warms up over 1500 iterations and then decays with linear strategy
+... input resolution of 512x512"). Position embeddings: the pathway's are fixed sin-cos
+tables, computed for the 32x32 grid of a 512 crop rather than interpolated. Layer-wise decay
+0.65 and drop path 0.1 follow MAE's ADE20K recipe, which the paper says it follows.
+Evaluation is single-scale on whole images (short side 512), mIoU over the 150 classes.
+
+Variants: ``paper`` (the default when ``data_root`` is given), ``demo`` (a generated set in
+ADE20K's layout, the demo run's encoder if ``runs/bimm_ucf101_demo`` exists), ``tiny``
+(tests).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import attrs
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch.utils.data import DataLoader
+
+from areas.bimm import ModelConfig, build_pathway
+from recipes.pipeline import paper_if_data
+from visualpath.classifier import Encoder
+from visualpath.config import parse_cli, to_dict
+from visualpath.engine import OptimSpec, RunLog, build_optimizer, fit, make_loader, setup, teardown
+from visualpath.pathway import IMAGENET_MEAN, IMAGENET_STD
+from visualpath.transfer.backbones import SimpleFeaturePyramid
+from visualpath.transfer.data import IGNORE, ADE20K, ade20k_root, write_ade20k_like
+from visualpath.transfer.heads import Segmenter
+from visualpath.transfer.metrics import confusion_matrix, mean_iou
+
+__all__ = ["Config", "VARIANTS", "config", "run", "main"]
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    name: str = "transfer_ade20k"
+    run_dir: str = "runs/transfer_ade20k"
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = True
+    log_every: int = 50
+    pretrained: str | None = None  # a recipe's run directory: its ventral encoder is the backbone
+    model: ModelConfig = ModelConfig()  # the encoder's shape when no pretrained run is given
+    data_root: str | None = None  # ADE20K release (ADEChallengeData2016); None: a generated set
+    generated_size: int = 96  # the generated set's image side
+    num_classes: int = 150
+    crop: int = 512
+    pyramid_channels: int = 256
+    head_channels: int = 512
+    drop_path: float = 0.1
+    optim: OptimSpec = OptimSpec(epochs=1, batch_size=16, base_lr=4e-4 * 256 / 16, weight_decay=0.05,
+                                 betas=(0.9, 0.999), min_lr=0.0, layer_decay=0.65, schedule="linear",
+                                 warmup_steps=1500, total_steps=160_000)
+    workers: int = 8
+
+
+def config() -> Config:
+    """The paper's ADE20K settings (appendix A.1)."""
+    return Config()
+
+
+DEMO = attrs.evolve(
+    Config(), run_dir="runs/transfer_ade20k_demo", log_every=10,
+    pretrained="runs/bimm_ucf101_demo" if Path("runs/bimm_ucf101_demo/config.json").is_file() else None,
+    model=ModelConfig(size="tiny", width=128, heads=4, split=(1, 1, 2), decoder_width=64, decoder_heads=2,
+                      decoder_depths=(1, 1, 1)),
+    num_classes=4, crop=64, pyramid_channels=64, head_channels=64, drop_path=0.0, workers=2,
+    optim=OptimSpec(epochs=1, batch_size=8, base_lr=1e-3 * 256 / 8, weight_decay=0.05, betas=(0.9, 0.999),
+                    min_lr=0.0, layer_decay=1.0, schedule="linear", warmup_steps=20, total_steps=300),
+)
+VARIANTS = {
+    "demo": DEMO,
+    "paper": config(),
+    "tiny": attrs.evolve(DEMO, run_dir="runs/transfer_ade20k_tiny", pretrained=None, log_every=1,
+                         model=attrs.evolve(DEMO.model, width=32, heads=2, decoder_width=32), generated_size=64,
+                         crop=48, pyramid_channels=16, head_channels=16, workers=0,
+                         optim=attrs.evolve(DEMO.optim, batch_size=4, warmup_steps=2, total_steps=30)),
+}
+
+
+def check(cfg: Config) -> None:
+    """Reject what cannot run, before compute."""
+    if cfg.data_root is not None:
+        ade20k_root(cfg.data_root)
+    if cfg.pretrained is not None and not Path(cfg.pretrained, "config.json").is_file():
+        raise ValueError(f"pretrained={cfg.pretrained!r} is not a run directory of a recipe (no config.json)")
+    if cfg.crop % 16:
+        raise ValueError(f"crop must be a multiple of 16, got {cfg.crop}")
+    if "ventral" not in _model_config(cfg).streams:
+        raise ValueError("the backbone is the ventral encoder: the pretrained run has no ventral stream")
+
+
+def _model_config(cfg: Config) -> ModelConfig:
+    if cfg.pretrained is None:
+        return cfg.model
+    from areas.bimm import model_config_from_dict
+
+    return model_config_from_dict(json.loads(Path(cfg.pretrained, "config.json").read_text())["config"]["model"])
+
+
+def build_model(cfg: Config, console: Console) -> Segmenter:
+    """Segmenter around the pretrained run's ventral encoder (or a fresh one)."""
+    if cfg.pretrained is not None:
+        from analysis.features import load_run
+
+        pathway = load_run(cfg.pretrained)
+        encoder = Encoder.from_pathway(pathway, "ventral", drop_path=cfg.drop_path)
+        console.print(f"[bold]ade20k[/]: ventral encoder from {cfg.pretrained}: loaded "
+                      f"{len(encoder.state_dict())} tensors (embedding and {len(encoder.blocks)} blocks); "
+                      "pyramid and UperNet head initialised fresh")
+    else:
+        pathway = build_pathway(cfg.model).build()
+        encoder = Encoder.from_pathway(pathway, "ventral", drop_path=cfg.drop_path)
+        console.print("[bold]ade20k[/]: no pretrained run given, the ventral encoder starts from random weights")
+    return Segmenter(SimpleFeaturePyramid(encoder, cfg.pyramid_channels), cfg.num_classes, cfg.head_channels)
+
+
+def _root(cfg: Config) -> Path:
+    if cfg.data_root is not None:
+        return ade20k_root(cfg.data_root)
+    from visualpath.data.synthetic import _cache_dir
+
+    folder = _cache_dir() / f"ade20k_like-{cfg.num_classes}c-{cfg.generated_size}px"
+    if not (folder / "ADEChallengeData2016" / "annotations" / "validation").is_dir():
+        write_ade20k_like(folder, classes=cfg.num_classes, size=cfg.generated_size)
+    return ade20k_root(folder)
+
+
+def _normalize(image: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(1, 3, 1, 1)
+    return (image.float() / 255 - mean) / std
+
+
+def step_fn(model, batch):
+    logits = model(_normalize(batch["image"]))
+    return F.cross_entropy(logits.float(), batch["label"], ignore_index=IGNORE), {}
+
+
+@torch.no_grad()
+def evaluate(model, dataset: ADE20K, num_classes: int, device) -> dict:
+    """Single-scale mIoU over a split: logits at the annotation's size, one summed confusion
+    matrix."""
+    model.eval()
+    total = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    for item in DataLoader(dataset, batch_size=1):
+        logits = model(_normalize(item["image"].to(device)))
+        _, label = dataset._read(int(item["index"]))
+        logits = F.interpolate(logits.float(), size=label.shape, mode="bilinear", align_corners=False)
+        total += confusion_matrix(logits.argmax(1)[0].cpu(), label, num_classes)
+    acc = float(total.diagonal().sum() / total.sum().clamp_min(1))
+    return {"miou": mean_iou(None, None, num_classes, confusion=total), "pixel_acc": acc, "images": len(dataset)}
+
+
+def run(cfg: Config) -> dict:
+    check(cfg)
+    runtime = setup(cfg.device, cfg.seed)
+    console = Console(stderr=True)
+    log = RunLog(cfg.run_dir, runtime)
+    log.write_config(to_dict(cfg))
+    model = None
+    try:
+        root = _root(cfg)
+        model = build_model(cfg, console).to(runtime.device)
+        train = ADE20K(root, "training", crop=cfg.crop, train=True, seed=cfg.seed)
+        console.print(f"[bold]ade20k[/]: {len(train)} training images from {root}")
+        optimizer = build_optimizer(model, cfg.optim, runtime, num_layers=len(model.backbone.encoder.blocks))
+        loader = make_loader(train, cfg.optim.batch_size, runtime, shuffle=True, seed=cfg.seed, workers=cfg.workers)
+        net = model
+        if runtime.distributed:
+            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[runtime.device.index]
+                                                            if runtime.device.type == "cuda" else None)
+        fit("ade20k", net, step_fn, loader, optimizer, cfg.optim, runtime, log, resume=cfg.resume,
+            log_every=cfg.log_every, console=console)
+        results = {"run_dir": cfg.run_dir, **evaluate(model, ADE20K(root, "validation", crop=cfg.crop, train=False),
+                                                      cfg.num_classes, runtime.device)}
+    finally:
+        log.close()
+        teardown(runtime, model)
+    if runtime.main:
+        Path(cfg.run_dir, "results.json").write_text(json.dumps(results, indent=2))
+        console.print(f"[bold]ade20k[/]: mIoU {100 * results['miou']:.1f}%, pixel accuracy "
+                      f"{100 * results['pixel_acc']:.1f}% on {results['images']} validation images")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), VARIANTS, ("data_root",))
+    _, cfg = parse_cli(argv, VARIANTS, "recipes.transfer_ade20k", __doc__)
+    try:
+        check(cfg)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
