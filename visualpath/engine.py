@@ -297,14 +297,15 @@ class EpochSampler(Sampler[int]):
 
 
 def make_loader(dataset: Dataset, batch_size: int, runtime: Runtime, *, shuffle: bool, seed: int,
-                workers: int = 0, drop_last: bool = True) -> DataLoader:
-    """A loader over an :class:`EpochSampler`; ``drop_last`` keeps per-step batches equal."""
+                workers: int = 0, drop_last: bool = True, collate_fn=None) -> DataLoader:
+    """A loader over an :class:`EpochSampler`; ``drop_last`` keeps per-step batches equal;
+    ``collate_fn`` for items that do not stack (detection: lists of images and targets)."""
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=runtime.rank, world=runtime.world)
     # A private generator: creating an iterator must not draw from the global RNG, or a run
     # resumed mid-epoch would see different masks than the run it continues.
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, generator=generator,
-                      drop_last=drop_last, pin_memory=runtime.device.type == "cuda",
+                      drop_last=drop_last, collate_fn=collate_fn, pin_memory=runtime.device.type == "cuda",
                       persistent_workers=False, prefetch_factor=4 if workers else None)
 
 
@@ -481,6 +482,12 @@ class NonFiniteLoss(FloatingPointError):
 StepFn = Callable[[nn.Module, dict[str, Tensor]], tuple[Tensor, dict[str, Tensor]]]
 
 
+def _count(batch: Mapping[str, Any]) -> int:
+    """Items in a batch: clips or images, stacked or (detection) a list of images."""
+    x = batch["video"] if "video" in batch else batch["image"]
+    return x.shape[0] if isinstance(x, Tensor) else len(x)
+
+
 def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
@@ -568,7 +575,7 @@ def fit(
                 with torch.autocast(runtime.device.type, dtype=autocast, enabled=autocast is not None):
                     loss, parts = step_fn(model, batch)
                 (loss / spec.accum_steps).backward()
-                clips += batch["video" if "video" in batch else "image"].shape[0]
+                clips += _count(batch)
                 running = {k: running.get(k, 0) + v.detach().float() for k, v in {"loss": loss, **parts}.items()}
                 micro += 1
                 if micro % spec.accum_steps:
