@@ -1,0 +1,205 @@
+"""AVA v2.2 action detection from a pretrained run's dorsal encoder (BIMM Table 3).
+
+    python -m recipes.transfer_ava pretrained=runs/bimm_k400 data_root=/data/ava
+
+The dorsal ViT's key-frame token map, RoIAlign over each person box, a linear classifier for
+the 60 evaluation classes with a sigmoid (multi-label) loss. Appendix A.2: ground-truth
+person boxes for training, detected boxes with confidence above 0.8 for testing, one clip
+of 16 frames at stride 4 centred on the key frame, random crop and flip (here: the flip;
+frames are resized to the input size). Table 9, AVA column: AdamW, base lr 2.5e-4, weight
+decay 0.05, betas (0.9, 0.999), batch 16, cosine decay, 5 warm-up epochs, 30 epochs, drop
+path 0.2, layer-wise decay 0.75. Frame-level mAP at IoU 0.5, Pascal VOC style, as the
+official evaluation computes it.
+
+Variants: ``paper`` (the default when ``data_root`` is given), ``demo`` (a generated set in
+AVA's formats), ``tiny`` (tests).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import attrs
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch.utils.data import DataLoader
+
+from areas.bimm import ModelConfig, build_pathway
+from recipes.pipeline import paper_if_data
+from visualpath.classifier import Encoder
+from visualpath.config import parse_cli, to_dict
+from visualpath.engine import OptimSpec, RunLog, build_optimizer, fit, make_loader, setup, teardown
+from visualpath.pathway import IMAGENET_MEAN, IMAGENET_STD
+from visualpath.transfer.ava import AVA, write_ava_like
+from visualpath.transfer.backbones import ClipBackbone, RoIActionHead
+from visualpath.transfer.metrics import frame_map
+
+__all__ = ["Config", "VARIANTS", "config", "run", "main", "build_model"]
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    name: str = "transfer_ava"
+    run_dir: str = "runs/transfer_ava"
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = True
+    log_every: int = 50
+    pretrained: str | None = None  # a recipe's run directory: its dorsal encoder is the backbone
+    model: ModelConfig = ModelConfig()  # the encoder's shape when no pretrained run is given
+    data_root: str | None = None  # AVA v2.2 (annotations/, frame_lists/, frames/); None: a generated set
+    frames: int = 16
+    stride: int = 4
+    size: int = 224
+    threshold: float = 0.8  # detector confidence of the test boxes
+    drop_path: float = 0.2
+    optim: OptimSpec = OptimSpec(epochs=30, batch_size=16, base_lr=2.5e-4, weight_decay=0.05, betas=(0.9, 0.999),
+                                 warmup_epochs=5, layer_decay=0.75)
+    workers: int = 8
+
+
+def config() -> Config:
+    """The paper's AVA settings (appendix A.2, Table 9)."""
+    return Config()
+
+
+DEMO = attrs.evolve(
+    Config(), run_dir="runs/transfer_ava_demo", log_every=5,
+    pretrained="runs/bimm_ucf101_demo" if Path("runs/bimm_ucf101_demo/config.json").is_file() else None,
+    model=ModelConfig(size="tiny", width=128, heads=4, split=(1, 1, 2), decoder_width=64, decoder_heads=2,
+                      decoder_depths=(1, 1, 1)),
+    frames=8, stride=4, size=64, drop_path=0.0, workers=2,
+    optim=OptimSpec(epochs=30, batch_size=4, base_lr=1e-3 * 256 / 4, weight_decay=0.05, betas=(0.9, 0.999),
+                    warmup_epochs=3, layer_decay=1.0),
+)
+VARIANTS = {
+    "demo": DEMO,
+    "paper": config(),
+    "tiny": attrs.evolve(DEMO, run_dir="runs/transfer_ava_tiny", pretrained=None, log_every=1,
+                         model=attrs.evolve(DEMO.model, width=32, heads=2, decoder_width=32), frames=4, size=48,
+                         workers=0, optim=attrs.evolve(DEMO.optim, epochs=12, batch_size=2, warmup_epochs=1)),
+}
+
+
+def check(cfg: Config) -> None:
+    """Reject what cannot run, before compute (annotation files are read here)."""
+    if cfg.data_root is not None:
+        AVA(cfg.data_root, "train", cfg.frames, cfg.stride, cfg.size)
+        AVA(cfg.data_root, "val", cfg.frames, cfg.stride, cfg.size, cfg.threshold)
+    if cfg.pretrained is not None and not Path(cfg.pretrained, "config.json").is_file():
+        raise ValueError(f"pretrained={cfg.pretrained!r} is not a run directory of a recipe (no config.json)")
+    if not 0 <= cfg.threshold <= 1:
+        raise ValueError(f"threshold must be in [0, 1], got {cfg.threshold}")
+
+
+def build_model(cfg: Config, num_classes: int, console: Console) -> RoIActionHead:
+    """The RoI action head around the pretrained run's dorsal encoder (or a fresh one)."""
+    if cfg.pretrained is not None:
+        from analysis.features import load_run
+
+        encoder = Encoder.from_pathway(load_run(cfg.pretrained), "dorsal", drop_path=cfg.drop_path)
+        console.print(f"[bold]ava[/]: dorsal encoder from {cfg.pretrained}: loaded {len(encoder.state_dict())} "
+                      f"tensors (embedding and {len(encoder.blocks)} blocks); RoI classifier fresh")
+    else:
+        encoder = Encoder.from_pathway(build_pathway(cfg.model).build(), "dorsal", drop_path=cfg.drop_path)
+        console.print("[bold]ava[/]: no pretrained run given, the dorsal encoder starts from random weights")
+    return RoIActionHead(ClipBackbone(encoder), num_classes)
+
+
+def _root(cfg: Config) -> Path:
+    if cfg.data_root is not None:
+        return Path(cfg.data_root)
+    from visualpath.data.synthetic import _cache_dir
+
+    folder = _cache_dir() / f"ava_like-{cfg.size}px"
+    if not (folder / "annotations" / "ava_val_predicted_boxes.csv").is_file():
+        write_ava_like(folder, size=max(cfg.size, 64))
+    return folder
+
+
+def collate(items):
+    return {"video": torch.stack([i["video"] for i in items]), "boxes": [i["boxes"] for i in items],
+            "labels": torch.cat([i["labels"] for i in items]), "key": [i["key"] for i in items],
+            "scores": [i["scores"] for i in items]}
+
+
+def _normalize(video: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=video.device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=video.device).view(1, 3, 1, 1, 1)
+    return (video.float() / 255 - mean) / std
+
+
+def step_fn(model, batch):
+    device = batch["video"].device
+    logits = model(_normalize(batch["video"]), [b.to(device) for b in batch["boxes"]])
+    return F.binary_cross_entropy_with_logits(logits.float(), batch["labels"]), {}
+
+
+@torch.no_grad()
+def evaluate(model, dataset: AVA, device) -> dict:
+    """Frame-level mAP at IoU 0.5 over the evaluation classes with ground truth."""
+    model.eval()
+    detections = []
+    for batch in DataLoader(dataset, batch_size=1, collate_fn=collate):
+        boxes = batch["boxes"][0]
+        scores = torch.sigmoid(model(_normalize(batch["video"].to(device)), [boxes.to(device)])).cpu()
+        key = batch["key"][0]
+        for box, row in zip((boxes / dataset.size).tolist(), scores):
+            detections += [(key, box, cls, float(s)) for cls, s in zip(dataset.class_ids, row)]
+    gt = [(key, box, action) for key, rows in dataset.ground_truth.items() for box, action, _ in rows
+          if action in dataset.index_of]
+    result = frame_map(detections, gt, classes=dataset.class_ids)
+    return {"map": result["map"], "per_class": {dataset.actions[c]: ap for c, ap in result["per_class"].items()},
+            "key_frames": len(dataset)}
+
+
+def run(cfg: Config) -> dict:
+    check(cfg)
+    runtime = setup(cfg.device, cfg.seed)
+    console = Console(stderr=True)
+    log = RunLog(cfg.run_dir, runtime)
+    log.write_config(to_dict(cfg))
+    model = None
+    try:
+        root = _root(cfg)
+        train = AVA(root, "train", cfg.frames, cfg.stride, cfg.size, seed=cfg.seed)
+        model = build_model(cfg, len(train.class_ids), console).to(runtime.device)
+        console.print(f"[bold]ava[/]: {len(train)} training key frames, {len(train.class_ids)} classes, from {root}")
+        optimizer = build_optimizer(model, cfg.optim, runtime, num_layers=len(model.backbone.encoder.blocks))
+        loader = make_loader(train, cfg.optim.batch_size, runtime, shuffle=True, seed=cfg.seed, workers=cfg.workers,
+                             collate_fn=collate)
+        net = model
+        if runtime.distributed:
+            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[runtime.device.index]
+                                                            if runtime.device.type == "cuda" else None)
+        fit("ava", net, step_fn, loader, optimizer, cfg.optim, runtime, log, resume=cfg.resume,
+            log_every=cfg.log_every, console=console)
+        val = AVA(root, "val", cfg.frames, cfg.stride, cfg.size, cfg.threshold)
+        results = {"run_dir": cfg.run_dir, **evaluate(model, val, runtime.device)}
+    finally:
+        log.close()
+        teardown(runtime, model)
+    if runtime.main:
+        Path(cfg.run_dir, "results.json").write_text(json.dumps(results, indent=2))
+        console.print(f"[bold]ava[/]: frame mAP@0.5 {100 * results['map']:.1f} on {results['key_frames']} "
+                      "validation key frames")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), VARIANTS, ("data_root",))
+    _, cfg = parse_cli(argv, VARIANTS, "recipes.transfer_ava", __doc__)
+    try:
+        check(cfg)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

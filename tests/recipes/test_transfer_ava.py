@@ -1,0 +1,53 @@
+"""AVA transfer: the official CSV, label-map and frame-list formats, clear errors, a tiny run."""
+
+import json
+
+import attrs
+import numpy as np
+import pytest
+import torch
+
+from recipes import transfer_ava
+from visualpath.data.formats import DatasetFormatError
+from visualpath.transfer.ava import AVA, read_action_list, read_boxes, write_ava_like
+
+
+@pytest.fixture(scope="module")
+def ava(tmp_path_factory):
+    return write_ava_like(tmp_path_factory.mktemp("ava"), videos=3, seconds=2, size=48)
+
+
+def test_key_frames_carry_clips_boxes_and_multi_hot_labels(ava):
+    train = AVA(ava, "train", frames=4, stride=4, size=48)
+    assert train.class_ids == [12, 14, 17, 80]
+    item = train[0]
+    assert item["video"].shape == (3, 4, 48, 48) and item["video"].dtype == torch.uint8
+    assert item["boxes"].shape[1] == 4 and item["labels"].shape == (len(item["boxes"]), 4)
+    assert (item["labels"].sum(1) >= 1).all()  # every ground-truth person does something
+    np.testing.assert_array_equal(train.clip_indices(180, 901), [22, 26, 30, 34])
+    val = AVA(ava, "val", frames=4, stride=4, size=48, threshold=0.8)
+    assert all(s >= 0.8 for k in val.keys for _, s in val.boxes[k])  # the 0.3 distractors are dropped
+    assert (val[0]["labels"] == 0).all()
+
+
+def test_bad_annotation_files_name_the_file_and_the_format(ava, tmp_path):
+    with pytest.raises(DatasetFormatError, match="ava_action_list.*is missing: expected AVA's label map"):
+        read_action_list(tmp_path / "annotations" / "ava_action_list_v2.2_for_activitynet_2019.pbtxt")
+    bad = tmp_path / "ava_train_v2.2.csv"
+    bad.write_text("v000,901,0.1,0.2,0.3\n")
+    with pytest.raises(DatasetFormatError, match=r"ava_train_v2.2.csv, line 1: .* not a row of AVA annotations: "
+                                                 r"video_id,timestamp,x1,y1,x2,y2,action_id,person_id"):
+        read_boxes(bad)
+    bad.write_text("v000,901,0.5,0.2,0.3,0.9,12,0\n")
+    with pytest.raises(DatasetFormatError, match="line 1: box .* is not x1<x2"):
+        read_boxes(bad)
+
+
+def test_the_tiny_variant_trains_its_loss_down_and_reports_frame_map(tmp_path, monkeypatch):
+    monkeypatch.setenv("VISUALPATH_DATA", str(tmp_path / "data"))
+    cfg = attrs.evolve(transfer_ava.VARIANTS["tiny"], run_dir=str(tmp_path / "run"), device="cpu")
+    results = transfer_ava.run(cfg)
+    assert 0.0 <= results["map"] <= 1.0 and results["key_frames"] > 0
+    assert set(results["per_class"]) <= {"stand", "walk", "carry/hold (an object)", "watch (a person)"}
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert np.mean(losses[-4:]) < np.mean(losses[:4])
