@@ -51,3 +51,21 @@ def test_the_tiny_variant_trains_its_loss_down_and_reports_frame_map(tmp_path, m
     assert set(results["per_class"]) <= {"stand", "walk", "carry/hold (an object)", "watch (a person)"}
     losses = [json.loads(line)["loss"] for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert np.mean(losses[-4:]) < np.mean(losses[:4])
+
+
+def test_a_pretrained_run_gives_its_dorsal_encoder(tmp_path, monkeypatch, capsys):
+    from rich.console import Console
+    from safetensors.torch import load_file
+
+    from recipes import bimm_ucf101, pipeline
+
+    monkeypatch.setenv("VISUALPATH_DATA", str(tmp_path / "data"))
+    source = attrs.evolve(bimm_ucf101.VARIANTS["tiny"], run_dir=str(tmp_path / "pre"), device="cpu",
+                          stages=("ventral", "joint"))
+    pipeline.run(source)
+    cfg = attrs.evolve(transfer_ava.VARIANTS["tiny"], pretrained=source.run_dir)
+    transfer_ava.check(cfg)
+    model = transfer_ava.build_model(cfg, 4, Console(stderr=True))
+    saved = load_file(f"{source.run_dir}/joint/model.safetensors")
+    assert torch.equal(model.backbone.encoder.blocks[-1].mlp.fc1.weight, saved["streams.dorsal.stages.MT.1.mlp.fc1.weight"])
+    assert "dorsal encoder from" in capsys.readouterr().err
