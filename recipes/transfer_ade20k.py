@@ -18,7 +18,6 @@ ADE20K's layout, the demo run's encoder if ``runs/bimm_ucf101_demo`` exists), ``
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import attrs
@@ -27,12 +26,10 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from areas.bimm import ModelConfig, build_pathway
-from recipes.pipeline import paper_if_data
-from visualpath.classifier import Encoder
-from visualpath.config import parse_cli, to_dict
+from areas.bimm import ModelConfig
+from recipes.transfer import check_pretrained, demo_pretrained, normalize, pretrained_encoder, transfer_main
+from visualpath.config import to_dict
 from visualpath.engine import OptimSpec, RunLog, build_optimizer, fit, make_loader, setup, teardown
-from visualpath.pathway import IMAGENET_MEAN, IMAGENET_STD
 from visualpath.transfer.backbones import SimpleFeaturePyramid
 from visualpath.transfer.data import IGNORE, ADE20K, ade20k_root, write_ade20k_like
 from visualpath.transfer.heads import Segmenter
@@ -71,7 +68,7 @@ def config() -> Config:
 
 DEMO = attrs.evolve(
     Config(), run_dir="runs/transfer_ade20k_demo", log_every=10,
-    pretrained="runs/bimm_ucf101_demo" if Path("runs/bimm_ucf101_demo/config.json").is_file() else None,
+    pretrained=demo_pretrained(),
     model=ModelConfig(size="tiny", width=128, heads=4, split=(1, 1, 2), decoder_width=64, decoder_heads=2,
                       decoder_depths=(1, 1, 1)),
     num_classes=4, crop=64, pyramid_channels=64, head_channels=64, drop_path=0.0, workers=2,
@@ -92,8 +89,7 @@ def check(cfg: Config) -> None:
     """Reject what cannot run, before compute."""
     if cfg.data_root is not None:
         ade20k_root(cfg.data_root)
-    if cfg.pretrained is not None and not Path(cfg.pretrained, "config.json").is_file():
-        raise ValueError(f"pretrained={cfg.pretrained!r} is not a run directory of a recipe (no config.json)")
+    check_pretrained(cfg.pretrained)
     if cfg.crop % 16:
         raise ValueError(f"crop must be a multiple of 16, got {cfg.crop}")
     if "ventral" not in _model_config(cfg).streams:
@@ -110,18 +106,8 @@ def _model_config(cfg: Config) -> ModelConfig:
 
 def build_model(cfg: Config, console: Console) -> Segmenter:
     """Segmenter around the pretrained run's ventral encoder (or a fresh one)."""
-    if cfg.pretrained is not None:
-        from analysis.features import load_run
-
-        pathway = load_run(cfg.pretrained)
-        encoder = Encoder.from_pathway(pathway, "ventral", drop_path=cfg.drop_path)
-        console.print(f"[bold]ade20k[/]: ventral encoder from {cfg.pretrained}: loaded "
-                      f"{len(encoder.state_dict())} tensors (embedding and {len(encoder.blocks)} blocks); "
-                      "pyramid and UperNet head initialised fresh")
-    else:
-        pathway = build_pathway(cfg.model).build()
-        encoder = Encoder.from_pathway(pathway, "ventral", drop_path=cfg.drop_path)
-        console.print("[bold]ade20k[/]: no pretrained run given, the ventral encoder starts from random weights")
+    encoder = pretrained_encoder(cfg.pretrained, cfg.model, "ventral", cfg.drop_path, "ade20k", console,
+                                 "pyramid and UperNet head")
     return Segmenter(SimpleFeaturePyramid(encoder, cfg.pyramid_channels), cfg.num_classes, cfg.head_channels)
 
 
@@ -136,14 +122,8 @@ def _root(cfg: Config) -> Path:
     return ade20k_root(folder)
 
 
-def _normalize(image: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=image.device).view(1, 3, 1, 1)
-    return (image.float() / 255 - mean) / std
-
-
 def step_fn(model, batch):
-    logits = model(_normalize(batch["image"]))
+    logits = model(normalize(batch["image"]))
     return F.cross_entropy(logits.float(), batch["label"], ignore_index=IGNORE), {}
 
 
@@ -154,7 +134,7 @@ def evaluate(model, dataset: ADE20K, num_classes: int, device) -> dict:
     model.eval()
     total = torch.zeros(num_classes, num_classes, dtype=torch.long)
     for item in DataLoader(dataset, batch_size=1):
-        logits = model(_normalize(item["image"].to(device)))
+        logits = model(normalize(item["image"].to(device)))
         _, label = dataset._read(int(item["index"]))
         logits = F.interpolate(logits.float(), size=label.shape, mode="bilinear", align_corners=False)
         total += confusion_matrix(logits.argmax(1)[0].cpu(), label, num_classes)
@@ -195,15 +175,7 @@ def run(cfg: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), VARIANTS, ("data_root",))
-    _, cfg = parse_cli(argv, VARIANTS, "recipes.transfer_ade20k", __doc__)
-    try:
-        check(cfg)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    run(cfg)
-    return 0
+    return transfer_main("recipes.transfer_ade20k", __doc__, VARIANTS, check, run, argv)
 
 
 if __name__ == "__main__":

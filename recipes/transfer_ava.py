@@ -18,7 +18,6 @@ AVA's formats), ``tiny`` (tests).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import attrs
@@ -27,12 +26,10 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from areas.bimm import ModelConfig, build_pathway
-from recipes.pipeline import paper_if_data
-from visualpath.classifier import Encoder
-from visualpath.config import parse_cli, to_dict
+from areas.bimm import ModelConfig
+from recipes.transfer import check_pretrained, demo_pretrained, normalize, pretrained_encoder, transfer_main
+from visualpath.config import to_dict
 from visualpath.engine import OptimSpec, RunLog, build_optimizer, fit, make_loader, setup, teardown
-from visualpath.pathway import IMAGENET_MEAN, IMAGENET_STD
 from visualpath.transfer.ava import AVA, write_ava_like
 from visualpath.transfer.backbones import ClipBackbone, RoIActionHead
 from visualpath.transfer.metrics import frame_map
@@ -68,7 +65,7 @@ def config() -> Config:
 
 DEMO = attrs.evolve(
     Config(), run_dir="runs/transfer_ava_demo", log_every=5,
-    pretrained="runs/bimm_ucf101_demo" if Path("runs/bimm_ucf101_demo/config.json").is_file() else None,
+    pretrained=demo_pretrained(),
     model=ModelConfig(size="tiny", width=128, heads=4, split=(1, 1, 2), decoder_width=64, decoder_heads=2,
                       decoder_depths=(1, 1, 1)),
     frames=8, stride=4, size=64, drop_path=0.0, workers=2,
@@ -89,23 +86,15 @@ def check(cfg: Config) -> None:
     if cfg.data_root is not None:
         AVA(cfg.data_root, "train", cfg.frames, cfg.stride, cfg.size)
         AVA(cfg.data_root, "val", cfg.frames, cfg.stride, cfg.size, cfg.threshold)
-    if cfg.pretrained is not None and not Path(cfg.pretrained, "config.json").is_file():
-        raise ValueError(f"pretrained={cfg.pretrained!r} is not a run directory of a recipe (no config.json)")
+    check_pretrained(cfg.pretrained)
     if not 0 <= cfg.threshold <= 1:
         raise ValueError(f"threshold must be in [0, 1], got {cfg.threshold}")
 
 
 def build_model(cfg: Config, num_classes: int, console: Console) -> RoIActionHead:
     """The RoI action head around the pretrained run's dorsal encoder (or a fresh one)."""
-    if cfg.pretrained is not None:
-        from analysis.features import load_run
-
-        encoder = Encoder.from_pathway(load_run(cfg.pretrained), "dorsal", drop_path=cfg.drop_path)
-        console.print(f"[bold]ava[/]: dorsal encoder from {cfg.pretrained}: loaded {len(encoder.state_dict())} "
-                      f"tensors (embedding and {len(encoder.blocks)} blocks); RoI classifier fresh")
-    else:
-        encoder = Encoder.from_pathway(build_pathway(cfg.model).build(), "dorsal", drop_path=cfg.drop_path)
-        console.print("[bold]ava[/]: no pretrained run given, the dorsal encoder starts from random weights")
+    encoder = pretrained_encoder(cfg.pretrained, cfg.model, "dorsal", cfg.drop_path, "ava", console,
+                                 "RoI classifier")
     return RoIActionHead(ClipBackbone(encoder), num_classes)
 
 
@@ -126,15 +115,9 @@ def collate(items):
             "scores": [i["scores"] for i in items]}
 
 
-def _normalize(video: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=video.device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=video.device).view(1, 3, 1, 1, 1)
-    return (video.float() / 255 - mean) / std
-
-
 def step_fn(model, batch):
     device = batch["video"].device
-    logits = model(_normalize(batch["video"]), [b.to(device) for b in batch["boxes"]])
+    logits = model(normalize(batch["video"]), [b.to(device) for b in batch["boxes"]])
     return F.binary_cross_entropy_with_logits(logits.float(), batch["labels"]), {}
 
 
@@ -145,7 +128,7 @@ def evaluate(model, dataset: AVA, device) -> dict:
     detections = []
     for batch in DataLoader(dataset, batch_size=1, collate_fn=collate):
         boxes = batch["boxes"][0]
-        scores = torch.sigmoid(model(_normalize(batch["video"].to(device)), [boxes.to(device)])).cpu()
+        scores = torch.sigmoid(model(normalize(batch["video"].to(device)), [boxes.to(device)])).cpu()
         key = batch["key"][0]
         for box, row in zip((boxes / dataset.size).tolist(), scores):
             detections += [(key, box, cls, float(s)) for cls, s in zip(dataset.class_ids, row)]
@@ -190,15 +173,7 @@ def run(cfg: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), VARIANTS, ("data_root",))
-    _, cfg = parse_cli(argv, VARIANTS, "recipes.transfer_ava", __doc__)
-    try:
-        check(cfg)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    run(cfg)
-    return 0
+    return transfer_main("recipes.transfer_ava", __doc__, VARIANTS, check, run, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ COCO's layout), ``tiny`` (tests).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import attrs
@@ -26,10 +25,9 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from areas.bimm import ModelConfig, build_pathway
-from recipes.pipeline import paper_if_data
-from visualpath.classifier import Encoder
-from visualpath.config import parse_cli, to_dict
+from areas.bimm import ModelConfig
+from recipes.transfer import check_pretrained, demo_pretrained, pretrained_encoder, transfer_main
+from visualpath.config import to_dict
 from visualpath.engine import OptimSpec, RunLog, build_optimizer, fit, make_loader, setup, teardown
 from visualpath.pathway import IMAGENET_MEAN, IMAGENET_STD
 from visualpath.transfer.backbones import SimpleFeaturePyramid
@@ -67,7 +65,7 @@ def config() -> Config:
 
 DEMO = attrs.evolve(
     Config(), run_dir="runs/transfer_coco_demo", log_every=10,
-    pretrained="runs/bimm_ucf101_demo" if Path("runs/bimm_ucf101_demo/config.json").is_file() else None,
+    pretrained=demo_pretrained(),
     model=ModelConfig(size="tiny", width=128, heads=4, split=(1, 1, 2), decoder_width=64, decoder_heads=2,
                       decoder_depths=(1, 1, 1)),
     min_size=96, max_size=96, pyramid_channels=64, drop_path=0.0, workers=2,
@@ -89,8 +87,7 @@ def check(cfg: Config) -> None:
     if cfg.data_root is not None:
         for split in ("train2017", "val2017"):
             coco_files(cfg.data_root, split)
-    if cfg.pretrained is not None and not Path(cfg.pretrained, "config.json").is_file():
-        raise ValueError(f"pretrained={cfg.pretrained!r} is not a run directory of a recipe (no config.json)")
+    check_pretrained(cfg.pretrained)
     import importlib.util
 
     if importlib.util.find_spec("pycocotools") is None:
@@ -101,15 +98,8 @@ def build_model(cfg: Config, num_classes: int, console: Console):
     """torchvision Mask R-CNN around the pretrained run's ventral encoder (or a fresh one)."""
     from torchvision.models.detection import MaskRCNN
 
-    if cfg.pretrained is not None:
-        from analysis.features import load_run
-
-        encoder = Encoder.from_pathway(load_run(cfg.pretrained), "ventral", drop_path=cfg.drop_path)
-        console.print(f"[bold]coco[/]: ventral encoder from {cfg.pretrained}: loaded {len(encoder.state_dict())} "
-                      f"tensors (embedding and {len(encoder.blocks)} blocks); pyramid, RPN and heads fresh")
-    else:
-        encoder = Encoder.from_pathway(build_pathway(cfg.model).build(), "ventral", drop_path=cfg.drop_path)
-        console.print("[bold]coco[/]: no pretrained run given, the ventral encoder starts from random weights")
+    encoder = pretrained_encoder(cfg.pretrained, cfg.model, "ventral", cfg.drop_path, "coco", console,
+                                 "pyramid, RPN and heads")
     backbone = SimpleFeaturePyramid(encoder, cfg.pyramid_channels)
     return MaskRCNN(backbone, num_classes=num_classes, min_size=cfg.min_size, max_size=cfg.max_size,
                     image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
@@ -185,15 +175,7 @@ def run(cfg: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), VARIANTS, ("data_root",))
-    _, cfg = parse_cli(argv, VARIANTS, "recipes.transfer_coco", __doc__)
-    try:
-        check(cfg)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    run(cfg)
-    return 0
+    return transfer_main("recipes.transfer_coco", __doc__, VARIANTS, check, run, argv)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def read_action_list(path: str | os.PathLike) -> dict[int, str]:
     path = Path(path)
     if not path.is_file():
         raise DatasetFormatError(f"{path} is missing: expected AVA's label map (ava_action_list_v2.2_for_"
-                                 "activitynet_2019.pbtxt: 'label {{ name: \"...\" label_id: N }}' entries)")
+                                 "activitynet_2019.pbtxt: 'label { name: \"...\" label_id: N }' entries)")
     text = path.read_text()
     entries = re.findall(r'name:\s*"([^"]*)"\s*\n?\s*(?:label_)?id:\s*(\d+)', text)
     if not entries:
