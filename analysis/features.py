@@ -147,13 +147,7 @@ def _stream_input(model: PathwayModel, stream: str, x: Tensor) -> Tensor:
 
 def block_features(model: PathwayModel, x: Tensor, stream: str) -> dict[str, Tensor]:
     """``{"block1": (B, N, D), ...}``: every block's output of one stream, unmasked."""
-    if stream not in model.streams:
-        raise ValueError(f"unknown stream {stream!r}; expected one of {list(model.streams)}")
-    s = model.spec._stream(stream)
-    layout = model.streams[stream].layout
-    grid = layout.grid(x.shape, name=f"block_features({stream!r}) input")
-    pixels = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-    h = model._tokens(s, pixels, grid)
+    h = model.embed(x, stream)
     out = {}
     for i, block in enumerate(model.blocks(stream), start=1):
         h = block(h)

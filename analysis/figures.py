@@ -157,10 +157,7 @@ def attention_weights(model: PathwayModel, x: Tensor, stream: str, block: int) -
     blocks = model.blocks(stream)
     if not 0 <= block < len(blocks):
         raise ValueError(f"block must be in [0, {len(blocks)}), got {block}")
-    s = model.spec._stream(stream)
-    grid = model.streams[stream].layout.grid(x.shape)
-    pixels = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-    h = model._tokens(s, pixels, grid)
+    h = model.embed(x, stream)
     for b in blocks[:block]:
         h = b(h)
     attn = blocks[block].attn

@@ -541,6 +541,15 @@ class PathwayModel(nn.Module):
         inp = TargetInput(pixels=pixels, layout=self.streams[stream].layout, contour=contour, batch=batch)
         return {a.name: a.target(inp) for a in s.areas if a.has_readout}
 
+    def embed(self, x: Tensor, stream: str) -> Tensor:
+        """Embedded tokens with positions of one stream's input, before any block and
+        unmasked: ``(B, N, D)``. ``x`` is ``(B, C, [T,] H, W)``, uint8 or in [0, 1]."""
+        if stream not in self.streams:
+            raise ValueError(f"unknown stream {stream!r}; expected one of {list(self.streams)}")
+        grid = self.streams[stream].layout.grid(x.shape, name=f"stream {stream!r} input")
+        pixels = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        return self._tokens(self.spec._stream(stream), pixels, grid)
+
     def features(
         self,
         x: Tensor,
@@ -559,13 +568,8 @@ class PathwayModel(nn.Module):
         Returns:
             ``{area name: (B, N, D)}`` (or ``(B, D)``) outputs of each area's last block.
         """
-        if stream not in self.streams:
-            raise ValueError(f"unknown stream {stream!r}; expected one of {list(self.streams)}")
+        h = self.embed(x, stream)  # checks the stream and the input first
         s = self.spec._stream(stream)
-        layout = self.streams[stream].layout
-        grid = layout.grid(x.shape, name=f"features({stream!r}) input")
-        pixels = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        h = self._tokens(s, pixels, grid)
         if mask is not None:
             h = _gather(h, mask.keep)
         feats = {}
