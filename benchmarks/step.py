@@ -40,12 +40,11 @@ from rich.console import Console
 from rich.table import Table
 
 from areas import MTMotion, V1Gabor, V2Contour, V4Color
-from visualpath import DecoderSpec, Pathway, RandomMask, Stream, TubeMask
+from areas.bimm import SIZES, ModelConfig, build_pathway
+from visualpath import Pathway
 from visualpath.area import TargetInput
 from visualpath.engine import OptimSpec, Runtime, build_optimizer
-from visualpath.vit import vit_base, vit_large, vit_small, vit_tiny
 
-SIZES = {"tiny": vit_tiny, "small": vit_small, "base": vit_base, "large": vit_large}
 DECODER = {"tiny": (96, 3), "small": (192, 3), "base": (384, 6), "large": (512, 8)}  # VideoMAE's widths, heads
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
@@ -104,7 +103,7 @@ def hf_videomae(s: Setup):
     return model, step
 
 
-def _ours(s: Setup, pathway: Pathway, batch_of):
+def _ours(s: Setup, pathway: Pathway):
     model = pathway.build().to(s.device).train()
     if s.checkpointing:
         model.checkpointing = True
@@ -114,7 +113,7 @@ def _ours(s: Setup, pathway: Pathway, batch_of):
 
     def step(video):
         with torch.autocast(s.device.type, dtype=s.autocast, enabled=s.autocast is not None):
-            loss = forward(batch_of(video)).loss
+            loss = forward({"video": video}).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -123,12 +122,19 @@ def _ours(s: Setup, pathway: Pathway, batch_of):
     return model, step
 
 
-def ours_videomae(s: Setup, hf_model=None):
-    spec = SIZES[s.size]()
+def model_config(s: Setup, **changes) -> ModelConfig:
+    """The recipes' pathway config at this size: V1/V2/rest blocks 2/2/8 per 12 of depth,
+    VideoMAE's decoder width and heads."""
+    depth = SIZES[s.size]().depth
+    first = 2 * depth // 12
     dec_w, dec_h = DECODER[s.size]
-    rgb = V4Color(blocks=spec.depth, decoder=DecoderSpec(width=dec_w, depth=4, heads=dec_h))
-    pathway = Pathway(encoder=spec, streams=[Stream("dorsal", "video", [rgb], mask=TubeMask(0.9))])
-    model, step = _ours(s, pathway, lambda video: {"video": video})
+    return ModelConfig(size=s.size, split=(first, first, depth - 2 * first), decoder_width=dec_w, decoder_heads=dec_h,
+                       decoder_keep=s.decoder_keep, **changes)
+
+
+def ours_videomae(s: Setup, hf_model=None):
+    pathway = build_pathway(model_config(s, targets="RGB", streams=("dorsal",)))  # RGB at the last block
+    model, step = _ours(s, pathway)
     if hf_model is not None:  # equal encoder weights
         from visualpath.interop import load_checkpoint
 
@@ -137,25 +143,8 @@ def ours_videomae(s: Setup, hf_model=None):
     return model, step
 
 
-def bimm_pathway(s: Setup) -> Pathway:
-    spec = SIZES[s.size]()
-    dec_w, dec_h = DECODER[s.size]
-    keep = s.decoder_keep
-
-    def dec(depth, last=False):
-        return DecoderSpec(width=dec_w, depth=depth, heads=dec_h, keep=1.0 if last else keep)
-
-    first, second = 2 * spec.depth // 12, 2 * spec.depth // 12
-    rest = spec.depth - first - second
-    v1, v2 = V1Gabor(blocks=first, decoder=dec(1)), V2Contour(blocks=second, decoder=dec(2))
-    return Pathway(encoder=spec, streams=[
-        Stream("ventral", "image", [v1, v2, V4Color(blocks=rest, decoder=dec(4, last=True))], mask=RandomMask(0.75)),
-        Stream("dorsal", "video", [v1, v2, MTMotion(blocks=rest, decoder=dec(4, last=True))], mask=TubeMask(0.9)),
-    ], share=["V1", "V2"])
-
-
 def ours_bimm(s: Setup):
-    return _ours(s, bimm_pathway(s), lambda video: {"video": video})
+    return _ours(s, build_pathway(model_config(s)))
 
 
 def target_timers(s: Setup):
