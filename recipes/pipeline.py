@@ -606,6 +606,17 @@ def main(module: str, doc: str, variants: dict, argv: list[str] | None = None,
 # --------------------------------------------------------------------------- demo and tiny scales
 
 
+def demo_model(model: ModelConfig) -> ModelConfig:
+    """``model`` at demo scale: a 4-block width-128 ViT (split 1/1/2), 64-wide 1-block decoders."""
+    return attrs.evolve(model, size="tiny", width=128, heads=4, split=(1, 1, 2), decoder_width=64, decoder_heads=2,
+                        decoder_depths=(1, 1, 1))
+
+
+def tiny_model(model: ModelConfig) -> ModelConfig:
+    """``model`` at test scale: width 32, 2 heads, 32-wide decoders."""
+    return attrs.evolve(model, width=32, heads=2, decoder_width=32)
+
+
 def demo_of(paper: Config, name: str) -> Config:
     """``paper`` at demo scale on the built-in sets, for a 2-core CPU (minutes).
 
@@ -622,8 +633,7 @@ def demo_of(paper: Config, name: str) -> Config:
     return attrs.evolve(
         paper,
         run_dir=f"runs/{name}_demo",
-        model=attrs.evolve(paper.model, size="tiny", width=128, heads=4, split=(1, 1, 2), decoder_width=64,
-                           decoder_heads=2, decoder_depths=(1, 1, 1)),
+        model=demo_model(paper.model),
         data=attrs.evolve(paper.data, root=None, image_root=images, frames=8, stride=4, size=64, workers=2),
         ventral=PretrainConfig(optim=demo_optim(3, 32, 1.6e-2, 1), flip=False),
         joint=PretrainConfig(optim=demo_optim(10, 16, 1.6e-2, 1), flip=False),
@@ -641,7 +651,7 @@ def tiny_of(demo: Config, name: str) -> Config:
         demo,
         run_dir=f"runs/{name}_tiny",
         log_every=1,
-        model=attrs.evolve(demo.model, width=32, heads=2, decoder_width=32),
+        model=tiny_model(demo.model),
         data=attrs.evolve(demo.data, frames=4, stride=2, size=48, workers=0, synthetic_groups=7, synthetic_clips=1),
         ventral=PretrainConfig(optim=demo_optim(1, 8, 1e-3, 0)),
         joint=PretrainConfig(optim=demo_optim(1, 8, 1e-3, 0)),

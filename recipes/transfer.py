@@ -1,21 +1,45 @@
-"""What the transfer recipes (COCO, ADE20K, AVA) share: the pretrained encoder they adapt,
-pixel normalisation and the command line."""
+"""What the transfer recipes (COCO, ADE20K, AVA) share: their common settings, the
+pretrained encoder they adapt, the train-then-evaluate run, pixel normalisation, the
+generated sets' folders and the command line."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Callable
 
+import attrs
 import torch
 from rich.console import Console
 
 from areas.bimm import ModelConfig, build_pathway
-from recipes.pipeline import paper_if_data
+from recipes.pipeline import _ddp, demo_model, paper_if_data
 from visualpath.classifier import Encoder
-from visualpath.config import parse_cli
+from visualpath.config import parse_cli, to_dict
+from visualpath.engine import RunLog, build_optimizer, fit, make_loader, setup, teardown
 from visualpath.pathway import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["pretrained_encoder", "normalize", "check_pretrained", "transfer_main", "DEMO_RUN"]
+__all__ = ["TransferConfig", "DEMO_MODEL", "pretrained_encoder", "normalize", "check_pretrained", "generated_root",
+           "train_and_evaluate", "transfer_main", "DEMO_RUN"]
+
+DEMO_MODEL = demo_model(ModelConfig())  # the encoder's shape at demo scale without a pretrained run
+
+
+@attrs.frozen(kw_only=True)
+class TransferConfig:
+    """Settings every transfer recipe has; each recipe's ``Config`` adds its task's own."""
+
+    name: str = "transfer"
+    run_dir: str = "runs/transfer"
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = True
+    log_every: int = 50
+    pretrained: str | None = None  # a recipe's run directory: its encoder is the backbone
+    model: ModelConfig = ModelConfig()  # the encoder's shape when no pretrained run is given
+    data_root: str | None = None  # the dataset's official layout; None: a generated set in that layout
+    workers: int = 8
 
 DEMO_RUN = "runs/bimm_ucf101_demo"  # the transfer demos adapt this run's encoders when it exists
 
@@ -24,9 +48,18 @@ def demo_pretrained() -> str | None:
     return DEMO_RUN if Path(DEMO_RUN, "config.json").is_file() else None
 
 
-def check_pretrained(pretrained: str | None) -> None:
-    if pretrained is not None and not Path(pretrained, "config.json").is_file():
+def check_pretrained(pretrained: str | None, stream: str) -> None:
+    """``pretrained`` is a recipe's run directory whose model has ``stream``."""
+    if pretrained is None:
+        return
+    if not Path(pretrained, "config.json").is_file():
         raise ValueError(f"pretrained={pretrained!r} is not a run directory of a recipe (no config.json)")
+    from areas.bimm import model_config_from_dict
+
+    model = model_config_from_dict(json.loads(Path(pretrained, "config.json").read_text())["config"]["model"])
+    if stream not in model.streams:
+        raise ValueError(f"the backbone is the {stream} encoder: the run {pretrained!r} has streams "
+                         f"{list(model.streams)}")
 
 
 def pretrained_encoder(pretrained: str | None, model: ModelConfig, stream: str, drop_path: float, task: str,
@@ -42,6 +75,52 @@ def pretrained_encoder(pretrained: str | None, model: ModelConfig, stream: str, 
         return encoder
     console.print(f"[bold]{task}[/]: no pretrained run given, the {stream} encoder starts from random weights")
     return Encoder.from_pathway(build_pathway(model).build(), stream, drop_path=drop_path)
+
+
+def generated_root(folder: str, marker: str, write: Callable[[Path], object]) -> Path:
+    """``$VISUALPATH_DATA/folder`` (or ``~/.cache/visualpath``), written by ``write(path)``
+    unless ``folder/marker`` is already there."""
+    from visualpath.data.synthetic import _cache_dir
+
+    path = _cache_dir() / folder
+    if not (path / marker).exists():
+        write(path)
+    return path
+
+
+def train_and_evaluate(cfg: TransferConfig, task: str, prepare, step_fn, evaluate, summary: Callable[[dict], str],
+                       collate=None) -> dict:
+    """The run every transfer recipe makes: finetune, then evaluate, then report.
+
+    Args:
+        prepare: ``(console) -> (model, training set, evaluation set)``; the model has a
+            ``backbone.encoder`` (layer-wise decay counts its blocks).
+        step_fn: ``(model, batch) -> (loss, parts)`` for :func:`visualpath.engine.fit`.
+        evaluate: ``(model, evaluation set, device) -> metrics``.
+        summary: the metrics as one line for the console.
+        collate: the loader's collate function, for items that do not stack.
+    """
+    runtime = setup(cfg.device, cfg.seed)
+    console = Console(stderr=True)
+    log = RunLog(cfg.run_dir, runtime)
+    log.write_config(to_dict(cfg))
+    model = None
+    try:
+        model, train, held_out = prepare(console)
+        model = model.to(runtime.device)
+        optimizer = build_optimizer(model, cfg.optim, runtime, num_layers=len(model.backbone.encoder.blocks))
+        loader = make_loader(train, cfg.optim.batch_size, runtime, shuffle=True, seed=cfg.seed, workers=cfg.workers,
+                             collate_fn=collate)
+        fit(task, _ddp(model, runtime), step_fn, loader, optimizer, cfg.optim, runtime, log, resume=cfg.resume,
+            log_every=cfg.log_every, console=console)
+        results = {"run_dir": cfg.run_dir, **evaluate(model, held_out, runtime.device)}
+    finally:
+        log.close()
+        teardown(runtime, model)
+    if runtime.main:
+        Path(cfg.run_dir, "results.json").write_text(json.dumps(results, indent=2))
+        console.print(f"[bold]{task}[/]: {summary(results)}")
+    return results
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,6 @@ ADE20K's layout, the demo run's encoder if ``runs/bimm_ucf101_demo`` exists), ``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import attrs
@@ -26,10 +25,10 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from areas.bimm import ModelConfig
-from recipes.transfer import check_pretrained, demo_pretrained, normalize, pretrained_encoder, transfer_main
-from visualpath.config import to_dict
-from visualpath.engine import OptimSpec, RunLog, build_optimizer, fit, make_loader, setup, teardown
+from recipes.pipeline import tiny_model
+from recipes.transfer import (DEMO_MODEL, TransferConfig, check_pretrained, demo_pretrained, generated_root, normalize,
+                              pretrained_encoder, train_and_evaluate, transfer_main)
+from visualpath.engine import OptimSpec
 from visualpath.transfer.backbones import SimpleFeaturePyramid
 from visualpath.transfer.data import IGNORE, ADE20K, ade20k_root, write_ade20k_like
 from visualpath.transfer.heads import Segmenter
@@ -39,16 +38,12 @@ __all__ = ["Config", "VARIANTS", "config", "run", "main"]
 
 
 @attrs.frozen(kw_only=True)
-class Config:
+class Config(TransferConfig):
+    """:class:`TransferConfig` (``pretrained``: its ventral encoder; ``data_root``: the ADE20K
+    release, ``ADEChallengeData2016``) and the segmentation settings."""
+
     name: str = "transfer_ade20k"
     run_dir: str = "runs/transfer_ade20k"
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = True
-    log_every: int = 50
-    pretrained: str | None = None  # a recipe's run directory: its ventral encoder is the backbone
-    model: ModelConfig = ModelConfig()  # the encoder's shape when no pretrained run is given
-    data_root: str | None = None  # ADE20K release (ADEChallengeData2016); None: a generated set
     generated_size: int = 96  # the generated set's image side
     num_classes: int = 150
     crop: int = 512
@@ -58,7 +53,6 @@ class Config:
     optim: OptimSpec = OptimSpec(epochs=1, batch_size=16, base_lr=4e-4 * 256 / 16, weight_decay=0.05,
                                  betas=(0.9, 0.999), min_lr=0.0, layer_decay=0.65, schedule="linear",
                                  warmup_steps=1500, total_steps=160_000)
-    workers: int = 8
 
 
 def config() -> Config:
@@ -69,8 +63,7 @@ def config() -> Config:
 DEMO = attrs.evolve(
     Config(), run_dir="runs/transfer_ade20k_demo", log_every=10,
     pretrained=demo_pretrained(),
-    model=ModelConfig(size="tiny", width=128, heads=4, split=(1, 1, 2), decoder_width=64, decoder_heads=2,
-                      decoder_depths=(1, 1, 1)),
+    model=DEMO_MODEL,
     num_classes=4, crop=64, pyramid_channels=64, head_channels=64, drop_path=0.0, workers=2,
     optim=OptimSpec(epochs=1, batch_size=8, base_lr=1e-3 * 256 / 8, weight_decay=0.05, betas=(0.9, 0.999),
                     min_lr=0.0, layer_decay=1.0, schedule="linear", warmup_steps=20, total_steps=300),
@@ -79,7 +72,7 @@ VARIANTS = {
     "demo": DEMO,
     "paper": config(),
     "tiny": attrs.evolve(DEMO, run_dir="runs/transfer_ade20k_tiny", pretrained=None, log_every=1,
-                         model=attrs.evolve(DEMO.model, width=32, heads=2, decoder_width=32), generated_size=64,
+                         model=tiny_model(DEMO.model), generated_size=64,
                          crop=48, pyramid_channels=16, head_channels=16, workers=0,
                          optim=attrs.evolve(DEMO.optim, batch_size=4, warmup_steps=2, total_steps=30)),
 }
@@ -89,19 +82,9 @@ def check(cfg: Config) -> None:
     """Reject what cannot run, before compute."""
     if cfg.data_root is not None:
         ade20k_root(cfg.data_root)
-    check_pretrained(cfg.pretrained)
+    check_pretrained(cfg.pretrained, "ventral")
     if cfg.crop % 16:
         raise ValueError(f"crop must be a multiple of 16, got {cfg.crop}")
-    if "ventral" not in _model_config(cfg).streams:
-        raise ValueError("the backbone is the ventral encoder: the pretrained run has no ventral stream")
-
-
-def _model_config(cfg: Config) -> ModelConfig:
-    if cfg.pretrained is None:
-        return cfg.model
-    from areas.bimm import model_config_from_dict
-
-    return model_config_from_dict(json.loads(Path(cfg.pretrained, "config.json").read_text())["config"]["model"])
 
 
 def build_model(cfg: Config, console: Console) -> Segmenter:
@@ -114,11 +97,9 @@ def build_model(cfg: Config, console: Console) -> Segmenter:
 def _root(cfg: Config) -> Path:
     if cfg.data_root is not None:
         return ade20k_root(cfg.data_root)
-    from visualpath.data.synthetic import _cache_dir
-
-    folder = _cache_dir() / f"ade20k_like-{cfg.num_classes}c-{cfg.generated_size}px"
-    if not (folder / "ADEChallengeData2016" / "annotations" / "validation").is_dir():
-        write_ade20k_like(folder, classes=cfg.num_classes, size=cfg.generated_size)
+    folder = generated_root(f"ade20k_like-{cfg.num_classes}c-{cfg.generated_size}px",
+                            "ADEChallengeData2016/annotations/validation",
+                            lambda path: write_ade20k_like(path, classes=cfg.num_classes, size=cfg.generated_size))
     return ade20k_root(folder)
 
 
@@ -144,34 +125,18 @@ def evaluate(model, dataset: ADE20K, num_classes: int, device) -> dict:
 
 def run(cfg: Config) -> dict:
     check(cfg)
-    runtime = setup(cfg.device, cfg.seed)
-    console = Console(stderr=True)
-    log = RunLog(cfg.run_dir, runtime)
-    log.write_config(to_dict(cfg))
-    model = None
-    try:
+
+    def prepare(console: Console):
         root = _root(cfg)
-        model = build_model(cfg, console).to(runtime.device)
         train = ADE20K(root, "training", crop=cfg.crop, train=True, seed=cfg.seed)
         console.print(f"[bold]ade20k[/]: {len(train)} training images from {root}")
-        optimizer = build_optimizer(model, cfg.optim, runtime, num_layers=len(model.backbone.encoder.blocks))
-        loader = make_loader(train, cfg.optim.batch_size, runtime, shuffle=True, seed=cfg.seed, workers=cfg.workers)
-        net = model
-        if runtime.distributed:
-            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[runtime.device.index]
-                                                            if runtime.device.type == "cuda" else None)
-        fit("ade20k", net, step_fn, loader, optimizer, cfg.optim, runtime, log, resume=cfg.resume,
-            log_every=cfg.log_every, console=console)
-        results = {"run_dir": cfg.run_dir, **evaluate(model, ADE20K(root, "validation", crop=cfg.crop, train=False),
-                                                      cfg.num_classes, runtime.device)}
-    finally:
-        log.close()
-        teardown(runtime, model)
-    if runtime.main:
-        Path(cfg.run_dir, "results.json").write_text(json.dumps(results, indent=2))
-        console.print(f"[bold]ade20k[/]: mIoU {100 * results['miou']:.1f}%, pixel accuracy "
-                      f"{100 * results['pixel_acc']:.1f}% on {results['images']} validation images")
-    return results
+        return build_model(cfg, console), train, ADE20K(root, "validation", crop=cfg.crop, train=False)
+
+    return train_and_evaluate(
+        cfg, "ade20k", prepare, step_fn,
+        lambda model, val, device: evaluate(model, val, cfg.num_classes, device),
+        lambda r: f"mIoU {100 * r['miou']:.1f}%, pixel accuracy {100 * r['pixel_acc']:.1f}% on {r['images']} "
+                  "validation images")
 
 
 def main(argv: list[str] | None = None) -> int:

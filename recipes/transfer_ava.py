@@ -17,7 +17,6 @@ AVA's formats), ``tiny`` (tests).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import attrs
@@ -26,10 +25,10 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from areas.bimm import ModelConfig
-from recipes.transfer import check_pretrained, demo_pretrained, normalize, pretrained_encoder, transfer_main
-from visualpath.config import to_dict
-from visualpath.engine import OptimSpec, RunLog, build_optimizer, fit, make_loader, setup, teardown
+from recipes.pipeline import tiny_model
+from recipes.transfer import (DEMO_MODEL, TransferConfig, check_pretrained, demo_pretrained, generated_root, normalize,
+                              pretrained_encoder, train_and_evaluate, transfer_main)
+from visualpath.engine import OptimSpec
 from visualpath.transfer.ava import AVA, write_ava_like
 from visualpath.transfer.backbones import ClipBackbone, RoIActionHead
 from visualpath.transfer.metrics import frame_map
@@ -38,16 +37,12 @@ __all__ = ["Config", "VARIANTS", "config", "run", "main", "build_model"]
 
 
 @attrs.frozen(kw_only=True)
-class Config:
+class Config(TransferConfig):
+    """:class:`TransferConfig` (``pretrained``: its dorsal encoder; ``data_root``: AVA v2.2 with
+    ``annotations/``, ``frame_lists/``, ``frames/``) and the action-detection settings."""
+
     name: str = "transfer_ava"
     run_dir: str = "runs/transfer_ava"
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = True
-    log_every: int = 50
-    pretrained: str | None = None  # a recipe's run directory: its dorsal encoder is the backbone
-    model: ModelConfig = ModelConfig()  # the encoder's shape when no pretrained run is given
-    data_root: str | None = None  # AVA v2.2 (annotations/, frame_lists/, frames/); None: a generated set
     frames: int = 16
     stride: int = 4
     size: int = 224
@@ -55,7 +50,6 @@ class Config:
     drop_path: float = 0.2
     optim: OptimSpec = OptimSpec(epochs=30, batch_size=16, base_lr=2.5e-4, weight_decay=0.05, betas=(0.9, 0.999),
                                  warmup_epochs=5, layer_decay=0.75)
-    workers: int = 8
 
 
 def config() -> Config:
@@ -66,8 +60,7 @@ def config() -> Config:
 DEMO = attrs.evolve(
     Config(), run_dir="runs/transfer_ava_demo", log_every=5,
     pretrained=demo_pretrained(),
-    model=ModelConfig(size="tiny", width=128, heads=4, split=(1, 1, 2), decoder_width=64, decoder_heads=2,
-                      decoder_depths=(1, 1, 1)),
+    model=DEMO_MODEL,
     frames=8, stride=4, size=64, drop_path=0.0, workers=2,
     optim=OptimSpec(epochs=30, batch_size=4, base_lr=1e-3 * 256 / 4, weight_decay=0.05, betas=(0.9, 0.999),
                     warmup_epochs=3, layer_decay=1.0),
@@ -76,7 +69,7 @@ VARIANTS = {
     "demo": DEMO,
     "paper": config(),
     "tiny": attrs.evolve(DEMO, run_dir="runs/transfer_ava_tiny", pretrained=None, log_every=1,
-                         model=attrs.evolve(DEMO.model, width=32, heads=2, decoder_width=32), frames=4, size=48,
+                         model=tiny_model(DEMO.model), frames=4, size=48,
                          workers=0, optim=attrs.evolve(DEMO.optim, epochs=12, batch_size=2, warmup_epochs=1)),
 }
 
@@ -86,7 +79,7 @@ def check(cfg: Config) -> None:
     if cfg.data_root is not None:
         AVA(cfg.data_root, "train", cfg.frames, cfg.stride, cfg.size)
         AVA(cfg.data_root, "val", cfg.frames, cfg.stride, cfg.size, cfg.threshold)
-    check_pretrained(cfg.pretrained)
+    check_pretrained(cfg.pretrained, "dorsal")
     if not 0 <= cfg.threshold <= 1:
         raise ValueError(f"threshold must be in [0, 1], got {cfg.threshold}")
 
@@ -101,12 +94,8 @@ def build_model(cfg: Config, num_classes: int, console: Console) -> RoIActionHea
 def _root(cfg: Config) -> Path:
     if cfg.data_root is not None:
         return Path(cfg.data_root)
-    from visualpath.data.synthetic import _cache_dir
-
-    folder = _cache_dir() / f"ava_like-{cfg.size}px"
-    if not (folder / "annotations" / "ava_val_predicted_boxes.csv").is_file():
-        write_ava_like(folder, size=max(cfg.size, 64))
-    return folder
+    return generated_root(f"ava_like-{cfg.size}px", "annotations/ava_val_predicted_boxes.csv",
+                          lambda path: write_ava_like(path, size=max(cfg.size, 64)))
 
 
 def collate(items):
@@ -141,35 +130,17 @@ def evaluate(model, dataset: AVA, device) -> dict:
 
 def run(cfg: Config) -> dict:
     check(cfg)
-    runtime = setup(cfg.device, cfg.seed)
-    console = Console(stderr=True)
-    log = RunLog(cfg.run_dir, runtime)
-    log.write_config(to_dict(cfg))
-    model = None
-    try:
+
+    def prepare(console: Console):
         root = _root(cfg)
         train = AVA(root, "train", cfg.frames, cfg.stride, cfg.size, seed=cfg.seed)
-        model = build_model(cfg, len(train.class_ids), console).to(runtime.device)
         console.print(f"[bold]ava[/]: {len(train)} training key frames, {len(train.class_ids)} classes, from {root}")
-        optimizer = build_optimizer(model, cfg.optim, runtime, num_layers=len(model.backbone.encoder.blocks))
-        loader = make_loader(train, cfg.optim.batch_size, runtime, shuffle=True, seed=cfg.seed, workers=cfg.workers,
-                             collate_fn=collate)
-        net = model
-        if runtime.distributed:
-            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[runtime.device.index]
-                                                            if runtime.device.type == "cuda" else None)
-        fit("ava", net, step_fn, loader, optimizer, cfg.optim, runtime, log, resume=cfg.resume,
-            log_every=cfg.log_every, console=console)
         val = AVA(root, "val", cfg.frames, cfg.stride, cfg.size, cfg.threshold)
-        results = {"run_dir": cfg.run_dir, **evaluate(model, val, runtime.device)}
-    finally:
-        log.close()
-        teardown(runtime, model)
-    if runtime.main:
-        Path(cfg.run_dir, "results.json").write_text(json.dumps(results, indent=2))
-        console.print(f"[bold]ava[/]: frame mAP@0.5 {100 * results['map']:.1f} on {results['key_frames']} "
-                      "validation key frames")
-    return results
+        return build_model(cfg, len(train.class_ids), console), train, val
+
+    return train_and_evaluate(
+        cfg, "ava", prepare, step_fn, evaluate,
+        lambda r: f"frame mAP@0.5 {100 * r['map']:.1f} on {r['key_frames']} validation key frames", collate=collate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,6 @@ COCO's layout), ``tiny`` (tests).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import attrs
@@ -25,10 +24,10 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from areas.bimm import ModelConfig
-from recipes.transfer import check_pretrained, demo_pretrained, pretrained_encoder, transfer_main
-from visualpath.config import to_dict
-from visualpath.engine import OptimSpec, RunLog, build_optimizer, fit, make_loader, setup, teardown
+from recipes.pipeline import tiny_model
+from recipes.transfer import (DEMO_MODEL, TransferConfig, check_pretrained, demo_pretrained, generated_root,
+                              pretrained_encoder, train_and_evaluate, transfer_main)
+from visualpath.engine import OptimSpec
 from visualpath.pathway import IMAGENET_MEAN, IMAGENET_STD
 from visualpath.transfer.backbones import SimpleFeaturePyramid
 from visualpath.transfer.coco import COCODetection, coco_files, write_coco_like
@@ -38,16 +37,12 @@ __all__ = ["Config", "VARIANTS", "config", "run", "main", "build_model"]
 
 
 @attrs.frozen(kw_only=True)
-class Config:
+class Config(TransferConfig):
+    """:class:`TransferConfig` (``pretrained``: its ventral encoder; ``data_root``: COCO with
+    ``annotations/``, ``train2017/``, ``val2017/``) and the detection settings."""
+
     name: str = "transfer_coco"
     run_dir: str = "runs/transfer_coco"
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = True
-    log_every: int = 50
-    pretrained: str | None = None  # a recipe's run directory: its ventral encoder is the backbone
-    model: ModelConfig = ModelConfig()  # the encoder's shape when no pretrained run is given
-    data_root: str | None = None  # COCO (annotations/, train2017/, val2017/); None: a generated set
     generated_size: int = 96
     min_size: int = 800
     max_size: int = 1333
@@ -55,7 +50,6 @@ class Config:
     drop_path: float = 0.1
     optim: OptimSpec = OptimSpec(epochs=36, batch_size=16, base_lr=1e-4 * 256 / 16, weight_decay=0.05,
                                  betas=(0.9, 0.999), schedule="step", milestones=(27, 33), warmup_steps=250)
-    workers: int = 8
 
 
 def config() -> Config:
@@ -66,8 +60,7 @@ def config() -> Config:
 DEMO = attrs.evolve(
     Config(), run_dir="runs/transfer_coco_demo", log_every=10,
     pretrained=demo_pretrained(),
-    model=ModelConfig(size="tiny", width=128, heads=4, split=(1, 1, 2), decoder_width=64, decoder_heads=2,
-                      decoder_depths=(1, 1, 1)),
+    model=DEMO_MODEL,
     min_size=96, max_size=96, pyramid_channels=64, drop_path=0.0, workers=2,
     optim=OptimSpec(epochs=60, batch_size=4, base_lr=2e-4 * 256 / 4, weight_decay=0.05, betas=(0.9, 0.999),
                     schedule="step", milestones=(45, 55), warmup_steps=20),  # 240 steps, ~10 min on 2 cores
@@ -76,7 +69,7 @@ VARIANTS = {
     "demo": DEMO,
     "paper": config(),
     "tiny": attrs.evolve(DEMO, run_dir="runs/transfer_coco_tiny", pretrained=None, log_every=1,
-                         model=attrs.evolve(DEMO.model, width=32, heads=2, decoder_width=32), generated_size=64,
+                         model=tiny_model(DEMO.model), generated_size=64,
                          min_size=64, max_size=64, pyramid_channels=16, workers=0,
                          optim=attrs.evolve(DEMO.optim, epochs=2, batch_size=2, milestones=(), warmup_steps=2)),
 }
@@ -87,7 +80,7 @@ def check(cfg: Config) -> None:
     if cfg.data_root is not None:
         for split in ("train2017", "val2017"):
             coco_files(cfg.data_root, split)
-    check_pretrained(cfg.pretrained)
+    check_pretrained(cfg.pretrained, "ventral")
     import importlib.util
 
     if importlib.util.find_spec("pycocotools") is None:
@@ -108,12 +101,8 @@ def build_model(cfg: Config, num_classes: int, console: Console):
 def _root(cfg: Config) -> Path:
     if cfg.data_root is not None:
         return Path(cfg.data_root)
-    from visualpath.data.synthetic import _cache_dir
-
-    folder = _cache_dir() / f"coco_like-{cfg.generated_size}px"
-    if not (folder / "annotations" / "instances_val2017.json").is_file():
-        write_coco_like(folder, size=cfg.generated_size)
-    return folder
+    return generated_root(f"coco_like-{cfg.generated_size}px", "annotations/instances_val2017.json",
+                          lambda path: write_coco_like(path, size=cfg.generated_size))
 
 
 def collate(items):
@@ -143,35 +132,17 @@ def evaluate(model, dataset: COCODetection, device) -> dict:
 
 def run(cfg: Config) -> dict:
     check(cfg)
-    runtime = setup(cfg.device, cfg.seed)
-    console = Console(stderr=True)
-    log = RunLog(cfg.run_dir, runtime)
-    log.write_config(to_dict(cfg))
-    model = None
-    try:
+
+    def prepare(console: Console):
         root = _root(cfg)
         train = COCODetection(root, "train2017", train=True, seed=cfg.seed)
-        model = build_model(cfg, train.num_classes, console).to(runtime.device)
         console.print(f"[bold]coco[/]: {len(train)} training images, {train.num_classes - 1} categories, from {root}")
-        optimizer = build_optimizer(model, cfg.optim, runtime, num_layers=len(model.backbone.encoder.blocks))
-        loader = make_loader(train, cfg.optim.batch_size, runtime, shuffle=True, seed=cfg.seed, workers=cfg.workers,
-                             collate_fn=collate)
-        net = model
-        if runtime.distributed:
-            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[runtime.device.index]
-                                                            if runtime.device.type == "cuda" else None)
-        fit("coco", net, step_fn, loader, optimizer, cfg.optim, runtime, log, resume=cfg.resume,
-            log_every=cfg.log_every, console=console)
-        results = {"run_dir": cfg.run_dir, **evaluate(model, COCODetection(root, "val2017", train=False),
-                                                      runtime.device)}
-    finally:
-        log.close()
-        teardown(runtime, model)
-    if runtime.main:
-        Path(cfg.run_dir, "results.json").write_text(json.dumps(results, indent=2))
-        console.print(f"[bold]coco[/]: box AP {100 * results['bbox_ap']:.1f}, mask AP {100 * results['segm_ap']:.1f} "
-                      f"on {results['images']} validation images")
-    return results
+        return build_model(cfg, train.num_classes, console), train, COCODetection(root, "val2017", train=False)
+
+    return train_and_evaluate(
+        cfg, "coco", prepare, step_fn, evaluate,
+        lambda r: f"box AP {100 * r['bbox_ap']:.1f}, mask AP {100 * r['segm_ap']:.1f} on {r['images']} validation "
+                  "images", collate=collate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,3 +74,14 @@ def test_a_pretrained_run_gives_its_ventral_encoder(tmp_path, monkeypatch, capsy
     assert "ventral encoder from" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not a run directory"):
         transfer_ade20k.check(attrs.evolve(cfg, pretrained=str(tmp_path)))
+
+
+def test_a_run_without_the_needed_stream_is_refused_before_compute(tmp_path):
+    from recipes.pipeline import Config, to_dict
+
+    run = tmp_path / "videomae_run"
+    run.mkdir()
+    saved = to_dict(attrs.evolve(Config(), model=attrs.evolve(Config().model, streams=("dorsal",))))
+    (run / "config.json").write_text(json.dumps({"config": saved}))
+    with pytest.raises(ValueError, match=r"the backbone is the ventral encoder: the run .* has streams \['dorsal'\]"):
+        transfer_ade20k.check(attrs.evolve(transfer_ade20k.VARIANTS["tiny"], pretrained=str(run)))
