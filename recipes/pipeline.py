@@ -26,6 +26,7 @@ VideoMAE; the paper's appendix writes ``/16`` for the ventral stage, which with 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -227,6 +228,20 @@ def run_ventral(cfg: Config, runtime, run: RunLog, console: Console):
     return model, state
 
 
+def checkpoint_format(path: str) -> str:
+    """The format of a checkpoint file (:func:`visualpath.interop.detect_format`), read once
+    per file version: ``check`` and each stage ask again without reading it again."""
+    stat = Path(path).stat()
+    return _checkpoint_format(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _checkpoint_format(path: str, mtime_ns: int, size: int) -> str:
+    from visualpath.interop import detect_format, read_state_dict
+
+    return detect_format(read_state_dict(path))
+
+
 def init_target(cfg: Config) -> tuple[str, str, str]:
     """Where ``init=`` goes: ``(format, stream, stage)``.
 
@@ -238,9 +253,7 @@ def init_target(cfg: Config) -> tuple[str, str, str]:
     Raises:
         ValueError: naming the file or the missing stream/stage.
     """
-    from visualpath.interop import detect_format, read_state_dict
-
-    fmt = detect_format(read_state_dict(cfg.init))
+    fmt = checkpoint_format(cfg.init)
     streams = cfg.model.streams
     wanted = "dorsal" if fmt in ("videomae", "huggingface-videomae") else "ventral"
     stream = wanted if wanted in streams else (streams[0] if len(streams) == 1 else None)
@@ -428,10 +441,8 @@ def check(cfg: Config) -> Pathway:
                          "(ours, VideoMAE, MAE, timm or Hugging Face)")
     if cfg.pretrained is not None and Path(cfg.pretrained).is_file() and \
             not _is_pathway_checkpoint(Path(cfg.pretrained)):
-        from visualpath.interop import detect_format, read_state_dict
-
         try:
-            detect_format(read_state_dict(cfg.pretrained))
+            checkpoint_format(cfg.pretrained)
         except ValueError as err:
             raise ValueError(f"pretrained={cfg.pretrained!r}: {err}") from None
     if cfg.data.image_root not in (None, "builtin"):
