@@ -116,18 +116,13 @@ def load_run(run_dir: str | Path, stage: str | None = None, device: str | torch.
 def run_dataset(run_dir: str | Path, train: bool = False, limit: int | None = None) -> Dataset:
     """The video set a run was trained on (training or evaluation part), one centre clip
     per video at the run's frame count and size, for feature extraction."""
-    from visualpath.data import VideoDataset, ensure_synthetic
-    from visualpath.data.layouts import video_split
+    from visualpath.data import VideoDataset
+    from visualpath.data.layouts import video_set
     from visualpath.data.synthetic import SyntheticSpec
 
     data = json.loads(Path(run_dir, "config.json").read_text())["config"]["data"]
-    if data["root"] is None:
-        spec = SyntheticSpec(groups=data["synthetic_groups"], clips=data["synthetic_clips"],
-                             size=data["synthetic_size"])
-        root, fmt = ensure_synthetic(spec=spec), "ucf101"
-    else:
-        root, fmt = Path(data["root"]), data["format"]
-    records, classes = video_split(fmt, root, train, data["split"])
+    spec = SyntheticSpec(groups=data["synthetic_groups"], clips=data["synthetic_clips"], size=data["synthetic_size"])
+    _, records, classes = video_set(data["root"], data["format"], data["split"], train, spec)
     if limit is not None:
         records = records[:: max(1, math.ceil(len(records) / limit))]
     return VideoDataset(records, classes, frames=data["frames"], stride=data["stride"], mode="test",

@@ -41,9 +41,9 @@ from areas.bimm import SIZES, STREAMS, TARGETS, ModelConfig, _one_of, build_path
 from visualpath import Pathway, inherit_stream
 from visualpath.classifier import Classifier, Encoder
 from visualpath.config import parse_cli, to_dict
-from visualpath.data import ContourCache, TrainTransform, VideoDataset, ensure_synthetic
+from visualpath.data import ContourCache, TrainTransform, VideoDataset
 from visualpath.data.datasets import ImageFolder
-from visualpath.data.layouts import VIDEO_FORMATS, check_root, image_split, video_split
+from visualpath.data.layouts import VIDEO_FORMATS, check_root, image_split, video_set
 from visualpath.data.synthetic import ImageSpec, SyntheticSpec, ensure_synthetic_images
 from visualpath.engine import (
     OptimSpec,
@@ -157,13 +157,7 @@ def synthetic_spec(cfg: Config) -> SyntheticSpec:
 
 def video_records(cfg: Config, train: bool):
     """(root, records, classes) of the training or evaluation part of the video set."""
-    if cfg.data.root is None:
-        root = ensure_synthetic(spec=synthetic_spec(cfg))
-        records, classes = video_split("ucf101", root, train, cfg.data.split)
-    else:
-        root = Path(cfg.data.root)
-        records, classes = video_split(cfg.data.format, root, train, cfg.data.split)
-    return root, records, classes
+    return video_set(cfg.data.root, cfg.data.format, cfg.data.split, train, synthetic_spec(cfg))
 
 
 def image_root(cfg: Config) -> Path | None:

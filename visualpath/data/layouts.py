@@ -101,3 +101,17 @@ def image_split(root: str | os.PathLike, train: bool) -> Path:
     """The ``train/`` or ``val/`` image folder of an ImageNet-layout root."""
     check_root("imagenet", root, key="data.image_root")
     return Path(root) / ("train" if train else "val")
+
+
+def video_set(root: str | os.PathLike | None, fmt: str, split: int, train: bool, synthetic=None
+              ) -> tuple[Path, list[VideoRecord], list[str]]:
+    """``(root, records, classes)`` of a video set's training or evaluation part: the
+    release at ``root`` in ``fmt``'s layout, or with ``root=None`` the built-in synthetic set
+    (generated first if needed, with ``synthetic``, a
+    :class:`~visualpath.data.synthetic.SyntheticSpec`; UCF101's layout)."""
+    if root is None:
+        from visualpath.data.synthetic import SyntheticSpec, ensure_synthetic
+
+        root, fmt = ensure_synthetic(spec=synthetic or SyntheticSpec()), "ucf101"
+    records, classes = video_split(fmt, root, train, split)
+    return Path(root), records, classes
