@@ -61,9 +61,6 @@ __all__ = [
     "load_checkpoint",
     "load_encoder",
     "encoder_from_checkpoint",
-    "load_videomae",
-    "load_videomae_into_stream",
-    "videomae_to_encoder",
     "encoder_to_videomae",
     "encoder_to_timm",
     "timm_kwargs",
@@ -238,26 +235,6 @@ def to_encoder_keys(state: Mapping[str, Tensor], fmt: str | None = None
     return out, sorted(ignored), fmt
 
 
-def videomae_to_encoder(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
-    """Convert a VideoMAE state dict (either spelling) to our encoder's keys:
-    ``(converted, ignored)``."""
-    converted, ignored, _ = to_encoder_keys(state)
-    return converted, ignored
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def _table_grid(n: int, like: tuple[int, ...]) -> tuple[int, ...]:
-    """The token grid of a stored table of ``n`` entries: square frames, as many frames as
-    ``like`` has (VideoMAE and MAE store square grids)."""
-    frames = like[0] if len(like) == 3 else 1
-    side = round((n / frames) ** 0.5)
-    if side * side * frames != n:
-        raise ValueError(f"pos_embed: {n} entries do not form {frames} square frame(s) of tokens")
-    return (frames, side, side) if len(like) == 3 else (side, side)
-
-
 def load_encoder(encoder: Encoder, state: Mapping[str, Tensor], fmt: str | None = None) -> LoadReport:
     """Load a checkpoint's encoder weights into ``encoder``; see the module docstring.
 
@@ -357,11 +334,6 @@ def _load_table(encoder: Encoder, value: Tensor, has_cls: bool, report: LoadRepo
     return table
 
 
-def load_videomae(encoder: nn.Module, state: Mapping[str, Tensor]) -> LoadReport:
-    """Load a VideoMAE state dict into ``encoder`` (kept for callers of the first API)."""
-    return load_encoder(encoder, state)
-
-
 def load_checkpoint(target: nn.Module, source, stream: str | None = None) -> LoadReport:
     """Load a checkpoint file or state dict of any supported format into ``target``.
 
@@ -406,12 +378,6 @@ def _default_stream(core, fmt: str) -> str:
         raise ValueError(f"a {fmt} checkpoint holds one {modality} encoder but the pathway has "
                          f"{len(names)} {modality} streams ({names}); pass stream=NAME")
     return names[0]
-
-
-def load_videomae_into_stream(model: nn.Module, stream: str, state: Mapping[str, Tensor]) -> LoadReport:
-    """Load a VideoMAE encoder into one video stream of a built pathway (its embedding and
-    blocks, shared ones included), e.g. to pretrain BIMM's dorsal stream from VideoMAE."""
-    return load_checkpoint(model, state, stream=stream)
 
 
 def encoder_from_checkpoint(source, heads: int | None = None, drop_path: float = 0.0,

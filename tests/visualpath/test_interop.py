@@ -5,7 +5,7 @@ import torch
 
 from visualpath import vit_tiny
 from visualpath.classifier import Encoder
-from visualpath.interop import encoder_to_videomae, load_videomae
+from visualpath.interop import encoder_to_videomae, load_encoder
 from visualpath.tokens import Layout
 
 transformers = pytest.importorskip("transformers")
@@ -41,14 +41,14 @@ def _features_equal(hf, ours):
 
 def test_hugging_face_videomae_loads_into_our_encoder_with_equal_features():
     hf, ours = _hf(), _ours()
-    report = load_videomae(ours, hf.state_dict())
+    report = load_encoder(ours, hf.state_dict())
     assert report.fresh == [] and report.ignored == []
     assert _features_equal(hf, ours) <= 1e-5
 
 
 def test_our_encoder_exports_to_hugging_face_and_back():
     hf_source, ours = _hf(1), _ours()
-    load_videomae(ours, hf_source.state_dict())
+    load_encoder(ours, hf_source.state_dict())
     target = _hf(2)
     target.load_state_dict(encoder_to_videomae(ours), strict=True)
     assert _features_equal(target, ours) <= 1e-5
@@ -56,7 +56,7 @@ def test_our_encoder_exports_to_hugging_face_and_back():
 
 def test_official_videomae_pretraining_keys_load_with_nothing_silently_dropped():
     hf, ours = _hf(3), _ours()
-    load_videomae(ours, hf.state_dict())
+    load_encoder(ours, hf.state_dict())
     official = {}
     for key, value in ours.state_dict().items():
         key = key.replace("embed.proj", "patch_embed.proj")
@@ -69,7 +69,7 @@ def test_official_videomae_pretraining_keys_load_with_nothing_silently_dropped()
     official.update({"decoder.blocks.0.norm1.weight": torch.ones(64), "mask_token": torch.zeros(1, 1, 64),
                      "encoder_to_decoder.weight": torch.zeros(64, 64)})
     fresh = _ours()
-    report = load_videomae(fresh, {"model": official})
+    report = load_encoder(fresh, {"model": official})
     assert report.fresh == []
     assert report.ignored == ["decoder.blocks.0.norm1.weight", "encoder_to_decoder.weight", "mask_token"]
     assert _features_equal(hf, fresh) <= 1e-5
@@ -81,14 +81,14 @@ def test_a_shape_mismatch_names_the_key_and_both_shapes():
     state["encoder.layer.0.intermediate.dense.weight"] = torch.zeros(128, 64)
     with pytest.raises(ValueError, match=r"blocks.0.mlp.fc1.weight: the checkpoint holds shape \(128, 64\), "
                                          r"the encoder expects \(256, 64\)"):
-        load_videomae(_ours(), state)
+        load_encoder(_ours(), state)
 
 
 def test_a_videomae_checkpoint_initialises_the_dorsal_stream_of_a_pathway(tmp_path):
     from safetensors.torch import save_file
 
     from tests.conftest import tiny_pathway
-    from visualpath.interop import load_videomae_into_stream, read_state_dict
+    from visualpath.interop import load_checkpoint
 
     from transformers import VideoMAEConfig, VideoMAEModel
 
@@ -101,7 +101,7 @@ def test_a_videomae_checkpoint_initialises_the_dorsal_stream_of_a_pathway(tmp_pa
     save_file(hf.state_dict(), str(tmp_path / "videomae.safetensors"))
     for name in ("videomae.pth", "videomae.safetensors"):
         model = tiny_pathway(width=64, heads=2).build()
-        report = load_videomae_into_stream(model, "dorsal", read_state_dict(tmp_path / name))
+        report = load_checkpoint(model, tmp_path / name, stream="dorsal")
         assert report.fresh == [] and len(report.loaded) == 2 + 4 * 12
         encoder = Encoder.from_pathway(model, "dorsal").eval()
         assert _features_equal(hf, encoder) <= 1e-5
