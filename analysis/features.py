@@ -220,7 +220,8 @@ def extract(
         for x, y in _batches(data, batch_size, workers):
             x = x.to(device, non_blocking=True)
             feats = area_features(model, x, stream, level)
-            grid = model.streams[stream].layout.grid(_stream_input(model, stream, x).shape)
+            if grid is None:
+                grid = model.streams[stream].layout.grid(_stream_input(model, stream, x).shape)
             for name, f in feats.items():
                 chunks.setdefault(name, []).append((f.mean(1) if pooled else f).float().cpu())
             if y is not None:

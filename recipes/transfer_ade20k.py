@@ -116,7 +116,7 @@ def evaluate(model, dataset: ADE20K, num_classes: int, device) -> dict:
     total = torch.zeros(num_classes, num_classes, dtype=torch.long)
     for item in DataLoader(dataset, batch_size=1):
         logits = model(normalize(item["image"].to(device)))
-        _, label = dataset._read(int(item["index"]))
+        label = item["label"][0]  # evaluation items keep the annotation at its own size
         logits = F.interpolate(logits.float(), size=label.shape, mode="bilinear", align_corners=False)
         total += confusion_matrix(logits.argmax(1)[0].cpu(), label, num_classes)
     acc = float(total.diagonal().sum() / total.sum().clamp_min(1))
