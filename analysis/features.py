@@ -83,34 +83,24 @@ class Features:
 def load_run(run_dir: str | Path, stage: str | None = None, device: str | torch.device = "cpu") -> PathwayModel:
     """The pathway of a recipe's run directory, with its trained weights, in eval mode.
 
+    The model is rebuilt from the graph the run stored (``pathway.json``), whatever graph
+    that is; runs written before graphs were stored rebuild the paper's graph of their
+    ``config.json``.
+
     Args:
-        run_dir: a directory holding ``config.json`` and ``joint/`` or ``ventral/``
-            ``model.safetensors`` (what the recipes write).
+        run_dir: a directory holding ``pathway.json`` (or ``config.json``) and ``joint/`` or
+            ``ventral/`` ``model.safetensors`` (what the recipes write).
         stage: ``"joint"`` or ``"ventral"``; default: the joint checkpoint if there is one.
 
     Raises:
         ValueError: naming the missing file.
     """
-    from areas.bimm import build_pathway, model_config_from_dict
+    from areas.bimm import legacy_pathway
+    from visualpath.rundir import load_model
 
-    run_dir = Path(run_dir)
-    config = run_dir / "config.json"
-    if not config.is_file():
-        raise ValueError(f"{run_dir} is not a run directory: it has no config.json")
-    model_cfg = model_config_from_dict(json.loads(config.read_text())["config"]["model"])
-    stages = [stage] if stage else ["joint", "ventral"]
-    ckpt = next((run_dir / s / "model.safetensors" for s in stages if (run_dir / s / "model.safetensors").is_file()),
-                None)
-    if ckpt is None:
-        raise ValueError(f"{run_dir} holds no {' or '.join(stages)} checkpoint (model.safetensors)")
-    if ckpt.parent.name == "ventral":
-        import attrs
-
-        model_cfg = attrs.evolve(model_cfg, streams=("ventral",))
-    model = build_pathway(model_cfg).build()
-    model.load_state_dict(load_file(str(ckpt)), strict=True)
-    log.info("loaded %s", ckpt)
-    return model.to(device).eval()
+    model = load_model(run_dir, stage=stage, device=device, legacy=legacy_pathway)
+    log.info("loaded %s (%s)", run_dir, ", ".join(s.name for s in model.spec.streams))
+    return model
 
 
 def run_dataset(run_dir: str | Path, train: bool = False, limit: int | None = None) -> Dataset:

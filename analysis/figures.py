@@ -7,6 +7,7 @@ masked patches' mean and variance, from the target).
 
 from __future__ import annotations
 
+import logging
 from typing import Mapping
 
 import matplotlib.pyplot as plt
@@ -14,6 +15,8 @@ import torch
 from torch import Tensor
 
 from visualpath.pathway import PathwayModel
+
+log = logging.getLogger(__name__)
 
 __all__ = ["reconstruction_figure", "token_map", "cka_heatmap", "tuning_curves", "attention_weights",
            "attention_figure"]
@@ -27,6 +30,10 @@ def token_map(values: Tensor, area, layout, grid) -> Tensor:
     without a value) are drawn grey.
     """
     side = area.target_side(layout)
+    if values.shape[-1] % (layout.tube * side * side):
+        raise ValueError(f"area {area.name!r}: {values.shape[-1]} target values per token do not form a map of "
+                         f"{layout.tube} x {side} x {side} pixels; its target_side(layout) gives the side of a "
+                         "token in the target map")
     channels = values.shape[-1] // (layout.tube * side * side)
     lo = values.nan_to_num(float("inf")).amin(-1, keepdim=True)
     hi = values.nan_to_num(float("-inf")).amax(-1, keepdim=True)
@@ -70,7 +77,11 @@ def reconstruction_figure(model: PathwayModel, batch: Mapping[str, Tensor], stre
             full = torch.full((n_tokens, values.shape[-1]), float("nan"))
             where = out.predicted.get(area.name, out.mask.masked)[sample].cpu()
             full[where] = values[sample].float().cpu()
-            panels.append((f"{area.name} {kind}", token_map(full, area, layout, out.grid)))
+            try:
+                panels.append((f"{area.name} {kind}", token_map(full, area, layout, out.grid)))
+            except ValueError as err:  # a user's area whose target is not a per-pixel map
+                log.warning("reconstruction figure: %s is not drawn (%s)", area.name, err)
+                break
     step = layout.tube
     times = list(range(0, frames.shape[0], step))[:max_frames]
     fig, axes = plt.subplots(len(times), len(panels), figsize=(1.7 * len(panels), 1.8 * len(times)), squeeze=False)

@@ -92,11 +92,14 @@ def rdm(x: Tensor, metric: str = "correlation") -> Tensor:
     if metric == "correlation":
         z = x - x.mean(1, keepdim=True)
         z = z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return (1 - z @ z.T).clamp_min(0).fill_diagonal_(0)
-    if metric == "euclidean":
+        d = (1 - z @ z.T).clamp_min(0)
+    elif metric == "euclidean":
         sq = (x * x).sum(1)
-        return (sq[:, None] + sq[None] - 2 * x @ x.T).clamp_min(0).sqrt().fill_diagonal_(0)
-    raise ValueError(f"metric must be 'correlation' or 'euclidean', got {metric!r}")
+        d = (sq[:, None] + sq[None] - 2 * x @ x.T).clamp_min(0).sqrt()
+    else:
+        raise ValueError(f"metric must be 'correlation' or 'euclidean', got {metric!r}")
+    # A blocked matmul may round (i, j) and (j, i) differently: make the matrix exactly symmetric.
+    return ((d + d.T) / 2).fill_diagonal_(0)
 
 
 def _ranks(v: Tensor) -> Tensor:

@@ -1,9 +1,15 @@
-"""The paper's pathway graph (BIMM section 3.1, Figure 2) as a small config.
+"""The paper's pathway graph (BIMM section 3.1, Figure 2): one builder among others.
 
 :class:`ModelConfig` names what Tables 7b-f vary (targets, block split, sharing, streams,
-decoder depths); :func:`build_pathway` turns it into a :class:`~visualpath.Pathway` of this
-package's areas. Recipes save the config in each run directory's ``config.json``, so a run
-can be rebuilt (:func:`analysis.load_run` does) without the recipe that trained it.
+decoder depths) and the model's scale; :func:`paper_pathway` turns it into a
+:class:`~visualpath.Pathway` of this package's areas. A recipe trains that graph unless it is
+given another (``pathway=my_graph.py:build``); a builder of one's own that takes an argument
+receives the recipe's ``ModelConfig`` and can size itself with :meth:`ModelConfig.encoder`
+and :meth:`ModelConfig.decoder`, so one graph file runs at tiny, demo and paper scale.
+
+Run directories store the graph they trained (``pathway.json``);
+:func:`run_pathway` reads it, and rebuilds the paper's graph for runs written before graphs
+were stored (their ``config.json`` holds only the ``model`` section).
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ from areas.mt_motion import MTMotion
 from areas.v1_gabor import V1Gabor
 from areas.v2_contour import V2Contour
 from areas.v4_color import V4Color
-from visualpath import DecoderSpec, Pathway, RandomMask, Stream, TubeMask
+from visualpath import DecoderSpec, Pathway, RandomMask, Stream, TubeMask, ViTSpec
 from visualpath import vit_base, vit_large, vit_small, vit_tiny
 
-__all__ = ["ModelConfig", "build_pathway", "model_config_from_dict", "SIZES", "STREAMS", "TARGETS"]
+__all__ = ["ModelConfig", "paper_pathway", "build_pathway", "model_config_from_dict", "run_pathway", "legacy_pathway", "SIZES",
+           "STREAMS", "TARGETS"]
 
 SIZES = {"tiny": vit_tiny, "small": vit_small, "base": vit_base, "large": vit_large}
 TARGETS = ("V1", "V1-V2", "V1-V2-V4&MT", "RGB")
@@ -68,18 +75,26 @@ class ModelConfig:
     dorsal_init: str = attrs.field(default="ventral", validator=_one_of(("ventral", "none")))
     decoder_keep: float = 1.0  # V1/V2 decoders reconstruct this fraction of masked tokens (running cell)
 
+    def encoder(self, depth: int | None = None) -> ViTSpec:
+        """The ViT at this config's scale (size, width, heads) with ``depth`` blocks
+        (default: the split's sum)."""
+        overrides = {k: v for k, v in (("width", self.width), ("heads", self.heads)) if v is not None}
+        return SIZES[self.size](depth=depth or sum(self.split), **overrides)
 
-def build_pathway(m: ModelConfig) -> Pathway:
+    def decoder(self, depth: int, keep: float = 1.0) -> DecoderSpec:
+        """A decoder of ``depth`` blocks at this config's decoder width and heads."""
+        return DecoderSpec(width=self.decoder_width, depth=depth, heads=self.decoder_heads, keep=keep)
+
+
+def paper_pathway(m: ModelConfig = ModelConfig()) -> Pathway:
     """The paper's graph from a model config (Table 7c target sets via loss weights)."""
-    overrides = {k: v for k, v in (("width", m.width), ("heads", m.heads)) if v is not None}
-    encoder = SIZES[m.size](depth=sum(m.split), **overrides)
+    encoder = m.encoder()
     if m.targets == "RGB":  # VideoMAE / MAE: one pixel target at the last block
-        dec = DecoderSpec(width=m.decoder_width, depth=m.decoder_depths[-1], heads=m.decoder_heads)
+        dec = m.decoder(m.decoder_depths[-1])
         areas = {"ventral": [V4Color(blocks=sum(m.split), decoder=dec)],
                  "dorsal": [V4Color(blocks=sum(m.split), decoder=dec)]}
     else:
-        dec = [DecoderSpec(width=m.decoder_width, depth=d, heads=m.decoder_heads,
-                           keep=m.decoder_keep if i < 2 else 1.0) for i, d in enumerate(m.decoder_depths)]
+        dec = [m.decoder(d, keep=m.decoder_keep if i < 2 else 1.0) for i, d in enumerate(m.decoder_depths)]
         n_targets = TARGETS.index(m.targets) + 1  # "V1" -> 1, "V1-V2" -> 2, all -> 3
         w = [1.0 if i < n_targets else 0.0 for i in range(3)]
         v1 = V1Gabor(blocks=m.split[0], decoder=dec[0], weight=w[0])
@@ -99,6 +114,22 @@ def build_pathway(m: ModelConfig) -> Pathway:
     return Pathway(encoder=encoder, streams=chosen, share=share)
 
 
+build_pathway = paper_pathway  # the name recipes and notebooks used first
+
+
 def model_config_from_dict(fields: dict) -> ModelConfig:
     """A :class:`ModelConfig` from its JSON form (lists back to tuples)."""
     return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
+def legacy_pathway(config: dict) -> Pathway:
+    """The graph of a run written before graphs were stored: the paper's, from ``model``."""
+    return paper_pathway(model_config_from_dict(config["config"]["model"]))
+
+
+def run_pathway(run_dir, stage: str | None = None) -> Pathway:
+    """The graph a run directory trained (:func:`visualpath.rundir.read_pathway`), also for
+    runs from before ``pathway.json``; ``stage="ventral"`` gives its image streams only."""
+    from visualpath.rundir import read_pathway
+
+    return read_pathway(run_dir, stage=stage, legacy=legacy_pathway)

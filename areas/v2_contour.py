@@ -15,6 +15,7 @@ used (``"cache"`` or ``"sobel"``) in ``StreamOutput.sources``.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import attrs
 import torch
@@ -93,7 +94,13 @@ class V2Contour(Area):
         sigma: Gaussian smoothing of the fallback edge detector, in pixels.
         threshold: fallback edge threshold relative to each frame's strongest gradient.
         min_gradient: fallback absolute gradient floor (luminance per pixel).
+
+    The SAM contours are its declared side map ``"contour"``: the batch carries them as
+    ``batch["contour"]`` beside clips and ``batch["image_contour"]`` beside images, loaded
+    from the cache that ``python -m recipes.precompute_maps`` writes.
     """
+
+    maps: ClassVar[tuple[str, ...]] = ("contour",)
 
     name: str = attrs.field(default="V2", validator=area_name)
     blocks: int = attrs.field(default=2, validator=non_negative)
@@ -107,12 +114,12 @@ class V2Contour(Area):
         return layout.pixels_per_token
 
     def source(self, inp: TargetInput) -> str:
-        return "cache" if inp.contour is not None else "sobel"
+        return "cache" if "contour" in inp.maps else "sobel"
 
     def contour(self, inp: TargetInput) -> Tensor:
         """``(B, 1, [T,] H, W)`` contour map: the cached one, else the edge detector's."""
-        if inp.contour is not None:
-            return inp.contour
+        if "contour" in inp.maps:
+            return inp.maps["contour"]
         lum, undo = frames(luminance(inp.pixels))
         return unframes(edge_map(lum, self.sigma, self.threshold, self.min_gradient), undo)
 

@@ -196,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     rest = paper_if_data(rest, bimm_ucf101.VARIANTS)
     _, base = parse_cli(rest, bimm_ucf101.VARIANTS, "recipes.ablations --table T", __doc__)
+    if base.pathway is not None or base.pathway_overrides:
+        print("error: Table 7's rows are edits of the paper's graph (model.*); pathway= and pathway.* overrides "
+              "are for recipes.bimm_ucf101 and the other recipes", file=sys.stderr)
+        return 2
     for t in tables:
         rows(t, base)  # every row's config is checked before any compute
     for t in tables:

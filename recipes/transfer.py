@@ -13,12 +13,15 @@ import attrs
 import torch
 from rich.console import Console
 
-from areas.bimm import ModelConfig, build_pathway
-from recipes.pipeline import _ddp, demo_model, paper_if_data
+from areas.bimm import ModelConfig, paper_pathway, run_pathway
+from recipes.config import demo_model
+from recipes.pipeline import paper_if_data
+from recipes.stages import ddp as _ddp
 from visualpath.classifier import Encoder
 from visualpath.config import parse_cli, to_dict
 from visualpath.engine import RunLog, build_optimizer, fit, make_loader, setup, teardown
 from visualpath.pathway import IMAGENET_MEAN, IMAGENET_STD
+from visualpath.rundir import PATHWAY_FILE
 
 __all__ = ["TransferConfig", "DEMO_MODEL", "pretrained_encoder", "normalize", "check_pretrained", "generated_root",
            "train_and_evaluate", "transfer_main", "DEMO_RUN"]
@@ -49,17 +52,14 @@ def demo_pretrained() -> str | None:
 
 
 def check_pretrained(pretrained: str | None, stream: str) -> None:
-    """``pretrained`` is a recipe's run directory whose model has ``stream``."""
+    """``pretrained`` is a recipe's run directory whose graph has ``stream``."""
     if pretrained is None:
         return
-    if not Path(pretrained, "config.json").is_file():
+    if not Path(pretrained, "config.json").is_file() and not Path(pretrained, PATHWAY_FILE).is_file():
         raise ValueError(f"pretrained={pretrained!r} is not a run directory of a recipe (no config.json)")
-    from areas.bimm import model_config_from_dict
-
-    model = model_config_from_dict(json.loads(Path(pretrained, "config.json").read_text())["config"]["model"])
-    if stream not in model.streams:
-        raise ValueError(f"the backbone is the {stream} encoder: the run {pretrained!r} has streams "
-                         f"{list(model.streams)}")
+    streams = [s.name for s in run_pathway(pretrained).streams]
+    if stream not in streams:
+        raise ValueError(f"the backbone is the {stream} encoder: the run {pretrained!r} has streams {streams}")
 
 
 def pretrained_encoder(pretrained: str | None, model: ModelConfig, stream: str, drop_path: float, task: str,
@@ -74,7 +74,7 @@ def pretrained_encoder(pretrained: str | None, model: ModelConfig, stream: str, 
                       f"tensors (embedding and {len(encoder.blocks)} blocks); {fresh} initialised fresh")
         return encoder
     console.print(f"[bold]{task}[/]: no pretrained run given, the {stream} encoder starts from random weights")
-    return Encoder.from_pathway(build_pathway(model).build(), stream, drop_path=drop_path)
+    return Encoder.from_pathway(paper_pathway(model).build(), stream, drop_path=drop_path)
 
 
 def generated_root(folder: str, marker: str, write: Callable[[Path], object]) -> Path:

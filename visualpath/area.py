@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import ClassVar
 
 import attrs
@@ -69,22 +68,32 @@ class DecoderSpec:
             )
 
 
-@dataclass(frozen=True)
 class TargetInput:
     """What an area's target sees for one stream, on the device.
 
     Attributes:
         pixels: ``(B, C, H, W)`` or ``(B, C, T, H, W)`` float32 in [0, 1], not normalised.
         layout: the stream's token layout (modality, patch, tube).
-        contour: ``(B, 1, [T,] H, W)`` float32 in [0, 1] from the batch's contour cache, or
-            None when the batch carries none.
         batch: the raw batch, for user areas that read other keys.
+        maps: the per-pixel side maps the stream's areas declare (``Area.maps``) that the
+            batch carries, each ``(B, 1, [T,] H, W)`` float32, cropped, flipped and framed
+            with ``pixels``; a map the batch lacks is absent.
+        contour: ``maps["contour"]`` (V2's contour map) or None; also accepted as an
+            argument, as before side maps were general.
     """
 
-    pixels: Tensor
-    layout: Layout
-    contour: Tensor | None
-    batch: Mapping[str, Tensor]
+    __slots__ = ("pixels", "layout", "batch", "maps")
+
+    def __init__(self, pixels: Tensor, layout: Layout, contour: Tensor | None = None,
+                 batch: Mapping[str, Tensor] | None = None, maps: Mapping[str, Tensor] | None = None) -> None:
+        self.pixels, self.layout, self.batch = pixels, layout, batch if batch is not None else {}
+        self.maps = dict(maps or {})
+        if contour is not None:
+            self.maps["contour"] = contour
+
+    @property
+    def contour(self) -> Tensor | None:
+        return self.maps.get("contour")
 
 
 def area_name(instance, attribute, value) -> None:
@@ -107,16 +116,26 @@ class Area(abc.ABC):
         decoder: the readout decoder's shape.
         weight: loss weight; 0 makes the area a plain stage (no decoder, no target).
 
-    Subclasses set ``modalities`` when they need one (MT needs video) and implement
-    :meth:`target_dim` and :meth:`target`. Targets run without grad, in float32.
+    Subclasses set ``modalities`` when they need one (MT needs video), ``maps`` when their
+    target reads a precomputed per-pixel map (V2: ``("contour",)``; flow, depth, saliency),
+    and implement :meth:`target_dim` and :meth:`target`. Targets run without grad, in
+    float32. A declared map is loaded from its cache by the data pipeline, cropped, flipped
+    and resized with the clip, and reaches the target as ``TargetInput.maps[name]``.
     """
 
     modalities: ClassVar[tuple[str, ...]] = MODALITIES
+    maps: ClassVar[tuple[str, ...]] = ()
 
     name: str = attrs.field(validator=area_name)
     blocks: int = attrs.field(validator=non_negative)
     decoder: DecoderSpec = attrs.field(factory=DecoderSpec)
     weight: float = attrs.field(default=1.0, validator=non_negative_float)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        from visualpath.spec import register_area
+
+        register_area(cls)  # found by its class name in a stored graph
 
     @property
     def has_readout(self) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import attrs
 
@@ -125,8 +125,10 @@ def _split(text: str) -> tuple[str, str]:
     return key.strip().replace("-", "_"), value.strip()
 
 
-def parse_cli(argv: Sequence[str], variants: Mapping[str, Any], prog: str, doc: str) -> tuple[str, Any]:
-    """``[--variant V] [key=value ...]`` -> (variant name, config); ``--help`` lists both.
+def parse_cli(argv: Sequence[str], variants: Mapping[str, Any], prog: str, doc: str,
+              help_extra: Callable[[Any], str] | None = None) -> tuple[str, Any]:
+    """``[--variant V] [key=value ...]`` -> (variant name, config); ``--help`` lists both
+    (and what ``help_extra(config)`` adds).
 
     Raises:
         SystemExit: after printing help, or with status 2 and the reason for a bad command.
@@ -140,8 +142,14 @@ def parse_cli(argv: Sequence[str], variants: Mapping[str, Any], prog: str, doc: 
         print("variants: " + ", ".join(variants) + f" (default {default})\n")
         print("keys (defaults of the chosen variant):")
         chosen = variants[_variant_from(args, variants, default)]
+        try:  # the defaults as this command line changes them
+            chosen = apply_overrides(chosen, _overrides([a for a in args if a not in ("-h", "--help")]))
+        except ConfigError:
+            pass
         for key, (kind, value) in flat_fields(chosen).items():
             print(f"  {key} = {value!r}")
+        if help_extra is not None:
+            print("\n" + help_extra(chosen))
         raise SystemExit(0)
     try:
         name = _variant_from(args, variants, default)

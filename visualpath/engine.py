@@ -16,15 +16,12 @@
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import math
 import os
 import random
-import subprocess
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -32,11 +29,20 @@ import attrs
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from visualpath._validate import non_negative_float, positive, positive_float
+from visualpath.rundir import (  # noqa: F401  (re-exported: the run directory's home is visualpath.rundir)
+    RunLog,
+    TrainState,
+    _atomic,
+    _unwrap,
+    git_revision,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 
 __all__ = [
     "OptimSpec",
@@ -80,6 +86,11 @@ class Runtime:
     @property
     def distributed(self) -> bool:
         return self.world > 1
+
+    def barrier(self) -> None:
+        """Wait for every rank (a no-op without DDP)."""
+        if self.distributed:
+            dist.barrier()
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -310,166 +321,18 @@ def make_loader(dataset: Dataset, batch_size: int, runtime: Runtime, *, shuffle:
 
 
 def flatten_views(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Items with ``V`` views (``video`` ``(B, V, C, T, H, W)``) -> a batch of ``B * V``."""
+    """Items with ``V`` views (``video`` ``(B, V, C, T, H, W)``, side maps ``(B, V, T, H, W)``)
+    -> a batch of ``B * V``."""
     out = dict(batch)
     video = batch.get("video")
     if video is not None and video.ndim == 6:
         B, V = video.shape[:2]
-        out["video"] = video.flatten(0, 1)
-        for key in ("label", "index", "skipped"):
-            if key in batch:
-                out[key] = batch[key].repeat_interleave(V)
-        if "contour" in batch:
-            out["contour"] = batch["contour"].flatten(0, 1)
+        for key, value in batch.items():
+            if key in ("label", "index", "skipped"):
+                out[key] = value.repeat_interleave(V)
+            elif isinstance(value, Tensor) and value.ndim >= 4 and tuple(value.shape[:2]) == (B, V):
+                out[key] = value.flatten(0, 1)  # the clips and their side maps
     return out
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-@dataclass
-class TrainState:
-    """Where a stage is: the next epoch and step, and counters worth keeping."""
-
-    epoch: int = 0
-    step: int = 0
-    skipped: int = 0
-    extra: dict = field(default_factory=dict)
-
-
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside ``torch.compile`` and DDP wrappers (their keys carry no
-    ``_orig_mod.`` / ``module.`` prefixes)."""
-    while True:
-        inner = getattr(model, "_orig_mod", None)
-        if inner is None:
-            inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
-def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    state: TrainState) -> None:
-    """``model.safetensors`` (weights) and ``state.pt`` (optimizer, step, RNG), both atomic."""
-    weights = {k: v.detach().contiguous().cpu() for k, v in _unwrap(model).state_dict().items()}
-    _atomic(directory / "model.safetensors", lambda tmp: save_file(weights, tmp))
-    if optimizer is None:
-        return
-    np_state = np.random.get_state()
-    payload = {
-        "optimizer": optimizer.state_dict(),
-        "epoch": state.epoch,
-        "step": state.step,
-        "skipped": state.skipped,
-        "extra": state.extra,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-            "python": _python_state(random.getstate()),
-        },
-    }
-    _atomic(directory / "state.pt", lambda tmp: torch.save(payload, tmp))
-
-
-def _python_state(state):
-    version, internal, gauss = state
-    return [version, torch.tensor(internal, dtype=torch.int64), gauss]
-
-
-def load_weights(model: nn.Module, path: Path, strict: bool = True):
-    """Load ``model.safetensors`` into ``model``; returns missing/unexpected keys."""
-    return _unwrap(model).load_state_dict(load_file(str(path)), strict=strict)
-
-
-def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> TrainState:
-    """Restore weights, optimizer and RNG states (``weights_only=True``); returns the state."""
-    load_weights(model, directory / "model.safetensors")
-    payload = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
-    if optimizer is not None:
-        optimizer.load_state_dict(payload["optimizer"])
-    rng = payload["rng"]
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    kind, keys, *rest = rng["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = rng["python"]
-    random.setstate((version, tuple(internal.tolist()), gauss))
-    return TrainState(payload["epoch"], payload["step"], payload["skipped"], payload["extra"])
-
-
-# --------------------------------------------------------------------------- logging
-
-
-def git_revision(path: Path | None = None) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path or Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-class RunLog:
-    """A run directory: ``config.json``, ``metrics.jsonl`` and per-stage checkpoints.
-
-    Only rank 0 writes. With ``tensorboard=True`` the numeric metrics also go to TensorBoard
-    event files in ``root/tensorboard`` (tag ``stage/name``, at the record's ``step``); this
-    needs the ``tensorboard`` package (``pip install tensorboard``) and says so otherwise.
-    """
-
-    def __init__(self, root: str | Path, runtime: Runtime, tensorboard: bool = False) -> None:
-        self.root, self.runtime = Path(root), runtime
-        self._writer = None
-        if runtime.main:
-            self.root.mkdir(parents=True, exist_ok=True)
-            if tensorboard:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-                except ImportError as err:
-                    raise ValueError(f"tensorboard=true needs the tensorboard package (pip install tensorboard): "
-                                     f"{err}") from None
-                self._writer = SummaryWriter(str(self.root / "tensorboard"))
-
-    def write_config(self, config: Mapping[str, Any]) -> None:
-        if self.runtime.main:
-            payload = {"config": config, "git_revision": git_revision(), "world_size": self.runtime.world,
-                       "device": str(self.runtime.device), "torch": torch.__version__}
-            _atomic(self.root / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
-
-    def metrics(self, stage: str, **values: Any) -> None:
-        if self.runtime.main:
-            record = {"stage": stage, "time": time.time(), **values}
-            with open(self.root / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-            if self._writer is not None:
-                step = int(values.get("step", 0))
-                for name, value in values.items():
-                    if name not in ("step", "epoch") and isinstance(value, (int, float)):
-                        self._writer.add_scalar(f"{stage}/{name}", value, step)
-                self._writer.flush()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def stage_dir(self, stage: str) -> Path:
-        return self.root / stage
 
 
 class NonFiniteLoss(FloatingPointError):

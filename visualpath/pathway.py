@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from visualpath._validate import non_negative_float
+from visualpath._validate import non_negative_float, positive
 from visualpath.area import Area, Decoder, TargetInput, area_name
 from visualpath.masking import Mask, RandomMask, TubeMask, running_cell_subset
 from visualpath.tokens import MODALITIES, Layout, PatchEmbed, cached_position_table
@@ -75,13 +75,17 @@ class Stream:
         pos_embed: fixed sin-cos table, ``"grid"`` (MAE's 2-D / separable space-time) or
             ``"flat"`` (VideoMAE's 1-D table over the token index). Defaults to ``"grid"``
             for images and ``"flat"`` for videos, each branch's reference convention.
+        frame_step: a video stream sees every ``frame_step``-th frame of the clip (a
+            stream at a lower frame rate beside one at the full rate); 1 for images.
 
-    Batch keys read: an image stream reads ``batch["image"]`` ``(B, C, H, W)`` and its
-    contour cache ``batch["image_contour"]`` ``(B, H, W)``; when the batch has no image it
-    takes one random frame per clip from ``batch["video"]`` (and ``batch["contour"]``),
-    as in the paper's joint training (Algorithm 1, line 9). A video stream reads
-    ``batch["video"]`` ``(B, C, T, H, W)`` and ``batch["contour"]`` ``(B, T, H, W)``.
-    Pixels are uint8 in [0, 255] or floating point in [0, 1].
+    Batch keys read: an image stream reads ``batch["image"]`` ``(B, C, H, W)``; when the
+    batch has no image it takes one random frame per clip from ``batch["video"]``, as in
+    the paper's joint training (Algorithm 1, line 9). A video stream reads
+    ``batch["video"]`` ``(B, C, T, H, W)``. Pixels are uint8 in [0, 255] or floating point
+    in [0, 1]. A per-pixel side map ``M`` that an area declares (``Area.maps``, e.g. V2's
+    ``"contour"``) is read from ``batch[M]`` ``(B, T, H, W)`` beside a clip and from
+    ``batch["image_" + M]`` ``(B, H, W)`` beside an image, and follows its pixels (the same
+    frame pick and frame step); an area reads it as ``TargetInput.maps[M]``.
     """
 
     name: str = attrs.field(validator=_stream_name)
@@ -90,8 +94,11 @@ class Stream:
     mask: RandomMask | TubeMask | None = attrs.field(default=None, kw_only=True)
     weight: float = attrs.field(default=1.0, kw_only=True, validator=non_negative_float)
     pos_embed: str | None = attrs.field(default=None, kw_only=True)
+    frame_step: int = attrs.field(default=1, kw_only=True, validator=positive)
 
     def __attrs_post_init__(self) -> None:
+        if self.frame_step != 1 and self.modality != "video":
+            raise ValueError(f"stream {self.name!r}: frame_step applies to video streams, got {self.frame_step}")
         if not self.areas:
             raise ValueError(f"stream {self.name!r} needs at least one area")
         if isinstance(self.areas[0], Area) and self.areas[0].blocks < 1:
@@ -132,6 +139,11 @@ class Stream:
     @property
     def depth(self) -> int:
         return sum(a.blocks for a in self.areas)
+
+    @property
+    def maps(self) -> tuple[str, ...]:
+        """Per-pixel side maps its areas read (``Area.maps``), each named once."""
+        return tuple(dict.fromkeys(m for a in self.areas if a.has_readout for m in a.maps))
 
     def area(self, name: str) -> Area:
         for a in self.areas:
@@ -276,6 +288,55 @@ class Pathway:
         """Instantiate the model (MAE/VideoMAE initialisation)."""
         return PathwayModel(self)
 
+    # ------------------------------------------------------------------ as data
+
+    def to_dict(self) -> dict:
+        """A JSON-safe description (:mod:`visualpath.spec`); ``from_dict`` reads it back."""
+        from visualpath.spec import pathway_to_dict
+
+        return pathway_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, spec: Mapping) -> Pathway:
+        """The pathway a :meth:`to_dict` description (or a hand-written one) describes.
+
+        Raises:
+            visualpath.spec.SpecError: naming the field that is unknown, missing or wrong.
+        """
+        from visualpath.spec import pathway_from_dict
+
+        return pathway_from_dict(spec)
+
+    def stream(self, name: str) -> Stream:
+        """The stream called ``name``."""
+        for s in self.streams:
+            if s.name == name:
+                return s
+        raise ValueError(f"unknown stream {name!r}; the pathway has {[s.name for s in self.streams]}")
+
+    def select(self, names: Sequence[str]) -> Pathway:
+        """The sub-graph of the named streams, with the sharing that remains among them.
+
+        A checkpoint of the sub-graph loads into the whole graph (shared stages are stored
+        under their first owner, which a sub-graph keeps when it keeps the first stream).
+        """
+        for n in names:
+            self.stream(n)
+        streams = [s for s in self.streams if s.name in names]
+        if isinstance(self.share, str):
+            share = self.share
+            if share != "none" and len(streams) < 2:
+                share = "none"
+            elif share == "partial":
+                names_seen = [a.name for s in streams for a in s.areas]
+                share = share if any(names_seen.count(n) > 1 for n in set(names_seen)) else "none"
+        else:
+            kept = {s.name for s in streams}
+            share = tuple(e for e, members in zip(self.share, self.groups())
+                          if sum(m[0] in kept for m in members) > 1)
+            share = share or "none"
+        return attrs.evolve(self, streams=streams, share=share)
+
 
 @dataclass
 class StreamOutput:
@@ -382,21 +443,19 @@ class PathwayModel(nn.Module):
 
     # ------------------------------------------------------------------ inputs
 
-    def _select(
-        self, stream: Stream, batch: Mapping[str, Tensor], mask: Mask | None = None
-    ) -> tuple[Tensor, Tensor | None, str]:
-        """Pick this stream's pixels and contour from the batch; checks shapes only.
+    def _select(self, stream: Stream, batch: Mapping[str, Tensor], mask: Mask | None = None) -> _Selected:
+        """Pick this stream's pixels and side maps from the batch; checks shapes only.
 
         Also checks that the stream's mask rule fits the token grid, or, when a fixed
         ``mask`` is given, that it covers the grid.
         """
         layout = self.streams[stream.name].layout
         if stream.modality == "video":
-            key, contour_key = "video", "contour"
+            key, prefix = "video", ""
         elif "image" in batch or "video" not in batch:
-            key, contour_key = "image", "image_contour"
+            key, prefix = "image", "image_"
         else:
-            key, contour_key = "video", "contour"  # one frame per clip, chosen in _prepare
+            key, prefix = "video", ""  # one frame per clip, chosen in _prepare
         if key not in batch:
             raise ValueError(
                 f"stream {stream.name!r} reads batch[{key!r}]: expected {layout.expected}; the "
@@ -405,6 +464,8 @@ class PathwayModel(nn.Module):
         x = batch[key]
         if not isinstance(x, Tensor):
             raise ValueError(f"batch[{key!r}] must be a tensor, got {type(x).__name__}")
+        if key == "video" and x.ndim == 5 and stream.frame_step > 1:
+            x = x[:, :, ::stream.frame_step]
         if key == "video" and stream.modality == "image":
             if x.ndim != 5:
                 raise ValueError(
@@ -413,7 +474,8 @@ class PathwayModel(nn.Module):
                 )
             grid = layout.grid((x.shape[0], x.shape[1], *x.shape[3:]), name="batch['video'] frames")
         else:
-            grid = layout.grid(x.shape, name=f"batch[{key!r}]")
+            step = f" every {stream.frame_step} frames of" if stream.frame_step > 1 else ""
+            grid = layout.grid(x.shape, name=f"{step.strip() + ' ' if step else ''}batch[{key!r}]")
         if mask is None:
             try:
                 stream.mask.count(grid)
@@ -426,29 +488,38 @@ class PathwayModel(nn.Module):
             )
         if x.dtype != torch.uint8 and not x.is_floating_point():
             raise ValueError(f"batch[{key!r}] must be uint8 or floating point, got {x.dtype}")
-        contour = batch.get(contour_key)
-        if contour is not None:
+        maps = {}
+        for name in stream.maps:
+            m = batch.get(prefix + name)
+            if m is None:
+                continue
+            if key == "video" and m.ndim == 4 and stream.frame_step > 1:
+                m = m[:, ::stream.frame_step]
             expected = (x.shape[0], *x.shape[2:])
-            if tuple(contour.shape) != expected:
+            if tuple(m.shape) != expected:
                 raise ValueError(
-                    f"batch[{contour_key!r}] must be (B, [T,] H, W) = {expected} to match "
-                    f"batch[{key!r}], got {tuple(contour.shape)}"
+                    f"batch[{prefix + name!r}] must be (B, [T,] H, W) = {expected} to match "
+                    f"batch[{key!r}], got {tuple(m.shape)}"
                 )
-        return x, contour, key
+            maps[name] = m
+        return _Selected(x, maps, key)
 
-    def _prepare(self, stream: Stream, x: Tensor, contour: Tensor | None, key: str, generator):
-        """uint8/float input -> float32 pixels in [0, 1] (and contour), frame pick if needed."""
+    def _prepare(self, stream: Stream, sel: _Selected, generator) -> tuple[Tensor, dict[str, Tensor]]:
+        """uint8/float input -> float32 pixels in [0, 1] and ``(B, 1, [T,] H, W)`` maps,
+        one frame per clip for an image stream fed clips."""
+        x = sel.pixels
         pixels = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        if contour is not None:
-            contour = (contour > 0).float() if not contour.is_floating_point() else contour.float()
-            contour = contour.unsqueeze(1)  # (B, 1, [T,] H, W)
-        if key == "video" and stream.modality == "image":
+        maps = {}
+        for name, m in sel.maps.items():  # uint8 maps in [0, 255] (binary: 0/255), bool, or float
+            m = m.float() / 255 if m.dtype == torch.uint8 else m.float()
+            maps[name] = m.unsqueeze(1)  # (B, 1, [T,] H, W)
+        if sel.key == "video" and stream.modality == "image":
             B, T = x.shape[0], x.shape[2]
             t = torch.randint(T, (B,), device=x.device, generator=generator)
             rows = torch.arange(B, device=x.device)
             pixels = pixels[rows, :, t]  # (B, C, H, W)
-            contour = contour[rows, :, t] if contour is not None else None
-        return pixels, contour
+            maps = {name: m[rows, :, t] for name, m in maps.items()}
+        return pixels, maps
 
     def normalize(self, pixels: Tensor) -> Tensor:
         """ImageNet mean/std normalisation of [0, 1] pixels, the encoder's input."""
@@ -487,20 +558,19 @@ class PathwayModel(nn.Module):
         outputs: dict[str, StreamOutput] = {}
         total = None
         for stream in self.spec.streams:
-            x, contour, key = selected[stream.name]
-            out = self._forward_stream(stream, batch, x, contour, key, masks.get(stream.name), generator)
+            out = self._forward_stream(stream, batch, selected[stream.name], masks.get(stream.name), generator)
             outputs[stream.name] = out
             weighted = stream.weight * out.loss
             total = weighted if total is None else total + weighted
         return PathwayOutput(loss=total, streams=outputs)
 
-    def _forward_stream(self, stream, batch, x, contour, key, mask, generator) -> StreamOutput:
+    def _forward_stream(self, stream, batch, sel: _Selected, mask, generator) -> StreamOutput:
         module = self.streams[stream.name]
-        pixels, contour = self._prepare(stream, x, contour, key, generator)
+        pixels, maps = self._prepare(stream, sel, generator)
         grid = module.layout.grid(pixels.shape)
         if mask is None:
             mask = stream.mask(pixels.shape[0], grid, device=pixels.device, generator=generator)
-        inp = TargetInput(pixels=pixels, layout=module.layout, contour=contour, batch=batch)
+        inp = TargetInput(pixels=pixels, layout=module.layout, batch=batch, maps=maps)
         targets, sources, subsets = {}, {}, {}
         with torch.no_grad(), torch.autocast(pixels.device.type, enabled=False):
             for area in stream.areas:
@@ -536,9 +606,8 @@ class PathwayModel(nn.Module):
     def targets(self, batch: Mapping[str, Tensor], stream: str) -> dict[str, Tensor]:
         """Every area's full ``(B, N, P)`` target for one stream (for figures and checks)."""
         s = self.spec._stream(stream)
-        x, contour, key = self._select(s, batch)
-        pixels, contour = self._prepare(s, x, contour, key, None)
-        inp = TargetInput(pixels=pixels, layout=self.streams[stream].layout, contour=contour, batch=batch)
+        pixels, maps = self._prepare(s, self._select(s, batch), None)
+        inp = TargetInput(pixels=pixels, layout=self.streams[stream].layout, batch=batch, maps=maps)
         return {a.name: a.target(inp) for a in s.areas if a.has_readout}
 
     def embed(self, x: Tensor, stream: str) -> Tensor:
@@ -578,6 +647,15 @@ class PathwayModel(nn.Module):
                 h = block(h)
             feats[area.name] = h.mean(1) if pooled else h
         return feats
+
+
+@dataclass
+class _Selected:
+    """A stream's raw input picked from the batch: pixels, side maps and the batch key."""
+
+    pixels: Tensor
+    maps: dict[str, Tensor]
+    key: str
 
 
 def _gather(x: Tensor, index: Tensor) -> Tensor:

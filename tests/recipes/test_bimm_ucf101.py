@@ -82,7 +82,8 @@ def test_resuming_with_other_settings_is_refused_before_compute(tiny_run, monkey
     cfg, _ = tiny_run
     monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
     changed = attrs.evolve(cfg, model=attrs.evolve(cfg.model, video_mask=0.5))
-    with pytest.raises(ValueError, match=r"holds a run with other settings \(model.video_mask: 0.9 -> 0.5\)"):
+    with pytest.raises(ValueError, match=r"holds a run with other settings \(graph dorsal.mask.ratio: 0.9 -> 0.5; "
+                                         r"model.video_mask: 0.9 -> 0.5\)"):
         recipe.run(changed)
     assert pipeline.resume_conflicts(attrs.evolve(changed, resume=False)) == []
     assert pipeline.resume_conflicts(attrs.evolve(cfg, stages=("test",), log_every=5)) == []
@@ -101,4 +102,6 @@ def test_a_setting_added_after_a_run_started_does_not_block_resuming_at_its_defa
     older = attrs.evolve(cfg, run_dir=str(copy))
     assert pipeline.resume_conflicts(older) == []
     halved = attrs.evolve(older, model=attrs.evolve(cfg.model, decoder_keep=0.5))
-    assert pipeline.resume_conflicts(halved) == ["model.decoder_keep: None -> 0.5"]
+    conflicts = pipeline.resume_conflicts(halved)
+    assert conflicts[-1] == "model.decoder_keep: None -> 0.5"
+    assert "graph V1.decoder.keep: 1.0 -> 0.5" in conflicts  # the stored graph differs too

@@ -10,7 +10,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.visualpath.test_engine import Images, _model, _step  # noqa: E402
-from visualpath.engine import OptimSpec, RunLog, build_optimizer, evaluate, fit, make_loader, setup, teardown  # noqa: E402
+from visualpath.engine import OptimSpec, RunLog, build_optimizer, fit, make_loader, setup, teardown  # noqa: E402
 
 
 def main(out: Path) -> None:

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from areas import MTMotion, V1Gabor, V2Contour, V4Color
+from areas import MTMotion, V1Gabor, V4Color
 from tests.conftest import TINY_DECODER, random_batch, tiny_pathway
-from visualpath import Mask, Pathway, RandomMask, Stage, Stream, TubeMask, inherit_stream, vit_tiny
+from visualpath import Mask, Pathway, Stage, Stream, TubeMask, inherit_stream, vit_tiny
 
 
 @pytest.fixture(scope="module")

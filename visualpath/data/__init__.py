@@ -5,7 +5,7 @@ Datasets return uint8 tensors; normalisation and every prediction target are com
 the device by the model, never in loader workers.
 """
 
-from visualpath.data.contours import ContourCache, masks_to_contour
+from visualpath.data.contours import ContourCache, MapCache, masks_to_contour
 from visualpath.data.datasets import ImageFolder, VideoDataset
 from visualpath.data.decode import (
     TorchCodecVideo,
@@ -33,6 +33,7 @@ from visualpath.data.transforms import TrainTransform
 
 __all__ = [
     "ContourCache",
+    "MapCache",
     "masks_to_contour",
     "DatasetFormatError",
     "ImageFolder",

@@ -1,17 +1,20 @@
-"""The V2 contour cache: SAM masks turned into contour maps, computed once, offline.
+"""Per-pixel side-map caches: maps an area reads, computed once, offline (V2's SAM contours).
 
-BIMM (section 3.2) segments every frame with the Segment Anything Model and joins all mask
-boundaries into a "contour image". SAM is far too slow to run inside training (seconds per
-frame for ViT-H), so ``python -m recipes.precompute_contours`` runs it once over a dataset
-and writes one compact file per video beside the data:
+An area may declare a precomputed per-pixel map (``Area.maps``): V2's "contour image" (BIMM
+section 3.2: the boundaries of all SAM masks of a frame), or optical flow, depth, saliency.
+Computing such maps is far too slow for training (SAM ViT-H takes seconds per frame), so
+``python -m recipes.precompute_maps`` computes them once over a dataset and writes one
+compact file per video beside the data:
 
 ``<cache root>/<video path relative to the data root>.npz`` holding ``frames`` (the cached
-frame indices, int32), ``shape`` (H, W) and ``bits`` (the binary maps, bit-packed with
-``numpy.packbits`` and zip-compressed). Files are written to a temporary name and renamed,
-so an interrupted job never leaves a half-written file and a resumed one skips what exists.
+frame indices, int32), ``shape`` (H, W) and either ``bits`` (binary maps, bit-packed with
+``numpy.packbits``) or ``values`` (uint8 maps), zip-compressed. Files are written to a
+temporary name and renamed, so an interrupted job never leaves a half-written file and a
+resumed one skips what exists.
 
-With ``every=K`` only every K-th frame is cached; :meth:`ContourCache.load` then answers each
-wanted frame with the nearest cached one.
+With ``every=K`` only every K-th frame is cached; :meth:`MapCache.load` then answers each
+wanted frame with the nearest cached one. The data pipeline crops, flips and resizes a map
+with its clip (binary maps keep thin lines when shrunk, uint8 maps are resized bilinearly).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from scipy import ndimage as ndi
 
 from visualpath.data.decode import Video
 
-__all__ = ["ContourCache", "masks_to_contour", "VIDEO_EXTENSIONS", "find_videos", "contour_video"]
+__all__ = ["MapCache", "ContourCache", "masks_to_contour", "VIDEO_EXTENSIONS", "find_videos", "map_video",
+           "contour_video"]
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v")
 
@@ -46,16 +50,17 @@ def masks_to_contour(masks: Iterable[np.ndarray], shape: tuple[int, int]) -> np.
     return contour
 
 
-class ContourCache:
-    """Contour maps of a dataset's videos, one ``.npz`` per video.
+class MapCache:
+    """One side map of a dataset's videos, one ``.npz`` per video.
 
     Args:
         root: cache folder (e.g. ``<data root>/contours``).
         data_root: the folder video paths are taken relative to.
+        name: the map's name, as areas declare it (``"contour"``), for messages.
     """
 
-    def __init__(self, root: str | os.PathLike, data_root: str | os.PathLike) -> None:
-        self.root, self.data_root = Path(root), Path(data_root)
+    def __init__(self, root: str | os.PathLike, data_root: str | os.PathLike, name: str = "contour") -> None:
+        self.root, self.data_root, self.name = Path(root), Path(data_root), name
 
     def path_for(self, video: str | os.PathLike) -> Path:
         relative = Path(video).resolve().relative_to(self.data_root.resolve())
@@ -65,39 +70,58 @@ class ContourCache:
         return self.path_for(video).is_file()
 
     def save(self, video: str | os.PathLike, frames: Sequence[int], maps: np.ndarray) -> Path:
-        """Write ``(K, H, W)`` bool maps of frames ``frames`` atomically."""
-        maps = np.asarray(maps, dtype=bool)
+        """Write ``(K, H, W)`` maps of frames ``frames`` atomically: bool maps bit-packed,
+        uint8 maps as they are."""
+        maps = np.asarray(maps)
+        if maps.dtype != np.uint8:
+            maps = maps.astype(bool)
         if maps.ndim != 3 or len(frames) != maps.shape[0]:
             raise ValueError(f"expected (K, H, W) maps for {len(frames)} frames, got {maps.shape}")
+        data = {"bits": np.packbits(maps, axis=None)} if maps.dtype == bool else {"values": maps}
         path = self.path_for(video)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(
-                    f, frames=np.asarray(frames, dtype=np.int32),
-                    shape=np.asarray(maps.shape[1:], dtype=np.int32), bits=np.packbits(maps, axis=None),
-                )
+                np.savez_compressed(f, frames=np.asarray(frames, dtype=np.int32),
+                                    shape=np.asarray(maps.shape[1:], dtype=np.int32), **data)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         return path
 
-    def load(self, video: str | os.PathLike, indices: Sequence[int]) -> torch.Tensor | None:
-        """``(len(indices), H, W)`` uint8 maps (255 = contour) for the wanted frames.
-
-        Each wanted frame takes the nearest cached frame. Returns None when the video has no
-        cache file.
-        """
+    def read(self, video: str | os.PathLike, indices: Sequence[int]) -> tuple[torch.Tensor, bool] | None:
+        """``(len(indices), H, W)`` maps for the wanted frames and whether they are binary:
+        bool maps for a binary cache, uint8 otherwise. Each wanted frame takes the nearest
+        cached frame. None when the video has no cache file."""
         path = self.path_for(video)
         if not path.is_file():
             return None
         with np.load(path) as data:
             frames, (H, W) = data["frames"], data["shape"]
-            maps = np.unpackbits(data["bits"], count=len(frames) * H * W).reshape(len(frames), H, W)
+            if "bits" in data:
+                maps = np.unpackbits(data["bits"], count=len(frames) * H * W).reshape(len(frames), H, W).astype(bool)
+            else:
+                maps = data["values"]
         nearest = np.abs(np.asarray(indices)[:, None] - frames[None, :]).argmin(1)
-        return torch.from_numpy(maps[nearest] * np.uint8(255))
+        return torch.from_numpy(np.ascontiguousarray(maps[nearest])), maps.dtype == bool
+
+    def load(self, video: str | os.PathLike, indices: Sequence[int]) -> torch.Tensor | None:
+        """``(len(indices), H, W)`` uint8 maps for the wanted frames (255 = set, for a binary
+        cache). Returns None when the video has no cache file."""
+        found = self.read(video, indices)
+        if found is None:
+            return None
+        maps, binary = found
+        return maps.to(torch.uint8) * 255 if binary else maps
+
+
+class ContourCache(MapCache):
+    """V2's contour cache: the :class:`MapCache` of the ``"contour"`` map."""
+
+    def __init__(self, root: str | os.PathLike, data_root: str | os.PathLike) -> None:
+        super().__init__(root, data_root, name="contour")
 
 
 def find_videos(data_root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
@@ -114,18 +138,26 @@ def find_videos(data_root: str | os.PathLike, exclude: str | os.PathLike | None 
     return found
 
 
+def map_video(path: str | os.PathLike, compute: Callable[[np.ndarray], np.ndarray],
+              every: int = 1) -> tuple[list[int], np.ndarray]:
+    """Compute a side map of every ``every``-th frame; returns (frame indices, ``(K, H, W)`` maps).
+
+    Args:
+        compute: an ``(H, W, 3)`` uint8 frame -> its ``(H, W)`` map (bool or uint8).
+    """
+    with Video(path) as video:
+        indices = list(range(0, video.info.num_frames, every))
+        frames = video.read(indices).numpy()
+    return indices, np.stack([np.asarray(compute(frame)) for frame in frames])
+
+
 def contour_video(path: str | os.PathLike, generate: Callable[[np.ndarray], list[dict]],
                   every: int = 1) -> tuple[list[int], np.ndarray]:
-    """Run a mask generator on every ``every``-th frame; returns (frame indices, maps).
+    """Run a mask generator on every ``every``-th frame; returns (frame indices, contour maps).
 
     Args:
         generate: SAM's ``SamAutomaticMaskGenerator.generate`` or anything with its contract
             (an ``(H, W, 3)`` uint8 image in, a list of ``{"segmentation": (H, W) bool}`` out).
     """
-    with Video(path) as video:
-        indices = list(range(0, video.info.num_frames, every))
-        frames = video.read(indices).numpy()
-    maps = np.stack([
-        masks_to_contour((m["segmentation"] for m in generate(frame)), frame.shape[:2]) for frame in frames
-    ])
-    return indices, maps
+    return map_video(path, lambda frame: masks_to_contour((m["segmentation"] for m in generate(frame)),
+                                                          frame.shape[:2]), every)

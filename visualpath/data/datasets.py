@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,8 +26,8 @@ from torch.utils.data import Dataset
 from visualpath.data.decode import VideoError, open_video
 from visualpath.data.formats import DatasetFormatError, VideoRecord
 from visualpath.data.sampling import segment_clip, strided_clip, multiview_clips, three_crop_boxes
-from visualpath.data.contours import ContourCache
-from visualpath.data.transforms import TrainTransform, crop, resize_contour, resize_short
+from visualpath.data.contours import ContourCache, MapCache
+from visualpath.data.transforms import TrainTransform, crop, resize_map, resize_short
 
 __all__ = ["VideoDataset", "ImageFolder", "IMAGE_EXTENSIONS"]
 
@@ -127,9 +127,11 @@ class VideoDataset(_Robust):
         seed: base seed of the per-item random draws.
         as_images: return one frame per item as ``image`` ``(C, H, W)`` (frames of a video
             dataset as an image source, the paper's "UCF101 init").
-        contours: a SAM contour cache; training items then carry ``contour`` ``(T, H, W)``
-            (``(V, T, H, W)`` for views) cropped and flipped with the clip. Every video must
-            be in the cache.
+        maps: side-map caches by map name (areas declare the maps they read); training items
+            then carry each map ``M`` as ``M`` ``(T, H, W)`` uint8 (``(V, T, H, W)`` for views;
+            ``image_M`` ``(H, W)`` with ``as_images``), cropped, flipped and resized with the
+            clip. Every video must be in every cache.
+        contours: V2's SAM contour cache, the same as ``maps={"contour": contours}``.
         backend: video decoder, ``"auto"``, ``"pyav"`` or ``"torchcodec"``.
         name: how errors refer to the dataset.
     """
@@ -151,6 +153,7 @@ class VideoDataset(_Robust):
         seed: int = 0,
         as_images: bool = False,
         contours: ContourCache | None = None,
+        maps: Mapping[str, MapCache] | None = None,
         backend: str = "auto",
         name: str = "video dataset",
     ) -> None:
@@ -173,14 +176,16 @@ class VideoDataset(_Robust):
         self.transform, self.views, self.size, self.clips, self.crops = transform, views, size, clips, crops
         self.as_images = as_images
         self.name = name
-        self.contours = contours
-        self.backend = backend
+        self.maps = dict(maps or {})
         if contours is not None:
-            absent = [r.path for r in self.records if not contours.has(r.path)]
+            self.maps.setdefault("contour", contours)
+        self.backend = backend
+        for key, cache in self.maps.items():
+            absent = [r.path for r in self.records if not cache.has(r.path)]
             if absent:
                 raise DatasetFormatError(
-                    f"{name}: the contour cache at {contours.root} lacks {len(absent)} of {len(self.records)} "
-                    f"videos (first: {absent[0]}); finish it with python -m recipes.precompute_contours"
+                    f"{name}: the {key} cache at {cache.root} lacks {len(absent)} of {len(self.records)} "
+                    f"videos (first: {absent[0]}); finish it with python -m recipes.precompute_maps"
                 )
 
     def _indices(self, n: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -200,38 +205,44 @@ class VideoDataset(_Robust):
             wanted = np.unique(np.concatenate(picks))
             decoded = video.read(wanted)  # (len(wanted), H, W, C), one pass over the file
         position = {int(f): i for i, f in enumerate(wanted)}
-        maps = None
-        if self.contours is not None and self.mode == "train":
-            maps = self.contours.load(self.records[index].path, wanted)  # (len(wanted), h, w)
-            if tuple(maps.shape[-2:]) != tuple(decoded.shape[1:3]):
-                maps = resize_contour(maps, tuple(decoded.shape[1:3]))
+        maps = {}
+        if self.mode == "train":
+            for key, cache in self.maps.items():
+                found, binary = cache.read(self.records[index].path, wanted)  # (len(wanted), h, w)
+                maps[key] = resize_map(found if binary else found.to(torch.uint8), tuple(decoded.shape[1:3]))
         views = []
         for p in picks:
             rows = [position[int(f)] for f in p]
             clip = decoded[rows].permute(0, 3, 1, 2)  # (T, C, H, W)
-            views += self._views(clip, maps[rows] if maps is not None else None, rng)
+            views += self._views(clip, {k: m[rows] for k, m in maps.items()} if maps else None, rng)
         video_out = torch.stack([v.permute(1, 0, 2, 3) for v, _ in views])  # (V, C, T, H, W)
         single = len(views) == 1 and self.mode == "train"
+        map_out = {k: torch.stack([_uint8(m[k]) for _, m in views]) for k in maps}  # each (V, T, H, W)
         if self.as_images:
             images = video_out[:, :, 0]
-            return {"image": images[0] if single else images}
+            item = {"image": images[0] if single else images}
+            item.update({f"image_{k}": m[0, 0] if single else m[:, 0] for k, m in map_out.items()})
+            return item
         item = {"video": video_out[0] if single else video_out}
-        if maps is not None:
-            contour = torch.stack([c for _, c in views])  # (V, T, H, W)
-            item["contour"] = contour[0] if single else contour
+        item.update({k: m[0] if single else m for k, m in map_out.items()})
         return item
 
-    def _views(self, clip: torch.Tensor, contour: torch.Tensor | None, rng: np.random.Generator):
-        """(frames, contour) pairs for one decoded clip: one augmented view, or test crops."""
+    def _views(self, clip: torch.Tensor, maps: dict[str, torch.Tensor] | None, rng: np.random.Generator):
+        """(frames, maps) pairs for one decoded clip: one augmented view, or test crops."""
         if self.mode == "train":
             if self.transform is None:
-                return [(clip, contour)]
-            return [self.transform(clip, contour, rng)]
+                return [(clip, maps)]
+            return [self.transform(clip, maps, rng)]
         clip, _ = resize_short(clip, None, self.size)
         H, W = clip.shape[-2:]
         boxes = three_crop_boxes(H, W, self.size)
         boxes = boxes if self.crops == 3 else [boxes[1]]
         return [crop(clip, None, box) for box in boxes]
+
+
+def _uint8(m: torch.Tensor) -> torch.Tensor:
+    """A side map as the batch carries it: uint8, binary maps as 0/255."""
+    return m.to(torch.uint8) * 255 if m.dtype == torch.bool else m
 
 
 class ImageFolder(_Robust):

@@ -1,9 +1,11 @@
-"""Spatial transforms applied jointly to a clip and its contour frames.
+"""Spatial transforms applied jointly to a clip and its side maps (V2's contours, any other).
 
-A clip is ``(T, C, H, W)`` uint8 and its contour frames ``(T, H, W)`` uint8 (nonzero =
-contour). Every random choice is made once per clip, so all frames and the contour share
-the same crop and flip and stay pixel-aligned. Contours are resized so that thin lines
-survive downscaling (area average, then anything nonzero is a contour).
+A clip is ``(T, C, H, W)`` uint8 and each of its side maps ``(T, H, W)``: bool or uint8
+with nonzero = set for a binary map (a contour), uint8 values for any other. A transform
+takes the maps as one tensor (the contour), a ``{name: map}`` dict, or None, and returns
+them the same way. Every random choice is made once per clip, so all frames and maps share
+the same crop and flip and stay pixel-aligned. Binary maps are resized so that thin lines
+survive downscaling (area average, then anything nonzero is set); uint8 maps bilinearly.
 
 - :class:`TrainTransform` -- VideoMAE's multi-scale crop (scales 1, .875, .75, .66, 13 fixed
   offsets) or a random resized crop, horizontal flip, and optionally timm's RandAugment with
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-__all__ = ["TrainTransform", "resize_short", "crop", "resize_contour", "multiscale_box", "MULTISCALE"]
+__all__ = ["TrainTransform", "resize_short", "crop", "resize_contour", "resize_map", "multiscale_box", "MULTISCALE"]
 
 MULTISCALE = (1.0, 0.875, 0.75, 0.66)
 
@@ -42,27 +44,47 @@ def resize_contour(contour: Tensor, size: tuple[int, int]) -> Tensor:
     return (x[:, 0] > 0).to(torch.uint8) * 255
 
 
-def crop(clip: Tensor, contour: Tensor | None, box: tuple[int, int, int, int]):
-    """Crop ``(top, left, h, w)`` from ``(T, C, H, W)`` frames and ``(T, H, W)`` contour."""
+def resize_map(m: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(T, H, W)`` side map -> ``(T, *size)``: a bool map stays bool (thin lines kept), a
+    uint8 0/255 map is treated as binary too (a contour), other uint8 maps resize bilinearly."""
+    if tuple(m.shape[-2:]) == tuple(size):
+        return m
+    if m.dtype == torch.bool:
+        return resize_contour(m, size) > 0
+    return TF.resize(m[:, None], list(size), antialias=True)[:, 0]
+
+
+def _each(maps, fn):
+    """Apply ``fn`` to one map, to every map of a dict, or pass None through."""
+    if maps is None:
+        return None
+    if isinstance(maps, dict):
+        return {k: fn(v) for k, v in maps.items()}
+    return fn(maps)
+
+
+def crop(clip: Tensor, maps, box: tuple[int, int, int, int]):
+    """Crop ``(top, left, h, w)`` from ``(T, C, H, W)`` frames and their ``(T, H, W)`` maps."""
     top, left, h, w = box
     out = clip[..., top:top + h, left:left + w]
-    return out, (contour[..., top:top + h, left:left + w] if contour is not None else None)
+    return out, _each(maps, lambda m: m[..., top:top + h, left:left + w])
 
 
-def resize(clip: Tensor, contour: Tensor | None, size: tuple[int, int]):
-    """Resize frames (bilinear, antialiased) and contour to ``size = (h, w)``."""
+def resize(clip: Tensor, maps, size: tuple[int, int]):
+    """Resize frames (bilinear, antialiased) and maps to ``size = (h, w)``; a single uint8
+    map (the contour) is binary."""
     if tuple(clip.shape[-2:]) != tuple(size):
         clip = TF.resize(clip, list(size), antialias=True)
-    if contour is not None and tuple(contour.shape[-2:]) != tuple(size):
-        contour = resize_contour(contour, size)
-    return clip, contour
+    if isinstance(maps, Tensor) and maps.dtype == torch.uint8:
+        return clip, resize_contour(maps, size) if tuple(maps.shape[-2:]) != tuple(size) else maps
+    return clip, _each(maps, lambda m: resize_map(m, size))
 
 
-def resize_short(clip: Tensor, contour: Tensor | None, size: int):
+def resize_short(clip: Tensor, maps, size: int):
     """Resize so the shorter side is ``size``, keeping the aspect ratio."""
     H, W = clip.shape[-2:]
     scale = size / min(H, W)
-    return resize(clip, contour, (max(size, round(H * scale)), max(size, round(W * scale))))
+    return resize(clip, maps, (max(size, round(H * scale)), max(size, round(W * scale))))
 
 
 def multiscale_box(height: int, width: int, size: int, rng: np.random.Generator,
@@ -154,17 +176,21 @@ class TrainTransform:
     flip: bool = True
     randaugment: str | None = None
 
-    def __call__(self, clip: Tensor, contour: Tensor | None, rng: np.random.Generator):
-        """``(T, C, H, W)`` uint8 clip and ``(T, H, W)`` contour -> transformed, same layout."""
+    def __call__(self, clip: Tensor, maps, rng: np.random.Generator):
+        """``(T, C, H, W)`` uint8 clip and its ``(T, H, W)`` map(s) -> transformed, same layout.
+
+        ``maps`` is the contour map, a ``{name: map}`` dict, or None. RandAugment changes
+        the pixels only: its geometric operations would need the maps too, so it runs
+        after the maps are final and only in finetuning, which reads none."""
         H, W = clip.shape[-2:]
         if self.crop == "multiscale":
             box = multiscale_box(H, W, self.size, rng, self.scales)
         else:
             box = resized_crop_box(H, W, rng, self.area)
-        clip, contour = resize(*crop(clip, contour, box), (self.size, self.size))
+        clip, maps = resize(*crop(clip, maps, box), (self.size, self.size))
         if self.flip and rng.random() < 0.5:
             clip = clip.flip(-1)
-            contour = contour.flip(-1) if contour is not None else None
+            maps = _each(maps, lambda m: m.flip(-1))
         if self.randaugment:
             clip = _same_randaugment(clip, self.randaugment, rng)
-        return clip, contour
+        return clip, maps

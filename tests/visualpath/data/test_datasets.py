@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.visualpath.data.conftest import SMALL, ramp_frames, write_video
+from tests.visualpath.data.conftest import ramp_frames, write_video
 from visualpath.data import (
     DatasetFormatError,
     ImageFolder,

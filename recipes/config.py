@@ -1,0 +1,182 @@
+"""What a recipe run is made of: its configuration, and the demo and tiny scales.
+
+A recipe's :class:`Config` holds the paper's settings for one dataset; :func:`variants` adds
+``demo`` (the built-in sets on a laptop CPU, the default) and ``tiny`` (a few steps, what
+the tests run). The graph to train is ``Config.pathway``: None for the paper's
+(:func:`areas.bimm.paper_pathway` of ``Config.model``), or a builder or stored graph of the
+user's own (:mod:`recipes.graph`).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from areas.bimm import ModelConfig, _one_of
+from visualpath.data.layouts import VIDEO_FORMATS
+from visualpath.engine import OptimSpec
+
+__all__ = ["Config", "DataConfig", "PretrainConfig", "FinetuneConfig", "TestConfig", "STAGES", "demo_optim",
+           "demo_model", "tiny_model", "demo_of", "tiny_of", "variants"]
+
+STAGES = ("ventral", "joint", "finetune", "test")
+
+
+def _identifier(instance, attribute, value):
+    if not isinstance(value, str) or not value.isidentifier():
+        raise ValueError(f"{attribute.name} must name a stream of the graph, got {value!r}")
+
+
+def _maps(instance, attribute, value):
+    bad = [v for v in value if "=" not in v or not v.split("=", 1)[0] or not v.split("=", 1)[1]]
+    if bad:
+        raise ValueError(f"data.maps entries look like NAME=DIR (e.g. contour=/data/ucf/contours), got {bad[0]!r}")
+
+
+def _stages(instance, attribute, value):
+    bad = [s for s in value if s not in STAGES]
+    if bad or not value:
+        raise ValueError(f"stages must be a non-empty list from {list(STAGES)}, got {list(value)}")
+
+
+@attrs.frozen(kw_only=True)
+class DataConfig:
+    """Where clips come from; ``root=None`` uses the built-in synthetic set (UCF101 layout)."""
+
+    format: str = attrs.field(default="ucf101", validator=_one_of(VIDEO_FORMATS))
+    root: str | None = None
+    split: int = attrs.field(default=1, validator=_one_of((1, 2, 3)))
+    image_root: str | None = None  # ImageNet-layout folder (ventral stage, BIMM-V); "builtin": shapes
+    contours: str | None = None  # SAM contour cache folder: the same as maps=contour=DIR
+    maps: tuple[str, ...] = attrs.field(default=(), validator=_maps)  # NAME=DIR per side map the graph's areas declare (recipes.precompute_maps)
+    frames: int = 16
+    stride: int = 4
+    size: int = 224
+    workers: int = 8
+    synthetic_groups: int = 8
+    synthetic_clips: int = 4
+    synthetic_size: int = 128
+
+
+@attrs.frozen(kw_only=True)
+class PretrainConfig:
+    optim: OptimSpec
+    flip: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class FinetuneConfig:
+    optim: OptimSpec
+    stream: str = attrs.field(default="dorsal", validator=_identifier)  # a video stream, or an image one (BIMM-V)
+    sampling: str = attrs.field(default="strided", validator=_one_of(("strided", "segments")))
+    drop_path: float = 0.2
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    smoothing: float = 0.1
+    repeated: int = 2  # repeated augmentation: views per decoded video
+    flip: bool = True
+    randaugment: str | None = "rand-m7-n4-mstd0.5-inc1"
+    erase: float = 0.25  # random-erasing probability
+    crop_area: tuple[float, float] = (0.08, 1.0)  # random-resized-crop area range (VideoMAE)
+    pool: str = attrs.field(default="mean", validator=_one_of(("mean", "cls")))
+
+
+@attrs.frozen(kw_only=True)
+class TestConfig:
+    clips: int = 5
+    crops: int = 3
+    batch_size: int = 8
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    name: str = "bimm"
+    run_dir: str = "runs/bimm"
+    seed: int = 0
+    device: str = "auto"
+    stages: tuple[str, ...] = attrs.field(default=STAGES, validator=_stages)
+    resume: bool = True
+    log_every: int = 10
+    tensorboard: bool = False  # also write metrics as TensorBoard events (needs the tensorboard package)
+    compile: bool = False  # torch.compile the model of each training stage
+    checkpointing: bool = False  # gradient checkpointing of the encoder blocks (less memory, ~1/3 more compute)
+    pretrained: str | None = None  # a run directory (or pathway .safetensors) to finetune instead of our own
+    init: str | None = None  # VideoMAE / MAE / timm / Hugging Face checkpoint to start pretraining from
+    pathway: str | None = None  # the graph: None (the paper's, from model.*), FILE.py:FN, module:FN, graph.json or a run
+    pathway_overrides: tuple[str, ...] = ()  # pathway.STREAM.AREA.FIELD=VALUE edits, as given on the command line
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    ventral: PretrainConfig = PretrainConfig(  # Table 8, IN-1K column
+        optim=OptimSpec(epochs=800, batch_size=128, base_lr=2e-4, warmup_epochs=40), flip=False)
+    joint: PretrainConfig = PretrainConfig(  # Table 8, UCF column; 1600 epochs (appendix A.2)
+        optim=OptimSpec(epochs=1600, batch_size=64, base_lr=3e-4, warmup_epochs=40), flip=True)
+    finetune: FinetuneConfig = FinetuneConfig(  # Table 9, UCF column
+        optim=OptimSpec(epochs=100, batch_size=32, base_lr=5e-4, warmup_epochs=5, betas=(0.9, 0.999),
+                        layer_decay=0.7))
+    test: TestConfig = TestConfig()
+
+
+def demo_optim(epochs, batch, lr, warmup, **kw) -> OptimSpec:
+    return OptimSpec(epochs=epochs, batch_size=batch, base_lr=lr, warmup_epochs=warmup, **kw)
+
+
+# --------------------------------------------------------------------------- demo and tiny scales
+
+
+def demo_model(model: ModelConfig) -> ModelConfig:
+    """``model`` at demo scale: a 4-block width-128 ViT (split 1/1/2), 64-wide 1-block decoders."""
+    return attrs.evolve(model, size="tiny", width=128, heads=4, split=(1, 1, 2), decoder_width=64, decoder_heads=2,
+                        decoder_depths=(1, 1, 1))
+
+
+def tiny_model(model: ModelConfig) -> ModelConfig:
+    """``model`` at test scale: width 32, 2 heads, 32-wide decoders."""
+    return attrs.evolve(model, width=32, heads=2, decoder_width=32)
+
+
+def demo_of(paper: Config, name: str) -> Config:
+    """``paper`` at demo scale on the built-in sets, for a 2-core CPU (minutes).
+
+    Keeps what makes the recipe itself (streams, targets, sharing, masks, which encoder is
+    finetuned, sampling, test views) and shrinks the rest: a 4-block width-128 ViT, 8-frame
+    64x64 clips, a few epochs. Flips are off: the built-in classes include left/right and
+    clockwise/anticlockwise motion. Peak learning rates are 1e-3 (``base_lr`` 1.6e-2 at
+    batch 16, by the linear scaling rule). Finetuning runs 80 epochs without layer-wise
+    decay and with mild crops: after minutes of pretraining the early blocks have little to
+    protect, and a small ViT needs several hundred steps before it picks up motion.
+    """
+    images = "builtin" if (paper.data.image_root is not None or paper.finetune.stream == "ventral") else None
+    ft_epochs = 15 if paper.finetune.stream == "ventral" else 80
+    return attrs.evolve(
+        paper,
+        run_dir=f"runs/{name}_demo",
+        model=demo_model(paper.model),
+        data=attrs.evolve(paper.data, root=None, image_root=images, frames=8, stride=4, size=64, workers=2),
+        ventral=PretrainConfig(optim=demo_optim(3, 32, 1.6e-2, 1), flip=False),
+        joint=PretrainConfig(optim=demo_optim(10, 16, 1.6e-2, 1), flip=False),
+        finetune=attrs.evolve(paper.finetune, optim=demo_optim(ft_epochs, 16, 1.6e-2, ft_epochs // 10,
+                                                               betas=(0.9, 0.999), layer_decay=1.0),
+                              drop_path=0.0, mixup=0.0, cutmix=0.0, randaugment=None, erase=0.0, flip=False,
+                              repeated=1, crop_area=(0.8, 1.0)),
+        test=attrs.evolve(paper.test, batch_size=8),
+    )
+
+
+def tiny_of(demo: Config, name: str) -> Config:
+    """A few steps of every stage on a tiny built-in set: what the tests run."""
+    return attrs.evolve(
+        demo,
+        run_dir=f"runs/{name}_tiny",
+        log_every=1,
+        model=tiny_model(demo.model),
+        data=attrs.evolve(demo.data, frames=4, stride=2, size=48, workers=0, synthetic_groups=7, synthetic_clips=1),
+        ventral=PretrainConfig(optim=demo_optim(1, 8, 1e-3, 0)),
+        joint=PretrainConfig(optim=demo_optim(1, 8, 1e-3, 0)),
+        finetune=attrs.evolve(demo.finetune, optim=demo_optim(1, 8, 1e-3, 0, betas=(0.9, 0.999), layer_decay=0.75)),
+        test=TestConfig(clips=2, crops=1, batch_size=8),
+    )
+
+
+def variants(paper: Config, name: str, **extra: Config) -> dict[str, Config]:
+    """A recipe's ``VARIANTS``: ``demo`` (the default), ``paper``, any ``extra``, ``tiny``."""
+    demo = demo_of(paper, name)
+    return {"demo": demo, "paper": paper, **extra, "tiny": tiny_of(demo, name)}

@@ -1,0 +1,105 @@
+"""Which graph a recipe trains: the paper's, or any pathway a user defines in Python.
+
+    python -m recipes.bimm_ucf101                                    # the paper's graph (model.*)
+    python -m recipes.bimm_ucf101 pathway=my_graph.py:build          # a builder in a plain file
+    python -m recipes.bimm_ucf101 pathway=my_package.graphs:build    # ... in an importable module
+    python -m recipes.bimm_ucf101 pathway=graph.json                 # a stored spec (Pathway.to_dict)
+    python -m recipes.bimm_ucf101 pathway=runs/other                 # the graph another run trained
+    python -m recipes.bimm_ucf101 pathway.dorsal.MT.normalize=false pathway.V1.wavelengths=4,8
+
+A builder is a callable returning a :class:`~visualpath.Pathway`. One that takes an argument
+receives the variant's :class:`~areas.bimm.ModelConfig`, whose ``encoder(depth)`` and
+``decoder(depth)`` give the variant's scale, so one graph file runs at tiny, demo and paper
+scale. ``pathway.KEY=VALUE`` edits any field of any stream or area of the graph
+(:func:`visualpath.spec.apply_overrides`); ``--help`` lists every key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from areas.bimm import paper_pathway, run_pathway
+from visualpath import Pathway
+from visualpath.spec import SpecError, apply_overrides, builder_takes_config, import_object, override_keys
+
+__all__ = ["build_graph", "split_graph_args", "graph_help", "GRAPH_PREFIX"]
+
+GRAPH_PREFIX = "pathway."
+
+
+def build_graph(cfg) -> Pathway:
+    """The graph ``cfg`` names, with its ``pathway_overrides`` applied.
+
+    Raises:
+        ValueError: the builder or file cannot be found or does not give a Pathway, or an
+            override names an unknown field (with the closest known one).
+    """
+    ref = cfg.pathway
+    if ref is None:
+        pathway = paper_pathway(cfg.model)
+    elif Path(ref).is_dir():
+        pathway = run_pathway(ref)
+    elif ref.endswith(".json") and ":" not in ref:
+        if not Path(ref).is_file():
+            raise ValueError(f"pathway={ref!r}: no such file")
+        try:
+            spec = json.loads(Path(ref).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"pathway={ref!r} is not valid JSON ({err})") from None
+        try:
+            pathway = Pathway.from_dict(spec)
+        except SpecError as err:
+            raise ValueError(f"pathway={ref!r}: {err}") from None
+    else:
+        if ":" not in ref:
+            raise ValueError(f"pathway={ref!r}: expected FILE.py:FUNCTION, package.module:FUNCTION, a .json spec "
+                             "or a run directory")
+        builder = import_object(ref, f"pathway={ref!r}")
+        if not callable(builder):
+            raise ValueError(f"pathway={ref!r} is not callable")
+        pathway = builder(cfg.model) if builder_takes_config(builder) else builder()
+        if not isinstance(pathway, Pathway):
+            raise ValueError(f"pathway={ref!r} returned {type(pathway).__name__}, not a visualpath.Pathway")
+    if cfg.pathway_overrides:
+        keys = [o.split("=", 1)[0].removeprefix(GRAPH_PREFIX) + "=" + o.split("=", 1)[1]
+                if "=" in o else o for o in cfg.pathway_overrides]
+        pathway = apply_overrides(pathway, keys)
+    return pathway
+
+
+def split_graph_args(argv: list[str]) -> tuple[list[str], tuple[str, ...]]:
+    """``argv`` without its ``pathway.KEY=VALUE`` (or ``--pathway.KEY VALUE``) items, and
+    those items as ``pathway.KEY=VALUE``."""
+    rest, graph, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        bare = a[2:] if a.startswith("--") else a
+        if bare.startswith(GRAPH_PREFIX):
+            if "=" in bare:
+                graph.append(bare)
+            elif a.startswith("--") and i + 1 < len(argv):
+                graph.append(f"{bare}={argv[i + 1]}")
+                i += 1
+            else:
+                raise ValueError(f"{a} needs a value (pathway.KEY=VALUE)")
+        else:
+            rest.append(a)
+        i += 1
+    return rest, tuple(graph)
+
+
+def graph_help(cfg) -> str:
+    """The ``--help`` section listing the graph's streams, areas and every override key."""
+    try:
+        pathway = build_graph(cfg)
+    except (ValueError, SpecError) as err:
+        return f"graph: cannot be built ({err})"
+    lines = ["graph (" + (cfg.pathway or "the paper's, from model.*") + "):"]
+    for s in pathway.streams:
+        areas = " -> ".join(f"{a.name} ({type(a).__name__}, {a.blocks} blocks)" for a in s.areas)
+        lines.append(f"  {s.name} [{s.modality}]: {areas}")
+    lines.append(f"  share: {pathway.share}")
+    lines.append("graph keys (pathway.KEY=VALUE; AREA.FIELD sets it in every stream that has AREA):")
+    lines += [f"  {GRAPH_PREFIX}{k} = {v!r}" for k, v in override_keys(pathway).items()]
+    return "\n".join(lines)

@@ -1,0 +1,390 @@
+"""The four stages a recipe chains, for any pathway graph (BIMM Algorithm 1, appendix A).
+
+1. ``ventral``: MAE-style pretraining of the graph's image streams (the paper's V1 -> V2 -> V4)
+   on an image folder (``data.image_root``; ``builtin`` is the built-in shape set) or, without
+   one, on frames of the video set (the paper's "UCF101 init", Table 7a).
+2. ``joint``: every stream together, ``L = sum(stream.weight * L_stream)`` (Eq. 4). With a
+   ventral checkpoint and ``model.dorsal_init="ventral"`` each video stream starts from the
+   image stream it shares the most stages with (blocks copied, patch embedding inflated);
+   an image stream fed clips sees one frame of each.
+3. ``finetune``: one stream's encoder (``finetune.stream``: a video stream classifies clips,
+   an image stream images) + mean pooling + fc_norm + linear head, with mixup, cutmix, label
+   smoothing, drop path, layer-wise lr decay and repeated augmentation (Table 9).
+4. ``test``: ``clips x crops`` views per video, softmax scores averaged (UCF101 5x3, SSv2 2x3,
+   HMDB51 10x3), or one centre crop per image.
+
+Every stage builds its model from the graph stored in the run directory
+(:func:`visualpath.rundir.read_pathway`), so a resumed or later stage trains the graph the run
+started with.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+
+from areas.bimm import run_pathway
+from recipes.config import Config, FinetuneConfig
+from visualpath import Pathway, inherit_stream
+from visualpath.classifier import Classifier, Encoder
+from visualpath.data import MapCache, TrainTransform, VideoDataset
+from visualpath.data.datasets import ImageFolder
+from visualpath.data.layouts import image_split, video_set
+from visualpath.data.synthetic import ImageSpec, SyntheticSpec, ensure_synthetic_images
+from visualpath.engine import OptimSpec, RunLog, build_optimizer, evaluate, fit, load_weights, make_loader
+
+__all__ = ["run_ventral", "run_joint", "run_finetune", "run_test", "graph_to_finetune", "pretrained_graph", "init_target",
+           "checkpoint_format", "is_pathway_checkpoint", "video_records", "image_root", "side_maps", "ddp"]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def video_records(cfg: Config, train: bool):
+    """(root, records, classes) of the training or evaluation part of the video set."""
+    spec = SyntheticSpec(groups=cfg.data.synthetic_groups, clips=cfg.data.synthetic_clips,
+                         size=cfg.data.synthetic_size)
+    return video_set(cfg.data.root, cfg.data.format, cfg.data.split, train, spec)
+
+
+def image_root(cfg: Config) -> Path | None:
+    """The ImageNet-layout root (``builtin``: the generated shape set), or None."""
+    if cfg.data.image_root is None:
+        return None
+    if cfg.data.image_root == "builtin":
+        return ensure_synthetic_images(spec=ImageSpec())
+    return Path(cfg.data.image_root)
+
+
+def side_maps(cfg: Config, pathway: Pathway, root: Path) -> dict[str, MapCache]:
+    """The caches of the side maps the graph's areas declare that ``data.maps`` (or
+    ``data.contours``) provides; a declared map without a cache is computed by its area."""
+    given = dict(m.split("=", 1) for m in cfg.data.maps)
+    if cfg.data.contours:
+        given.setdefault("contour", cfg.data.contours)
+    declared = {m for s in pathway.streams for m in s.maps}
+    return {name: MapCache(folder, root, name=name) for name, folder in given.items() if name in declared}
+
+
+# --------------------------------------------------------------------------- training
+
+
+def pretrain_step(model, batch):
+    out = model(batch)
+    return out.loss, out.losses
+
+
+def ddp(model, runtime):
+    if not runtime.distributed:
+        return model
+    ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _train(stage: str, cfg: Config, model, step_fn, dataset, optim: OptimSpec, runtime, run: RunLog, console,
+           num_layers: int | None = None):
+    """DDP wrap -> AdamW groups -> loader -> :func:`fit`: the tail every training stage shares."""
+    if hasattr(model, "checkpointing"):
+        model.checkpointing = cfg.checkpointing
+    wrapped = ddp(model, runtime)
+    if cfg.compile:
+        wrapped = torch.compile(wrapped)
+    optimizer = build_optimizer(model, optim, runtime, num_layers=num_layers)
+    loader = make_loader(dataset, optim.batch_size, runtime, shuffle=True, seed=cfg.seed, workers=cfg.data.workers)
+    return fit(stage, wrapped, step_fn, loader, optimizer, optim, runtime, run, resume=cfg.resume,
+               log_every=cfg.log_every, console=console)
+
+
+def _describe_maps(maps: dict[str, MapCache], pathway: Pathway) -> str:
+    declared = sorted({m for s in pathway.streams for m in s.maps})
+    if not declared:
+        return ""
+    return "; side maps: " + ", ".join(
+        f"{m} from {maps[m].root}" if m in maps else f"{m} computed on the device (no cache)" for m in declared)
+
+
+def run_ventral(cfg: Config, runtime, run: RunLog, console: Console):
+    pathway = run_pathway(run.root, stage="ventral")
+    model = pathway.build().to(runtime.device)
+    transform = TrainTransform(size=cfg.data.size, crop="resized", area=(0.2, 1.0), flip=cfg.ventral.flip)
+    images = image_root(cfg)
+    if images is not None:
+        folder = image_split(images, train=True)
+        dataset = ImageFolder(folder, transform=transform, seed=cfg.seed)
+        source, maps = f"images of {folder}", {}
+    else:
+        root, records, classes = video_records(cfg, train=True)
+        maps = side_maps(cfg, pathway, root)
+        dataset = VideoDataset(records, classes, frames=1, transform=transform, as_images=True, seed=cfg.seed,
+                               maps=maps, name="video frames")
+        source = f"frames of {root} (video-set init)"
+    names = ", ".join(s.name for s in pathway.streams)
+    console.print(f"[bold]ventral[/]: MAE-style pretraining of {names} on {source}, {len(dataset)} items"
+                  f"{_describe_maps(maps, pathway)}")
+    if cfg.init is not None and init_target(cfg, run_pathway(run.root))[2] == "ventral":
+        _load_init(cfg, model, run_pathway(run.root), "ventral", console)
+    state = _train("ventral", cfg, model, pretrain_step, dataset, cfg.ventral.optim, runtime, run, console)
+    return model, state
+
+
+def inherit_sources(pathway: Pathway) -> dict[str, str]:
+    """For each video stream, the image stream it is initialised from: the one it shares the
+    most stages with (the first image stream when it shares none)."""
+    images = [s.name for s in pathway.streams if s.modality == "image"]
+    if not images:
+        return {}
+    owner = pathway.owners()
+    out = {}
+    for s in pathway.streams:
+        if s.modality != "video":
+            continue
+        shared = {i: sum(owner[(s.name, a.name)] == owner.get((i, b.name))
+                         for a in s.areas for b in pathway.stream(i).areas) for i in images}
+        out[s.name] = max(images, key=lambda i: (shared[i], -images.index(i)))
+    return out
+
+
+def run_joint(cfg: Config, runtime, run: RunLog, console: Console):
+    pathway = run_pathway(run.root)
+    model = pathway.build().to(runtime.device)
+    names = [s.name for s in pathway.streams]
+    ventral_ckpt = run.stage_dir("ventral") / "model.safetensors"
+    has_images = any(s.modality == "image" for s in pathway.streams)
+    if has_images and ventral_ckpt.is_file():
+        result = load_weights(model, ventral_ckpt, strict=False)
+        console.print(f"[bold]joint[/]: image streams loaded from {ventral_ckpt} "
+                      f"({len(result.missing_keys)} keys of the other streams initialised fresh)")
+        if cfg.model.dorsal_init == "ventral":
+            for dst, src in inherit_sources(pathway).items():
+                report = inherit_stream(model, dst=dst, src=src)
+                console.print(f"  {dst} from {src}: {len(report['copied'])} copied, {len(report['shared'])} "
+                              f"shared, inflated {report['inflated']}")
+    elif cfg.init is None:
+        console.print(f"[bold]joint[/]: {', '.join(names)} from scratch")
+    if cfg.init is not None and init_target(cfg, pathway)[2] == "joint":
+        _load_init(cfg, model, pathway, "joint", console)
+    root, records, classes = video_records(cfg, train=True)
+    transform = TrainTransform(size=cfg.data.size, crop="multiscale", flip=cfg.joint.flip)
+    maps = side_maps(cfg, pathway, root)
+    dataset = VideoDataset(records, classes, frames=cfg.data.frames, stride=cfg.data.stride, transform=transform,
+                           maps=maps, seed=cfg.seed, name="training videos")
+    console.print(f"  {len(dataset)} training videos{_describe_maps(maps, pathway)}")
+    state = _train("joint", cfg, model, pretrain_step, dataset, cfg.joint.optim, runtime, run, console)
+    return model, state
+
+
+# --------------------------------------------------------------------------- init= files
+
+
+def checkpoint_format(path: str) -> str:
+    """The format of a checkpoint file (:func:`visualpath.interop.detect_format`), read once
+    per file version: ``check`` and each stage ask again without reading it again."""
+    stat = Path(path).stat()
+    return _checkpoint_format(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _checkpoint_format(path: str, mtime_ns: int, size: int) -> str:
+    from visualpath.interop import detect_format, read_state_dict
+
+    return detect_format(read_state_dict(path))
+
+
+def init_target(cfg: Config, pathway: Pathway) -> tuple[str, str, str]:
+    """Where ``init=`` goes: ``(format, stream, stage)``.
+
+    A video checkpoint (VideoMAE, Hugging Face) initialises the graph's video stream before
+    the joint stage. An image one (MAE, timm) initialises its image stream before the ventral
+    stage, or before the joint stage when that runs without one; a graph with a single
+    stream takes either (an image patch embedding is inflated over the tube).
+
+    Raises:
+        ValueError: naming the file or the missing stream/stage.
+    """
+    fmt = checkpoint_format(cfg.init)
+    if fmt == "visualpath":
+        raise ValueError(f"init={cfg.init!r} is one of our pathway checkpoints: finetune it with pretrained=, or "
+                         "continue its run directory with resume")
+    modality = "video" if fmt in ("videomae", "huggingface-videomae") else "image"
+    matching = [s.name for s in pathway.streams if s.modality == modality]
+    if len(pathway.streams) == 1:
+        matching = [pathway.streams[0].name]
+    if len(matching) != 1:
+        raise ValueError(f"init={cfg.init!r} is a {fmt} checkpoint, which initialises one {modality} stream; the "
+                         f"graph has {len(matching)} ({matching}) among {[s.name for s in pathway.streams]}")
+    stream = matching[0]
+    is_image = pathway.stream(stream).modality == "image"
+    stage = "ventral" if is_image and "ventral" in cfg.stages else "joint"
+    if stage not in cfg.stages:
+        when = "the ventral or joint stage" if is_image else "the joint stage"
+        raise ValueError(f"init={cfg.init!r} initialises the {stream} stream before {when}: keep one in stages "
+                         f"(stages={','.join(cfg.stages)})")
+    return fmt, stream, stage
+
+
+def _load_init(cfg: Config, model, pathway: Pathway, stage: str, console: Console) -> None:
+    from visualpath.interop import load_checkpoint
+
+    _, stream, _ = init_target(cfg, pathway)
+    report = load_checkpoint(model, cfg.init, stream=stream)
+    console.print(f"[bold]{stage}[/]: {stream} stream from the checkpoint {cfg.init}: {report}")
+
+
+# --------------------------------------------------------------------------- finetuning and testing
+
+
+def finetune_step_fn(ft: FinetuneConfig, num_classes: int, device):
+    """Mixup/CutMix + soft-target loss (timm) and random erasing on the device."""
+    from timm.data import Mixup
+    from timm.data.random_erasing import RandomErasing
+    from timm.loss import SoftTargetCrossEntropy
+
+    mixup = Mixup(mixup_alpha=ft.mixup, cutmix_alpha=ft.cutmix, label_smoothing=ft.smoothing,
+                  num_classes=num_classes) if (ft.mixup > 0 or ft.cutmix > 0) else None
+    erase = RandomErasing(probability=ft.erase, mode="pixel", device=str(device)) if ft.erase > 0 else None
+    soft = SoftTargetCrossEntropy()
+
+    def step(model, batch):
+        x = (batch["video"] if "video" in batch else batch["image"]).float() / 255  # (B, C, [T,] H, W)
+        target = batch["label"]
+        if mixup is not None and x.shape[0] % 2 == 0:
+            x, target = mixup(x, target)
+        else:
+            target = F.one_hot(target, num_classes).float() * (1 - ft.smoothing) + ft.smoothing / num_classes
+        core = model.module if hasattr(model, "module") else model
+        x = core.encoder.normalize(x)
+        if erase is not None:  # one region per clip, the same in every frame (timm, per sample)
+            if x.ndim == 5:
+                B, C, T, H, W = x.shape
+                x = erase(x.reshape(B, C * T, H, W)).reshape(B, C, T, H, W)
+            else:
+                x = erase(x)
+        logits = model(x, normalized=True)
+        return soft(logits, target), {}
+
+    return step
+
+
+def is_pathway_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a pathway's ``model.safetensors`` (its keys name streams)."""
+    if path.suffix != ".safetensors":
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return any(k.startswith("streams.") for k in f.keys())
+
+
+def pretrained_graph(cfg: Config) -> Pathway | None:
+    """The graph of the ``pretrained`` run (or of the run holding a ``pretrained`` pathway
+    checkpoint); None when ``pretrained`` is not one of our runs."""
+    if cfg.pretrained is None:
+        return None
+    source = Path(cfg.pretrained)
+    run_dir = source if source.is_dir() else source.parent.parent
+    if source.is_dir() or (is_pathway_checkpoint(source) and (run_dir / "config.json").is_file()):
+        return run_pathway(run_dir)
+    return None
+
+
+def graph_to_finetune(cfg: Config, run_root: Path) -> Pathway:
+    """The graph whose stream is finetuned: the ``pretrained`` run's, else this run's."""
+    return pretrained_graph(cfg) or run_pathway(run_root)
+
+
+def _pretrained(cfg: Config, run: RunLog, console: Console):
+    """The pathway whose encoder is finetuned: ``cfg.pretrained``'s, else this run's joint
+    checkpoint, else its ventral one. A ``pretrained`` file that is not one of our pathway
+    checkpoints (VideoMAE, MAE, timm, Hugging Face) initialises the finetuned stream's encoder
+    through :func:`visualpath.interop.load_checkpoint`."""
+    pathway = graph_to_finetune(cfg, run.root)
+    model = pathway.build()
+    source = Path(cfg.pretrained) if cfg.pretrained else run.root
+    if source.is_file() and not is_pathway_checkpoint(source):
+        from visualpath.interop import load_checkpoint
+
+        report = load_checkpoint(model, source, stream=cfg.finetune.stream)
+        console.print(f"[bold]finetune[/]: {cfg.finetune.stream} encoder from the checkpoint {source}: {report}")
+        return model
+    candidates = [source] if source.is_file() else [source / s / "model.safetensors" for s in ("joint", "ventral")]
+    for ckpt in candidates:
+        if ckpt.is_file():
+            load_weights(model, ckpt, strict=ckpt.parent.name == "joint")
+            console.print(f"[bold]finetune[/]: {cfg.finetune.stream} encoder from {ckpt}")
+            return model
+    console.print(f"[bold]finetune[/]: no pretrained checkpoint, training the {cfg.finetune.stream} encoder "
+                  "from scratch")
+    return model
+
+
+def _classifier(cfg: Config, model, num_classes: int, drop_path: float | None = None) -> Classifier:
+    return Classifier(Encoder.from_pathway(model, cfg.finetune.stream, drop_path=drop_path), num_classes,
+                      pool=cfg.finetune.pool)
+
+
+def classifies_images(cfg: Config, pathway: Pathway) -> bool:
+    return pathway.stream(cfg.finetune.stream).modality == "image"
+
+
+def run_finetune(cfg: Config, runtime, run: RunLog, console: Console):
+    ft = cfg.finetune
+    model = _pretrained(cfg, run, console)
+    if classifies_images(cfg, model.spec):  # BIMM-V: image classification
+        folder = image_split(image_root(cfg), train=True)
+        transform = TrainTransform(size=cfg.data.size, crop="resized", area=ft.crop_area, flip=ft.flip,
+                                   randaugment=ft.randaugment)
+        dataset = ImageFolder(folder, transform=transform, seed=cfg.seed)
+        classes = dataset.classes
+    else:
+        _, records, classes = video_records(cfg, train=True)
+        transform = TrainTransform(size=cfg.data.size, crop="resized", area=ft.crop_area, flip=ft.flip,
+                                   randaugment=ft.randaugment)
+        # Table 9's batch counts videos; repeated augmentation gives each `repeated` clips (VideoMAE).
+        dataset = VideoDataset(records, classes, frames=cfg.data.frames, stride=cfg.data.stride,
+                               sampling=ft.sampling, transform=transform, views=ft.repeated, seed=cfg.seed,
+                               name="training videos")
+    classifier = _classifier(cfg, model, len(classes), drop_path=ft.drop_path).to(runtime.device)
+    state = _train("finetune", cfg, classifier, finetune_step_fn(ft, len(classes), runtime.device), dataset,
+                   ft.optim, runtime, run, console, num_layers=model.spec.encoder.depth)
+    return classifier, state, classes
+
+
+def run_test(cfg: Config, runtime, run: RunLog, console: Console, model=None):
+    pathway = graph_to_finetune(cfg, run.root)
+    if classifies_images(cfg, pathway):
+        dataset = ImageFolder(image_split(image_root(cfg), train=False), size=cfg.data.size)
+        classes = dataset.classes
+    else:
+        _, records, classes = video_records(cfg, train=False)
+        dataset = VideoDataset(records, classes, frames=cfg.data.frames, stride=cfg.data.stride,
+                               sampling=cfg.finetune.sampling, mode="test", size=cfg.data.size,
+                               clips=cfg.test.clips, crops=cfg.test.crops, name="evaluation videos")
+    if model is None:
+        model = _classifier(cfg, pathway.build(), len(classes))
+        load_weights(model, run.stage_dir("finetune") / "model.safetensors")
+        model = model.to(runtime.device)
+    loader = make_loader(dataset, cfg.test.batch_size, runtime, shuffle=False, seed=cfg.seed,
+                         workers=cfg.data.workers, drop_last=False)
+    result = evaluate(model, loader, runtime, console=console)
+    result["chance"] = 1 / len(classes)
+    run.metrics("test", top1=result["top1"], top5=result["top5"], count=result["count"])
+    return result
+
+
+def figure(joint, cfg: Config, run_log: RunLog, runtime) -> None:
+    """``reconstruction_<stream>.png`` for the first video stream of a trained joint model."""
+    from analysis.figures import reconstruction_figure
+
+    videos = [s.name for s in joint.spec.streams if s.modality == "video"]
+    if not videos:
+        return
+    _, records, classes = video_records(cfg, train=False)
+    dataset = VideoDataset(records[:1], classes, frames=cfg.data.frames, stride=cfg.data.stride, mode="test",
+                           size=cfg.data.size, clips=1, crops=1)
+    clip = dataset[0]["video"][:1].to(runtime.device)
+    fig = reconstruction_figure(joint, {"video": clip}, stream=videos[0])
+    fig.savefig(run_log.root / f"reconstruction_{videos[0]}.png", dpi=110)

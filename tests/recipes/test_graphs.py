@@ -1,0 +1,168 @@
+"""Any pathway graph a user writes in Python trains, resumes, finetunes, tests and is probed
+through the same commands as the paper's (the user's area lives in tests/fixtures/v3_sobel.py,
+outside every package)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from recipes import bimm_ucf101, pipeline, stages
+
+GRAPH = Path(__file__).parents[1] / "fixtures" / "v3_sobel.py"
+
+
+def _main(*argv: str) -> int:
+    return bimm_ucf101.main(["--variant", "tiny", "device=cpu", "log_every=1", *argv])
+
+
+def _weights(run_dir, stage):
+    return load_file(str(Path(run_dir, stage, "model.safetensors")))
+
+
+@pytest.fixture(scope="module")
+def user_graph_runs(tmp_path_factory):
+    """The user's graph trained twice on the command line: straight through, and killed in
+    the middle of the joint stage (right after a checkpoint), then run again."""
+    root = tmp_path_factory.mktemp("graphs")
+    common = (f"pathway={GRAPH}:build", "pathway.V1.wavelengths=4,8", "pathway.dorsal.MT.normalize=false",
+              "joint.optim.epochs=2")
+    straight, killed = root / "straight", root / "killed"
+    assert _main(f"run_dir={straight}", *common) == 0
+
+    real_fit = stages.fit
+
+    def fit_killed_at_step_3(stage, *args, **kwargs):
+        if stage != "joint":
+            return real_fit(stage, *args, **kwargs)
+        real_fit(stage, *args, **kwargs, checkpoint_every=1, stop_after=3)
+        raise KeyboardInterrupt("killed")
+
+    stages.fit = fit_killed_at_step_3
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _main(f"run_dir={killed}", *common)
+    finally:
+        stages.fit = real_fit
+    assert (killed / "joint" / "state.pt").is_file()  # the kill left a joint checkpoint
+    assert not (killed / "finetune").exists()
+    assert _main(f"run_dir={killed}", *common) == 0  # the same command again resumes
+    return straight, killed
+
+
+def test_a_user_graph_from_a_plain_file_trains_through_every_stage(user_graph_runs):
+    straight, _ = user_graph_runs
+    results = json.loads((straight / "results.json").read_text())
+    assert 0 <= results["top1"] <= 1 and results["test_items"] == 20
+    spec = json.loads((straight / "pathway.json").read_text())
+    ventral, dorsal = spec["streams"]
+    assert [a["name"] for a in ventral["areas"]] == ["V1", "V2", "V3", "V4"]
+    assert [a["name"] for a in dorsal["areas"]] == ["V1", "V2", "MT"]
+    assert ventral["areas"][2]["type"] == f"{GRAPH.resolve()}:V3Sobel"
+    assert spec["share"] == ["V1", "V2"]
+    metrics = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert any("ventral.V3" in m for m in metrics if m["stage"] == "ventral")
+    assert any("ventral.V3" in m and "dorsal.MT" in m for m in metrics if m["stage"] == "joint")
+
+
+def test_an_override_on_the_command_line_reaches_the_saved_graph_and_the_built_area(user_graph_runs):
+    from analysis.features import load_run
+
+    straight, _ = user_graph_runs
+    spec = json.loads((straight / "pathway.json").read_text())
+    for stream in spec["streams"]:
+        assert stream["areas"][0]["wavelengths"] == [4.0, 8.0]  # V1 in both streams
+    assert spec["streams"][1]["areas"][2]["normalize"] is False
+    model = load_run(straight)
+    for name in ("ventral", "dorsal"):
+        assert model.spec.stream(name).area("V1").wavelengths == (4.0, 8.0)
+    assert model.spec.stream("dorsal").area("MT").normalize is False
+    # the built V1 decoders predict 8 orientations x 2 wavelengths x 16 cells per frame
+    assert model.streams["ventral"].decoders["V1"].head.out_features == 8 * 2 * 16
+    assert model.streams["dorsal"].decoders["V1"].head.out_features == 8 * 2 * 16 * 2
+
+
+def test_a_killed_run_of_a_user_graph_resumes_to_the_same_weights(user_graph_runs):
+    straight, killed = user_graph_runs
+    for stage in ("joint", "finetune"):
+        a, b = _weights(straight, stage), _weights(killed, stage)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), stage
+    assert json.loads((straight / "results.json").read_text())["top1"] == \
+        json.loads((killed / "results.json").read_text())["top1"]
+
+
+def test_analysis_reports_every_area_of_a_user_graph(user_graph_runs, capsys):
+    from analysis.report import main
+
+    straight, _ = user_graph_runs
+    assert main([str(straight), "--limit", "12"]) == 0
+    result = json.loads((straight / "analysis" / "results.json").read_text())
+    rows = {(r["stream"], r["area"]): r for r in result["rows"]}
+    assert set(rows) == {("ventral", a) for a in ("V1", "V2", "V3", "V4")} | \
+        {("dorsal", a) for a in ("V1", "V2", "MT")}
+    assert 0 <= rows[("ventral", "V3")]["probe_top1"] <= 1 and rows[("ventral", "V3")]["osi"] is not None
+
+
+def test_finetuning_and_testing_a_user_graph_run_from_another_run_directory(user_graph_runs, tmp_path):
+    straight, _ = user_graph_runs
+    target = tmp_path / "ft"
+    assert _main(f"run_dir={target}", f"pretrained={straight}", "stages=finetune,test") == 0
+    spec = json.loads((target / "pathway.json").read_text())
+    assert [a["name"] for a in spec["streams"][0]["areas"]] == ["V1", "V2", "V3", "V4"]
+
+
+def test_a_three_stream_graph_trains_and_loads(tmp_path):
+    from analysis.features import load_run
+
+    run_dir = tmp_path / "three"
+    assert _main(f"run_dir={run_dir}", f"pathway={GRAPH}:build_three", "stages=ventral,joint") == 0
+    model = load_run(run_dir)
+    assert [s.name for s in model.spec.streams] == ["ventral", "dorsal", "slow"]
+    assert model.stage("slow", "V1") is model.stage("dorsal", "V1") is model.stage("ventral", "V1")
+    assert model.stage("slow", "MT") is not model.stage("dorsal", "MT")
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("slow.MT" in m for m in metrics if m["stage"] == "joint")
+
+
+def test_a_stored_graph_and_an_importable_module_are_graphs_too(tmp_path, monkeypatch):
+    from recipes.graph import build_graph
+
+    monkeypatch.syspath_prepend(str(GRAPH.parent))
+    cfg = bimm_ucf101.VARIANTS["tiny"]
+    from_module = build_graph(pipeline.attrs.evolve(cfg, pathway="v3_sobel:build"))
+    stored = tmp_path / "graph.json"
+    stored.write_text(json.dumps(from_module.to_dict()))
+    from_file = build_graph(pipeline.attrs.evolve(cfg, pathway=str(stored)))
+    assert [a.name for a in from_file.streams[0].areas] == ["V1", "V2", "V3", "V4"]
+    assert from_file.to_dict() == from_module.to_dict()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("pathway.V1.wavelenghts=4",), "V1Gabor has no field 'wavelenghts'; did you mean 'wavelengths'"),
+    (("pathway.V9.blocks=1",), "unknown graph key 'V9.blocks'"),
+    (("pathway.dorsal.mask.ratio=1.5",), "TubeMask.ratio must be in the open interval"),
+    ((f"pathway={GRAPH}:nothing",), "has no 'nothing'"),
+    (("pathway=/nonexistent/graph.py:build",), "no such file"),
+    (("pathway=graph.json",), "no such file"),
+    (("finetune.stream=fast",), "finetune.stream='fast' is not a stream of the graph"),
+    (("data.maps=flow=/tmp",), "data.maps names 'flow', which no area of the graph reads"),
+])
+def test_bad_graphs_and_keys_fail_before_compute_naming_the_field(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
+    with pytest.raises(SystemExit) as exit_info:
+        _main(*argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_lists_the_graph_areas_and_their_keys(capsys):
+    with pytest.raises(SystemExit):
+        _main(f"pathway={GRAPH}:build", "--help")
+    out = capsys.readouterr().out
+    assert "ventral [image]: V1 (V1Gabor, 1 blocks) -> V2 (V2Contour, 1 blocks) -> V3 (V3Sobel, 1 blocks)" in out
+    for key in ("pathway.dorsal.MT.normalize = True", "pathway.V3.cells = 2", "pathway.ventral.mask.ratio = 0.75",
+                "pathway.V1.decoder.width = 32"):
+        assert key in out
