@@ -132,12 +132,7 @@ def _stream_input(model: PathwayModel, stream: str, x: Tensor) -> Tensor:
 
 def block_features(model: PathwayModel, x: Tensor, stream: str) -> dict[str, Tensor]:
     """``{"block1": (B, N, D), ...}``: every block's output of one stream, unmasked."""
-    h = model.embed(x, stream)
-    out = {}
-    for i, block in enumerate(model.blocks(stream), start=1):
-        h = block(h)
-        out[f"block{i}"] = h
-    return out
+    return dict(model.forward_encoder(stream, model.embed(x, stream), by="block"))
 
 
 def area_features(model: PathwayModel, x: Tensor, stream: str, level: str = "area") -> dict[str, Tensor]:

@@ -169,8 +169,10 @@ def attention_weights(model: PathwayModel, x: Tensor, stream: str, block: int) -
     if not 0 <= block < len(blocks):
         raise ValueError(f"block must be in [0, {len(blocks)}), got {block}")
     h = model.embed(x, stream)
-    for b in blocks[:block]:
-        h = b(h)
+    for i, (_, out) in enumerate(model.forward_encoder(stream, h, by="block"), start=1):
+        if i > block:
+            break
+        h = out  # the output of block i, the input of block i + 1
     attn = blocks[block].attn
     B, N, D = h.shape
     qkv = attn.qkv(blocks[block].norm1(h)).reshape(B, N, 3, attn.heads, D // attn.heads)

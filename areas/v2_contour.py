@@ -15,9 +15,11 @@ used (``"cache"`` or ``"sobel"``) in ``StreamOutput.sources``.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from pathlib import Path
+from typing import ClassVar, Mapping
 
 import attrs
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -27,7 +29,7 @@ from visualpath import Area, DecoderSpec, Layout, TargetInput
 from visualpath.area import area_name
 from visualpath._validate import non_negative, non_negative_float, open_unit_interval
 
-__all__ = ["V2Contour", "edge_map"]
+__all__ = ["V2Contour", "edge_map", "build_sam"]
 
 def _taps(x: Tensor, weights: Tensor, dim: int) -> Tensor:
     """Correlation of ``x`` with a short 1-D kernel along ``dim`` (valid part), as a sum of
@@ -123,6 +125,45 @@ class V2Contour(Area):
         lum, undo = frames(luminance(inp.pixels))
         return unframes(edge_map(lum, self.sigma, self.threshold, self.min_gradient), undo)
 
+    def map_computer(self, name: str, options: Mapping[str, str]):
+        """V2's contour map of one frame: the boundaries of all masks of Segment Anything's
+        automatic mask generator (options ``sam_checkpoint``, ``model_type`` = vit_h,
+        ``points_per_side`` = 32, ``device``), or, without ``sam_checkpoint``, this area's
+        edge detector (the paper's footnote 3)."""
+        if name != "contour":
+            return super().map_computer(name, options)
+        known = ("sam_checkpoint", "model_type", "points_per_side", "device")
+        unknown = [k for k in options if k not in known]
+        if unknown:
+            raise ValueError(f"V2Contour's contour map takes the options {list(known)}, got {unknown[0]!r}")
+        if "sam_checkpoint" not in options:
+            def edges(frame: np.ndarray) -> np.ndarray:
+                rgb = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255  # (1, 3, H, W)
+                return edge_map(luminance(rgb), self.sigma, self.threshold, self.min_gradient)[0, 0].numpy() > 0
+            return edges
+        from segment_anything import SamAutomaticMaskGenerator
+
+        from visualpath.data.contours import masks_to_contour
+
+        device = options.get("device", "cuda" if torch.cuda.is_available() else "cpu")
+        sam = build_sam(options.get("model_type", "vit_h"), options["sam_checkpoint"], device)
+        generate = SamAutomaticMaskGenerator(sam, points_per_side=int(options.get("points_per_side", 32))).generate
+        return lambda frame: masks_to_contour((m["segmentation"] for m in generate(frame)), frame.shape[:2])
+
     def target(self, inp: TargetInput) -> Tensor:
         tokens = inp.layout.patchify(self.contour(inp))
         return normalize_tokens(tokens) if self.normalize else tokens
+
+
+def build_sam(model_type: str, checkpoint: str | Path, device):
+    """A SAM model from segment-anything's registry with weights loaded safely."""
+    from segment_anything import sam_model_registry
+
+    if model_type not in sam_model_registry:
+        raise ValueError(f"model_type must be one of {sorted(sam_model_registry)}, got {model_type!r}")
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"SAM checkpoint not found: {checkpoint} (download sam_{model_type}_*.pth first)")
+    sam = sam_model_registry[model_type](checkpoint=None)
+    sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return sam.to(device).eval()

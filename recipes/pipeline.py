@@ -210,7 +210,7 @@ def run(cfg: Config) -> dict:
             joint, state = run_joint(cfg, runtime, run_log, console)
             results["joint_skipped"] = state.skipped
             if runtime.main:
-                figure(joint, cfg, run_log, runtime)
+                figure(joint, cfg, run_log, runtime, console)
         if "finetune" in cfg.stages:
             model, state, _ = run_finetune(cfg, runtime, run_log, console)
             results["finetune_skipped"] = state.skipped

@@ -375,16 +375,23 @@ def run_test(cfg: Config, runtime, run: RunLog, console: Console, model=None):
     return result
 
 
-def figure(joint, cfg: Config, run_log: RunLog, runtime) -> None:
-    """``reconstruction_<stream>.png`` for the first video stream of a trained joint model."""
+def figure(joint, cfg: Config, run_log: RunLog, runtime, console: Console | None = None) -> None:
+    """``reconstruction_<stream>.png`` for the first video stream of a trained joint model,
+    on a clip of the evaluation set with the side maps its areas read."""
     from analysis.figures import reconstruction_figure
 
     videos = [s.name for s in joint.spec.streams if s.modality == "video"]
     if not videos:
         return
-    _, records, classes = video_records(cfg, train=False)
-    dataset = VideoDataset(records[:1], classes, frames=cfg.data.frames, stride=cfg.data.stride, mode="test",
-                           size=cfg.data.size, clips=1, crops=1)
-    clip = dataset[0]["video"][:1].to(runtime.device)
-    fig = reconstruction_figure(joint, {"video": clip}, stream=videos[0])
+    root, records, classes = video_records(cfg, train=False)
+    whole = TrainTransform(size=cfg.data.size, crop="resized", area=(1.0, 1.0), flip=False)  # the whole frame
+    dataset = VideoDataset(records[:1], classes, frames=cfg.data.frames, stride=cfg.data.stride, transform=whole,
+                           maps=side_maps(cfg, joint.spec, root), seed=cfg.seed)
+    item = dataset[0]
+    batch = {k: v[None].to(runtime.device) for k, v in item.items() if k not in ("label", "index", "skipped")}
+    try:
+        fig = reconstruction_figure(joint, batch, stream=videos[0])
+    except ValueError as err:  # e.g. a map the evaluation videos have no cache for
+        (console or Console(stderr=True)).print(f"  no reconstruction figure: {err}")
+        return
     fig.savefig(run_log.root / f"reconstruction_{videos[0]}.png", dpi=110)

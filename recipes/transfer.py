@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable
 
 import attrs
-import torch
 from rich.console import Console
 
 from areas.bimm import ModelConfig, paper_pathway, run_pathway
@@ -20,7 +19,7 @@ from recipes.stages import ddp as _ddp
 from visualpath.classifier import Encoder
 from visualpath.config import parse_cli, to_dict
 from visualpath.engine import RunLog, build_optimizer, fit, make_loader, setup, teardown
-from visualpath.pathway import IMAGENET_MEAN, IMAGENET_STD
+from visualpath.tokens import normalize_pixels
 from visualpath.rundir import PATHWAY_FILE
 
 __all__ = ["TransferConfig", "DEMO_MODEL", "pretrained_encoder", "normalize", "check_pretrained", "generated_root",
@@ -123,12 +122,7 @@ def train_and_evaluate(cfg: TransferConfig, task: str, prepare, step_fn, evaluat
     return results
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images ``(B, 3, H, W)`` or clips ``(B, 3, T, H, W)`` -> ImageNet-normalised floats."""
-    shape = (1, 3) + (1,) * (x.ndim - 2)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(shape)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(shape)
-    return (x.float() / 255 - mean) / std
+normalize = normalize_pixels  # uint8 images (B, 3, H, W) or clips (B, 3, T, H, W) -> ImageNet-normalised floats
 
 
 def transfer_main(module: str, doc: str, variants: dict, check, run, argv: list[str] | None = None) -> int:

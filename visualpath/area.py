@@ -153,6 +153,14 @@ class Area(abc.ABC):
         """Where the target came from, reported in the pathway output (e.g. a cache)."""
         return "pixels"
 
+    def map_computer(self, name: str, options: Mapping[str, str]):
+        """How map ``name`` (one of :attr:`maps`) is computed offline: a function from an
+        ``(H, W, 3)`` uint8 frame to its ``(H, W)`` map (bool, or uint8 values), given
+        ``options`` from ``python -m recipes.precompute_maps --option KEY=VALUE``."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how to compute map {name!r}: implement "
+                                  "map_computer(name, options), or write the cache yourself with "
+                                  "visualpath.data.MapCache.save")
+
     def target_side(self, layout: Layout) -> int:
         """Values per token side of the target map (the patch size for per-pixel targets).
 

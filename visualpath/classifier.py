@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from visualpath.pathway import IMAGENET_MEAN, IMAGENET_STD, PathwayModel
+from visualpath.pathway import PathwayModel
+from visualpath.tokens import normalize_pixels
 from visualpath.tokens import Layout, PatchEmbed, cached_position_table
 from visualpath.vit import ViTSpec, init_weights
 
@@ -67,10 +68,6 @@ class Encoder(nn.Module):
             self.pos_embed = None
         self.blocks = nn.ModuleList(spec.block(i) for i in range(spec.depth))
         self.norm = nn.LayerNorm(spec.width, eps=spec.norm_eps) if final_norm else None
-        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-        shape = (1, 3, 1, 1, 1) if layout.is_video else (1, 3, 1, 1)
-        self.register_buffer("pixel_mean", mean.view(shape), persistent=False)
-        self.register_buffer("pixel_std", std.view(shape), persistent=False)
 
     @classmethod
     def from_pathway(cls, model: PathwayModel, stream: str, drop_path: float | None = None) -> Encoder:
@@ -104,8 +101,7 @@ class Encoder(nn.Module):
 
     def normalize(self, x: Tensor) -> Tensor:
         """uint8 or [0, 1] pixels -> ImageNet-normalised float pixels."""
-        pixels = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        return (pixels - self.pixel_mean) / self.pixel_std
+        return normalize_pixels(x)
 
     def tokens(self, x: Tensor, normalized: bool = False) -> Tensor:
         """Embedded tokens with positions, before the blocks: ``(B, [1 +] N, D)``.
@@ -124,11 +120,14 @@ class Encoder(nn.Module):
             cls = cls + self.pos_embed[:, :1]
         return torch.cat([cls.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
 
-    def forward(self, x: Tensor, normalized: bool = False) -> Tensor:
-        h = self.tokens(x, normalized)
+    def forward_blocks(self, h: Tensor) -> Tensor:
+        """The blocks and the final norm (when it has one) on tokens ``(B, N, D)``."""
         for block in self.blocks:
             h = block(h)
         return h if self.norm is None else self.norm(h)
+
+    def forward(self, x: Tensor, normalized: bool = False) -> Tensor:
+        return self.forward_blocks(self.tokens(x, normalized))
 
 
 def resize_positions(table: Tensor, old: tuple[int, ...], new: tuple[int, ...]) -> Tensor:
@@ -200,10 +199,7 @@ class Classifier(nn.Module):
         h = self.encoder.tokens(x, normalized)
         if self.cls_token is not None:
             h = torch.cat([self.cls_token.expand(h.shape[0], -1, -1).to(h.dtype), h], dim=1)
-        for block in self.encoder.blocks:
-            h = block(h)
-        if self.encoder.norm is not None:
-            h = self.encoder.norm(h)
+        h = self.encoder.forward_blocks(h)
         has_cls = self.cls_token is not None or self.encoder.cls_token is not None
         pooled = h[:, 0] if self.pool == "cls" else h[:, int(has_cls):].mean(1)
         return self.head(self.dropout(self.fc_norm(pooled)))

@@ -20,7 +20,7 @@ checkpoint of a ventral-only pathway therefore loads straight into a joint one.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import attrs
@@ -32,7 +32,15 @@ from torch.utils.checkpoint import checkpoint
 from visualpath._validate import non_negative_float, positive
 from visualpath.area import Area, Decoder, TargetInput, area_name
 from visualpath.masking import Mask, RandomMask, TubeMask, running_cell_subset
-from visualpath.tokens import MODALITIES, Layout, PatchEmbed, cached_position_table
+from visualpath.tokens import (  # noqa: F401 (IMAGENET_* re-exported)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MODALITIES,
+    Layout,
+    PatchEmbed,
+    cached_position_table,
+    normalize_pixels,
+)
 from visualpath.vit import ViTSpec, init_embedding, init_weights
 
 __all__ = [
@@ -46,8 +54,6 @@ __all__ = [
     "IMAGENET_STD",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SHARE_MODES = ("none", "partial", "all")
 
 
@@ -425,10 +431,6 @@ class PathwayModel(nn.Module):
         self.apply(init_weights)
         for module in self.streams.values():
             init_embedding(module.embed.proj)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        self.register_buffer("pixel_mean", mean, persistent=False)
-        self.register_buffer("pixel_std", std, persistent=False)
 
     # ------------------------------------------------------------------ structure
 
@@ -523,12 +525,11 @@ class PathwayModel(nn.Module):
 
     def normalize(self, pixels: Tensor) -> Tensor:
         """ImageNet mean/std normalisation of [0, 1] pixels, the encoder's input."""
-        shape = (1, 3, 1, 1, 1) if pixels.ndim == 5 else (1, 3, 1, 1)
-        return (pixels - self.pixel_mean.view(shape)) / self.pixel_std.view(shape)
+        return normalize_pixels(pixels)
 
     def _tokens(self, stream: Stream, pixels: Tensor, grid: tuple[int, ...]) -> Tensor:
         module = self.streams[stream.name]
-        tokens = module.embed(self.normalize(pixels))  # (B, N, D)
+        tokens = module.embed(normalize_pixels(pixels))  # (B, N, D)
         return tokens + module.positions(grid, stream.pos_embed, tokens).to(tokens.dtype)
 
     # ------------------------------------------------------------------ forward
@@ -565,35 +566,24 @@ class PathwayModel(nn.Module):
         return PathwayOutput(loss=total, streams=outputs)
 
     def _forward_stream(self, stream, batch, sel: _Selected, mask, generator) -> StreamOutput:
+        """One stream's masked-modeling step: targets -> encoder on visible tokens ->
+        each area's decoder at its readout block -> per-area MSE."""
         module = self.streams[stream.name]
         pixels, maps = self._prepare(stream, sel, generator)
         grid = module.layout.grid(pixels.shape)
         if mask is None:
             mask = stream.mask(pixels.shape[0], grid, device=pixels.device, generator=generator)
         inp = TargetInput(pixels=pixels, layout=module.layout, batch=batch, maps=maps)
-        targets, sources, subsets = {}, {}, {}
-        with torch.no_grad(), torch.autocast(pixels.device.type, enabled=False):
-            for area in stream.areas:
-                if area.has_readout:
-                    keep = area.decoder.keep
-                    subsets[area.name] = mask.masked if keep >= 1 else \
-                        running_cell_subset(mask.masked, grid, keep, generator)
-                    target = area.target(inp)
-                    targets[area.name] = _gather(target, subsets[area.name])
-                    sources[area.name] = area.source(inp)
-
-        tokens = self._tokens(stream, pixels, grid)
-        h = _gather(tokens, mask.keep)  # (B, N_visible, D)
-        losses, predictions, predicted, loss = {}, {}, {}, None
-        for area in stream.areas:
-            for block in self.stage(stream.name, area.name):
-                h = checkpoint(block, h, use_reentrant=False) if self.checkpointing and self.training else block(h)
-            if area.has_readout:
-                which = subsets[area.name]
-                pred = module.decoders[area.name](h, mask.keep, which, grid)
-                predictions[area.name], predicted[area.name] = pred, which
-                losses[area.name] = F.mse_loss(pred.float(), targets[area.name])
-                weighted = area.weight * losses[area.name]
+        targets, sources, predicted = self.forward_targets(stream, inp, mask, grid, generator)
+        h = _gather(self._tokens(stream, pixels, grid), mask.keep)  # (B, N_visible, D)
+        losses, predictions, loss = {}, {}, None
+        for area_name, h in self.forward_encoder(stream.name, h):
+            if area_name in targets:
+                area = stream.area(area_name)
+                pred = self.forward_decoder(stream.name, area_name, h, mask.keep, predicted[area_name], grid)
+                predictions[area_name] = pred
+                losses[area_name] = self.forward_loss(pred, targets[area_name])
+                weighted = area.weight * losses[area_name]
                 loss = weighted if loss is None else loss + weighted
         if loss is None:
             loss = h.sum() * 0  # a stream of plain stages still joins the graph
@@ -601,6 +591,56 @@ class PathwayModel(nn.Module):
             loss=loss, losses=losses, predictions=predictions, targets=targets,
             mask=mask, grid=grid, sources=sources, predicted=predicted,
         )
+
+    def forward_targets(self, stream: Stream, inp: TargetInput, mask: Mask, grid: tuple[int, ...], generator=None
+                        ) -> tuple[dict[str, Tensor], dict[str, str], dict[str, Tensor]]:
+        """Each reading area's target at the tokens it predicts, without grad, in float32.
+
+        Returns:
+            ``(targets, sources, predicted)``: ``{area: (B, K, P)}``, where each target came
+            from, and ``{area: (B, K)}`` the token indices: ``mask.masked``, or a running-cell
+            subset of it with decoder masking (``DecoderSpec.keep < 1``).
+        """
+        targets, sources, predicted = {}, {}, {}
+        with torch.no_grad(), torch.autocast(inp.pixels.device.type, enabled=False):
+            for area in stream.areas:
+                if area.has_readout:
+                    keep = area.decoder.keep
+                    predicted[area.name] = mask.masked if keep >= 1 else \
+                        running_cell_subset(mask.masked, grid, keep, generator)
+                    targets[area.name] = _gather(area.target(inp), predicted[area.name])
+                    sources[area.name] = area.source(inp)
+        return targets, sources, predicted
+
+    def forward_encoder(self, stream: str, h: Tensor, by: str = "area") -> Iterator[tuple[str, Tensor]]:
+        """The one block loop: run a stream's encoder blocks on tokens ``h`` ``(B, N, D)``
+        (the visible ones in training) and yield ``(name, h)`` after each area's stage
+        (``by="area"``; an area of 0 blocks reads the block before it) or after each block
+        (``by="block"``: ``"block1"``, ``"block2"``, ...). Blocks are recomputed in the
+        backward pass when ``checkpointing`` is on (training only)."""
+        if by not in ("area", "block"):
+            raise ValueError(f"by must be 'area' or 'block', got {by!r}")
+        recompute = self.checkpointing and self.training
+        index = 0
+        for area in self.spec._stream(stream).areas:
+            for block in self.stage(stream, area.name):
+                h = checkpoint(block, h, use_reentrant=False) if recompute else block(h)
+                index += 1
+                if by == "block":
+                    yield f"block{index}", h
+            if by == "area":
+                yield area.name, h
+
+    def forward_decoder(self, stream: str, area: str, h: Tensor, keep: Tensor, predicted: Tensor,
+                        grid: tuple[int, ...]) -> Tensor:
+        """``area``'s decoder: visible tokens ``h`` at ``keep`` -> ``(B, K, P)`` predictions at
+        the token indices ``predicted``."""
+        return self.streams[stream].decoders[area](h, keep, predicted, grid)
+
+    @staticmethod
+    def forward_loss(pred: Tensor, target: Tensor) -> Tensor:
+        """MSE between predictions and targets at the predicted tokens (in float32)."""
+        return F.mse_loss(pred.float(), target)
 
     @torch.no_grad()
     def targets(self, batch: Mapping[str, Tensor], stream: str) -> dict[str, Tensor]:
@@ -616,8 +656,7 @@ class PathwayModel(nn.Module):
         if stream not in self.streams:
             raise ValueError(f"unknown stream {stream!r}; expected one of {list(self.streams)}")
         grid = self.streams[stream].layout.grid(x.shape, name=f"stream {stream!r} input")
-        pixels = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        return self._tokens(self.spec._stream(stream), pixels, grid)
+        return self._tokens(self.spec._stream(stream), x, grid)
 
     def features(
         self,
@@ -638,15 +677,9 @@ class PathwayModel(nn.Module):
             ``{area name: (B, N, D)}`` (or ``(B, D)``) outputs of each area's last block.
         """
         h = self.embed(x, stream)  # checks the stream and the input first
-        s = self.spec._stream(stream)
         if mask is not None:
             h = _gather(h, mask.keep)
-        feats = {}
-        for area in s.areas:
-            for block in self.stage(stream, area.name):
-                h = block(h)
-            feats[area.name] = h.mean(1) if pooled else h
-        return feats
+        return {name: h.mean(1) if pooled else h for name, h in self.forward_encoder(stream, h)}
 
 
 @dataclass

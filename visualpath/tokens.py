@@ -21,7 +21,11 @@ from torch import Tensor, nn
 
 from visualpath._validate import positive
 
-__all__ = ["Layout", "PatchEmbed", "sincos_flat", "sincos_grid", "MODALITIES"]
+__all__ = ["Layout", "PatchEmbed", "sincos_flat", "sincos_grid", "MODALITIES", "IMAGENET_MEAN", "IMAGENET_STD",
+           "normalize_pixels"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Modality = Literal["image", "video"]
 MODALITIES: tuple[str, ...] = ("image", "video")
@@ -209,3 +213,18 @@ def cached_position_table(kind: str, grid: tuple[int, ...], dim: int, device: to
     """
     with torch.inference_mode(False):
         return position_table(kind, grid, dim).to(device)
+
+
+@functools.lru_cache(maxsize=16)
+def _imagenet_stats(device: torch.device) -> tuple[Tensor, Tensor]:
+    with torch.inference_mode(False):
+        return torch.tensor(IMAGENET_MEAN, device=device), torch.tensor(IMAGENET_STD, device=device)
+
+
+def normalize_pixels(x: Tensor) -> Tensor:
+    """The one pixel normalisation: ``(B, 3, [T,] H, W)`` uint8 in [0, 255] or float in [0, 1]
+    -> float32 ImageNet mean/std normalised (the statistics live on the device once)."""
+    pixels = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    mean, std = _imagenet_stats(x.device)
+    shape = (1, 3) + (1,) * (x.ndim - 2)
+    return (pixels - mean.view(shape)) / std.view(shape)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage.segmentation import find_boundaries
 
-from recipes import precompute_contours
+from recipes import precompute_contours, precompute_maps
 from tests.visualpath.data.conftest import SMALL
 from visualpath.data import ContourCache, DatasetFormatError, TrainTransform, VideoDataset, masks_to_contour, read_ucf101
 from visualpath.data.synthetic import generate
@@ -77,7 +77,7 @@ def test_precompute_with_a_random_weight_sam_resumes_and_shards(tiny_set, monkey
 
     # an interrupted run keeps the finished videos and resumes with the rest
     calls = {"n": 0}
-    real = precompute_contours.contour_video
+    real = precompute_maps.map_video
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -85,10 +85,10 @@ def test_precompute_with_a_random_weight_sam_resumes_and_shards(tiny_set, monkey
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(precompute_contours, "contour_video", interrupted)
+    monkeypatch.setattr(precompute_maps, "map_video", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(shard=(1, 2))
-    monkeypatch.setattr(precompute_contours, "contour_video", real)
+    monkeypatch.setattr(precompute_maps, "map_video", real)
     second = run(shard=(1, 2))
     assert second["cached_before"] == 3 and second["done"] == 32
     assert len(list((tiny_set / "contours").rglob("*.npz"))) == 70
