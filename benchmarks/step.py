@@ -2,6 +2,7 @@
 
     python -m benchmarks.step [--size small] [--frames 16] [--res 112] [--batch 8] [--repeats 7]
                               [--device auto] [--compile] [--checkpointing] [--decoder-keep 1.0]
+                              [--pathway FILE.py:FN | module:FN | graph.json | RUN_DIR]
 
 One process; the contenders are interleaved repeat by repeat on the same inputs, each step a
 full forward, backward and AdamW update:
@@ -13,10 +14,13 @@ full forward, backward and AdamW update:
   width/depth/heads, tube mask 0.9, initialised with the Hugging Face encoder's weights;
   AdamW as our engine builds it (fused on CUDA);
 - ``ours-bimm``: the paper's joint step (ventral V1 -> V2 -> V4 on one frame per clip,
-  dorsal V1 -> V2 -> MT, V1/V2 shared, decoders 1/2/4 blocks) at the same encoder size.
+  dorsal V1 -> V2 -> MT, V1/V2 shared, decoders 1/2/4 blocks) at the same encoder size, or
+  the joint step of the graph ``--pathway`` names (a builder that takes an argument gets the
+  benchmark's ``ModelConfig``; a stored graph or a run's keeps its own size).
 
-It also times each BIMM target (V1 Gabor, V2 contours, V4 RGB, MT motion) on the step's
-inputs, to give the share of a step spent computing targets. On CUDA every contender runs
+It also times each area's target (the paper's: V1 Gabor, V2 contours, V4 RGB, MT motion) on
+the step's inputs, in every stream that reads it, to give the share of a step spent computing
+targets. On CUDA every contender runs
 under bf16 autocast (ours as the engine does; Hugging Face the same way), with the peak
 memory of each (``max_memory_allocated``) and the model FLOP utilisation (FLOPs counted by
 ``torch.utils.flop_counter``). On the CPU, float32; "step MiB" is the growth of the peak
@@ -39,8 +43,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from areas import MTMotion, V1Gabor, V2Contour, V4Color
-from areas.bimm import SIZES, ModelConfig, build_pathway
+from areas.bimm import SIZES, ModelConfig, paper_pathway
 from visualpath import Pathway
 from visualpath.area import TargetInput
 from visualpath.engine import OptimSpec, Runtime, build_optimizer
@@ -60,6 +63,7 @@ class Setup:
     compile: bool = False
     checkpointing: bool = False
     decoder_keep: float = 1.0
+    pathway: str | None = None
 
 
 def _sync(device):
@@ -133,7 +137,7 @@ def model_config(s: Setup, **changes) -> ModelConfig:
 
 
 def ours_videomae(s: Setup, hf_model=None):
-    pathway = build_pathway(model_config(s, targets="RGB", streams=("dorsal",)))  # RGB at the last block
+    pathway = paper_pathway(model_config(s, targets="RGB", streams=("dorsal",)))  # RGB at the last block
     model, step = _ours(s, pathway)
     if hf_model is not None:  # equal encoder weights
         from visualpath.interop import load_checkpoint
@@ -143,34 +147,43 @@ def ours_videomae(s: Setup, hf_model=None):
     return model, step
 
 
+def graph(s: Setup) -> Pathway:
+    """The graph whose joint step is timed: ``--pathway``'s, else the paper's at this size."""
+    if s.pathway is None:
+        return paper_pathway(model_config(s))
+    from recipes.config import Config
+    from recipes.graph import build_graph
+
+    return build_graph(Config(pathway=s.pathway, model=model_config(s)))
+
+
 def ours_bimm(s: Setup):
-    return _ours(s, build_pathway(model_config(s)))
+    return _ours(s, graph(s))
 
 
-def target_timers(s: Setup):
-    """Callables computing each BIMM target on a step's inputs, as the joint step does."""
-    from visualpath.tokens import Layout
-
-    areas = {"V1": V1Gabor(), "V2": V2Contour(), "V4": V4Color(), "MT": MTMotion()}
-    video_layout = Layout("video", 16, 2)
-    image_layout = Layout("image", 16, 1)
+def target_timers(s: Setup, pathway: Pathway):
+    """Callables computing each area's target on a step's inputs, in every stream that reads
+    it, as the joint step does (an image stream on one frame of each clip)."""
+    layouts = {name: module.layout for name, module in pathway.build().streams.items()}
+    readers: dict[str, list] = {}
+    for stream in pathway.streams:
+        for area in stream.areas:
+            if area.has_readout:
+                readers.setdefault(area.name, []).append((area, layouts[stream.name], stream.frame_step))
 
     def timer(name):
-        area = areas[name]
-
         @torch.no_grad()
         def run(video):
             pixels = video.float() / 255
             out = []
-            if name != "V4":  # the dorsal stream's target (MT, V1, V2 on the clip)
-                out.append(area.target(TargetInput(pixels, video_layout, None, {})))
-            if name != "MT":  # the ventral stream's (V1, V2, V4 on one frame)
-                out.append(area.target(TargetInput(pixels[:, :, 0], image_layout, None, {})))
+            for area, layout, step in readers[name]:
+                x = pixels[:, :, ::step] if layout.is_video else pixels[:, :, 0]
+                out.append(area.target(TargetInput(x, layout)))
             return out
 
         return run
 
-    return {name: timer(name) for name in areas}
+    return {name: timer(name) for name in readers}
 
 
 # --------------------------------------------------------------------------- measuring
@@ -243,7 +256,7 @@ def _setup(args) -> Setup:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     autocast = torch.bfloat16 if device.type == "cuda" else None
     return Setup(args.size, args.frames, args.res, args.batch, device, autocast, args.compile, args.checkpointing,
-                 args.decoder_keep)
+                 args.decoder_keep, getattr(args, "pathway", None))
 
 
 def _stats(values: list[float]) -> tuple[float, float, float]:
@@ -264,6 +277,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of our blocks")
     parser.add_argument("--decoder-keep", type=float, default=1.0,
                         help="fraction of masked tokens the V1/V2 decoders reconstruct (running cell)")
+    parser.add_argument("--pathway", default=None,
+                        help="the graph to time instead of the paper's: FILE.py:FN, module:FN, graph.json or a run")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -278,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
     _, mine_step = ours_videomae(s, hf_model)
     _, bimm_step = ours_bimm(s)
     steps = {"hf-videomae": hf_step, "ours-videomae": mine_step, "ours-bimm": bimm_step}
-    targets = {f"target {k}": v for k, v in target_timers(s).items()}
+    targets = {f"target {k}": v for k, v in target_timers(s, graph(s)).items()}
     runs = {**steps, **targets}
     for _ in range(args.warmup):
         for fn in runs.values():

@@ -61,6 +61,7 @@ __all__ = [
     "load_checkpoint",
     "load_encoder",
     "encoder_from_checkpoint",
+    "encoder_from_run",
     "encoder_to_videomae",
     "encoder_to_timm",
     "timm_kwargs",
@@ -123,10 +124,18 @@ def read_state_dict(path) -> dict[str, Tensor]:
     ``weights_only=True`` (no pickled code runs). ``model``/``module``/``state_dict``
     wrappers are removed.
 
+    A recipe's run directory stands for its trained pathway: its joint checkpoint, else its
+    ventral one.
+
     Raises:
         ValueError: naming the file when it is missing or not a checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        found = [path / s / "model.safetensors" for s in ("joint", "ventral") if (path / s / "model.safetensors").is_file()]
+        if not found:
+            raise ValueError(f"{path} is a folder without a joint/ or ventral/model.safetensors (not a run directory)")
+        path = found[0]
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
@@ -378,6 +387,17 @@ def _default_stream(core, fmt: str) -> str:
         raise ValueError(f"a {fmt} checkpoint holds one {modality} encoder but the pathway has "
                          f"{len(names)} {modality} streams ({names}); pass stream=NAME")
     return names[0]
+
+
+def encoder_from_run(run_dir, stream: str, drop_path: float | None = None) -> Encoder:
+    """One stream's encoder of a recipe's run directory, rebuilt from the graph it stored
+    (``pathway.json``; see :mod:`visualpath.rundir`), with its trained weights."""
+    from visualpath.rundir import load_model
+
+    model = load_model(run_dir)
+    if stream not in model.streams:
+        raise ValueError(f"the run {run_dir} has the streams {list(model.streams)}, not {stream!r}")
+    return Encoder.from_pathway(model, stream, drop_path=drop_path)
 
 
 def encoder_from_checkpoint(source, heads: int | None = None, drop_path: float = 0.0,

@@ -577,13 +577,12 @@ class PathwayModel(nn.Module):
         targets, sources, predicted = self.forward_targets(stream, inp, mask, grid, generator)
         h = _gather(self._tokens(stream, pixels, grid), mask.keep)  # (B, N_visible, D)
         losses, predictions, loss = {}, {}, None
-        for area_name, h in self.forward_encoder(stream.name, h):
-            if area_name in targets:
-                area = stream.area(area_name)
-                pred = self.forward_decoder(stream.name, area_name, h, mask.keep, predicted[area_name], grid)
-                predictions[area_name] = pred
-                losses[area_name] = self.forward_loss(pred, targets[area_name])
-                weighted = area.weight * losses[area_name]
+        for name, h in self.forward_encoder(stream.name, h):
+            if name in targets:
+                pred = self.forward_decoder(stream.name, name, h, mask.keep, predicted[name], grid)
+                predictions[name] = pred
+                losses[name] = self.forward_loss(pred, targets[name])
+                weighted = stream.area(name).weight * losses[name]
                 loss = weighted if loss is None else loss + weighted
         if loss is None:
             loss = h.sum() * 0  # a stream of plain stages still joins the graph

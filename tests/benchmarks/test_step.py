@@ -15,3 +15,15 @@ def test_step_benchmark_runs_and_reports_ratios(capsys):
     assert all(r["median_s"] > 0 for r in result["rows"].values())
     assert any(k.startswith("targets / ours-bimm") for k in result["ratios"])
     assert "hf / ours-videomae" in capsys.readouterr().out
+
+
+def test_the_step_benchmark_times_a_user_graph_and_its_own_targets():
+    from pathlib import Path
+
+    from benchmarks.step import main
+
+    graph = Path(__file__).parents[1] / "fixtures" / "v3_sobel.py"
+    result = main(["--size", "tiny", "--frames", "4", "--res", "64", "--batch", "2", "--repeats", "1",
+                   "--warmup", "0", "--no-memory", "--device", "cpu", "--pathway", f"{graph}:build"])
+    assert {"target V1", "target V2", "target V3", "target V4", "target MT"} <= set(result["rows"])
+    assert result["rows"]["ours-bimm"]["median_s"] > 0

@@ -166,3 +166,22 @@ def test_help_lists_the_graph_areas_and_their_keys(capsys):
     for key in ("pathway.dorsal.MT.normalize = True", "pathway.V3.cells = 2", "pathway.ventral.mask.ratio = 0.75",
                 "pathway.V1.decoder.width = 32"):
         assert key in out
+
+
+def test_interop_reads_a_user_graph_run_directory(user_graph_runs):
+    from visualpath.interop import encoder_from_run, load_checkpoint
+    from visualpath.rundir import load_model
+
+    straight, _ = user_graph_runs
+    encoder = encoder_from_run(straight, "dorsal")
+    model = load_model(straight)
+    assert all(torch.equal(a, b) for a, b in zip(encoder.blocks.parameters(),
+                                                 (p for blk in model.blocks("dorsal") for p in blk.parameters())))
+    fresh = load_model(straight)
+    for p in fresh.parameters():
+        p.data.zero_()
+    report = load_checkpoint(fresh, straight)  # the run directory stands for its joint checkpoint
+    assert report.format == "visualpath" and not report.fresh
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(ValueError, match="streams .* not 'fast'"):
+        encoder_from_run(straight, "fast")

@@ -211,7 +211,7 @@ def test_image_weights_inflate_into_a_video_stream_but_not_the_reverse():
 
 
 def test_learned_position_tables_keep_their_place_in_layer_decay():
-    from visualpath.engine import _layer_id
+    from visualpath.optim import _layer_id
 
     assert _layer_id("encoder.pos_embed", 12) == 0 and _layer_id("encoder.cls_token", 12) == 0
     assert _layer_id("encoder.norm.weight", 12) == 13
