@@ -1,6 +1,7 @@
 """V1: local texture as Gabor energy (BIMM section 3.2, "V1 ... predicts the Gabor feature").
 
-The paper names Gabor features without fixing the bank; this module follows DESIGN.md:
+The paper names Gabor features without fixing the bank; this module follows decision D2
+(docs/decisions.md):
 luminance (Rec. 709, as ``skimage.color.rgb2gray``), 8 orientations x wavelengths 4, 8 and
 16 px, bandwidth 1 octave, kernels exactly as ``skimage.filters.gabor_kernel`` builds them
 (``n_stds=3``), quadrature energy ``sqrt(real^2 + imag^2)``, averaged on a 4x4 grid of cells

@@ -10,8 +10,8 @@
 A builder is a callable returning a :class:`~visualpath.Pathway`. One that takes an argument
 receives the variant's :class:`~areas.bimm.ModelConfig`, whose ``encoder(depth)`` and
 ``decoder(depth)`` give the variant's scale, so one graph file runs at tiny, demo and paper
-scale. ``pathway.KEY=VALUE`` edits any field of any stream or area of the graph
-(:func:`visualpath.spec.apply_overrides`); ``--help`` lists every key.
+scale (decision G3). ``pathway.KEY=VALUE`` edits any field of any stream or area of the graph
+(:func:`visualpath.spec.apply_overrides`, decision G4); ``--help`` lists every key.
 """
 
 from __future__ import annotations

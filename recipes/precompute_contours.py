@@ -13,7 +13,6 @@ every video under ``D`` and writes one contour file per video into ``DIR`` (defa
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -58,18 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points-per-side", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        sam = build_sam(args.model_type, args.sam_checkpoint, args.device)
-        run(args.data_root, sam, every=args.every, shard=args.shard, cache=args.cache,
-            points_per_side=args.points_per_side)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished videos are cached; run the same command to resume", file=sys.stderr)
-        return 130
-    return 0
+    return precompute_maps.command(lambda: run(args.data_root, build_sam(args.model_type, args.sam_checkpoint,
+                                                                         args.device),
+                                               every=args.every, shard=args.shard, cache=args.cache,
+                                               points_per_side=args.points_per_side))
 
 
 if __name__ == "__main__":

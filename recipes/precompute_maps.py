@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="KEY=VALUE for the area's map computer (V2: sam_checkpoint, model_type, "
                              "points_per_side, device)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
+
+    def job():
         from areas.bimm import paper_pathway
         from recipes.config import Config
         from recipes.graph import build_graph
@@ -165,6 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         name, area = map_area(pathway, args.map)
         compute = area.map_computer(name, dict(args.option))
         run(args.data_root, compute, name=name, every=args.every, shard=args.shard, cache=args.cache)
+
+    return command(job)
+
+
+def command(job: Callable[[], object]) -> int:
+    """Run a precompute job as a command: a bad argument is one error line and exit 2, an
+    interrupt says how to resume (exit 130)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        job()
     except (FileNotFoundError, ValueError, NotImplementedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -133,7 +133,7 @@ def run_ventral(cfg: Config, runtime, run: RunLog, console: Console):
 
 def inherit_sources(pathway: Pathway) -> dict[str, str]:
     """For each video stream, the image stream it is initialised from: the one it shares the
-    most stages with (the first image stream when it shares none)."""
+    most stages with (the first image stream when it shares none; decision G6)."""
     images = [s.name for s in pathway.streams if s.modality == "image"]
     if not images:
         return {}

@@ -4,6 +4,7 @@
 and are only shown.
 """
 
+import json
 import re
 from pathlib import Path
 
@@ -46,3 +47,35 @@ def test_shown_examples_compile_and_import_what_exists(index):
         imported = importlib.import_module(module)
         for name in names.split(","):
             assert hasattr(imported, name.strip()), f"{module} has no {name.strip()}"
+
+
+FILES = re.findall(r"```python (\S+\.py)\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_the_own_graph_commands_run_in_the_order_a_newcomer_types_them(tmp_path):
+    """The graph file is written as shown; each command runs in a shell as shown, at the tiny
+    scale (``--variant tiny``) so that the whole path takes seconds."""
+    import subprocess
+    import sys
+
+    assert [name for name, _ in FILES] == ["my_graph.py"]
+    for name, code in FILES:
+        (tmp_path / name).write_text(code)
+    section = README.read_text().split("```python my_graph.py", 1)[1]
+    commands = re.search(r"```bash\n(.*?)\n```", section, flags=re.S).group(1).splitlines()
+    assert len(commands) == 5
+    outputs = []
+    for line in commands:
+        command = line.split("  #", 1)[0].strip()
+        command = command.replace("python -m recipes.bimm_ucf101",
+                                  f"{sys.executable} -m recipes.bimm_ucf101 --variant tiny device=cpu")
+        command = command.replace("python -m analysis", f"{sys.executable} -m analysis")
+        done = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        outputs.append(done.stdout)
+    assert "pathway.V3.decoder.depth" in outputs[0]
+    results = json.loads((tmp_path / "runs/my_graph/analysis/results.json").read_text())
+    assert ("ventral", "V3") in {(r["stream"], r["area"]) for r in results["rows"]}
+    deep = json.loads((tmp_path / "runs/my_graph_deep/pathway.json").read_text())
+    assert deep["streams"][0]["areas"][2]["decoder"]["depth"] == 2

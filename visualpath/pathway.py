@@ -91,7 +91,7 @@ class Stream:
     in [0, 1]. A per-pixel side map ``M`` that an area declares (``Area.maps``, e.g. V2's
     ``"contour"``) is read from ``batch[M]`` ``(B, T, H, W)`` beside a clip and from
     ``batch["image_" + M]`` ``(B, H, W)`` beside an image, and follows its pixels (the same
-    frame pick and frame step); an area reads it as ``TargetInput.maps[M]``.
+    frame pick and frame step); an area reads it as ``TargetInput.maps[M]`` (decision G8).
     """
 
     name: str = attrs.field(validator=_stream_name)

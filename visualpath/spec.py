@@ -10,7 +10,8 @@ An area is stored with its class (``"type"``) and every attrs field, its decoder
 The class is found again by a registered name (every :class:`~visualpath.Area` subclass
 registers its class name when it is defined) or by an import path: ``"package.module:Class"``
 for an importable module, ``"path/to/file.py:Class"`` for a plain file. Written specs always
-use the import path, so a stored graph loads without anything imported first.
+use the import path, so a stored graph loads without anything imported first (decisions G1,
+G2 and G4 in docs/decisions.md).
 
 :func:`apply_overrides` edits a graph by name, as the command line does
 (``dorsal.MT.normalize=false``, ``V1.wavelengths=4,8``, ``ventral.mask.ratio=0.6``), and

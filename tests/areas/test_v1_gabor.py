@@ -26,7 +26,7 @@ def test_kernels_equal_skimage(frequency, theta, bandwidth):
 
 def test_bank_kernel_sizes_follow_design():
     sizes = [stack.shape[-1] for stack in gabor_bank(8, (4.0, 8.0, 16.0), 1.0)]
-    assert sizes == [15, 29, 55]  # DESIGN.md: about 15^2, 29^2 and 55^2 pixels
+    assert sizes == [15, 29, 55]  # docs/decisions.md D2: about 15^2, 29^2 and 55^2 pixels
 
 
 @pytest.mark.parametrize("r", [1, 3, 7])  # 7 pads wider than the 4x5 image

@@ -49,7 +49,7 @@ def test_vit_base_video_classifier_has_the_papers_87m_parameters():
     blocks = sum(p.numel() for i in range(spec.depth) for p in spec.block(i).parameters())
     head = 768 * 2 + 768 * 400 + 400  # fc_norm + 400-way linear head
     total = blocks + sum(p.numel() for p in embed.parameters()) + head
-    assert abs(total / 1e6 - 86.5) < 0.2  # DESIGN.md: 86.5 M, the paper's "87M" (Table 4)
+    assert abs(total / 1e6 - 86.5) < 0.2  # 86.5 M, the paper's "87M" (Table 4)
 
 
 def test_drop_path_rate_is_linear_over_depth():
