@@ -59,6 +59,8 @@ def reconstruction_figure(model: PathwayModel, batch: Mapping[str, Tensor], stre
     layout = model.streams[stream].layout
     key = "video" if layout.is_video else "image"
     x = batch[key][sample]
+    if layout.is_video and spec.frame_step > 1:  # the frames this stream sees
+        x = x[:, ::spec.frame_step]
     pixels = (x.float() / 255 if x.dtype == torch.uint8 else x.float()).cpu()
     if pixels.ndim == 3:
         pixels = pixels[:, None]
@@ -193,7 +195,9 @@ def attention_figure(model: PathwayModel, x: Tensor, stream: str, blocks=None, h
 
     layout = model.streams[stream].layout
     frame_input = _stream_input(model, stream, x)
-    grid = layout.grid(frame_input.shape)
+    step = model.spec.stream(stream).frame_step
+    seen = frame_input[:, :, ::step] if layout.is_video and step > 1 else frame_input  # what the stream sees
+    grid = layout.grid(seen.shape)
     *time, gh, gw = grid
     if blocks is None:
         ends, total = [], 0
@@ -207,8 +211,8 @@ def attention_figure(model: PathwayModel, x: Tensor, stream: str, blocks=None, h
     t_mid = time[0] // 2 if time else 0
     if query is None:
         query = t_mid * gh * gw + (gh // 2) * gw + gw // 2
-    image = frame_input[sample].float()
-    image = image / 255 if frame_input.dtype == torch.uint8 else image
+    image = seen[sample].float()
+    image = image / 255 if seen.dtype == torch.uint8 else image
     shown = image[:, image.shape[1] // 2] if image.ndim == 4 else image
     fig, axes = plt.subplots(len(blocks), len(heads) + 1, figsize=(1.9 * (len(heads) + 1), 1.9 * len(blocks)),
                              squeeze=False)

@@ -44,11 +44,14 @@ class Encoder(nn.Module):
             MAE's zero entry; a learned table holds one for it, as timm's does).
         final_norm: a LayerNorm after the last block (timm's ``norm``).
         grid: token grid of the learned table, ``(h, w)`` or ``(t, h, w)``.
+        frame_step: a video encoder sees every ``frame_step``-th frame of its input clip, as
+            the stream it comes from did (``Stream.frame_step``).
     """
 
     def __init__(self, spec: ViTSpec, layout: Layout, pos_embed: str, class_token: bool = False,
-                 final_norm: bool = False, grid: tuple[int, ...] | None = None) -> None:
+                 final_norm: bool = False, grid: tuple[int, ...] | None = None, frame_step: int = 1) -> None:
         super().__init__()
+        self.frame_step = frame_step
         if pos_embed not in ("grid", "flat", "learned"):
             raise ValueError(f"pos_embed must be 'grid', 'flat' or 'learned', got {pos_embed!r}")
         self.spec, self.layout, self.position_kind = spec, layout, pos_embed
@@ -79,7 +82,7 @@ class Encoder(nn.Module):
         """
         s = model.spec._stream(stream)
         spec = model.spec.encoder if drop_path is None else attrs.evolve(model.spec.encoder, drop_path=drop_path)
-        encoder = cls(spec, model.streams[stream].layout, s.pos_embed)
+        encoder = cls(spec, model.streams[stream].layout, s.pos_embed, frame_step=s.frame_step)
         encoder.embed.load_state_dict(model.streams[stream].embed.state_dict())
         for mine, theirs in zip(encoder.blocks, model.blocks(stream)):
             mine.load_state_dict(theirs.state_dict())
@@ -110,6 +113,8 @@ class Encoder(nn.Module):
             x: pixels, uint8 or in [0, 1]; or already normalised with ``normalized=True``
                 (the finetuning step erases regions after normalising, as VideoMAE does).
         """
+        if self.frame_step > 1 and x.ndim == 5:
+            x = x[:, :, ::self.frame_step]
         grid = self.layout.grid(x.shape)
         tokens = self.embed(x if normalized else self.normalize(x))
         tokens = tokens + self.positions(grid, tokens).to(tokens.dtype)

@@ -651,9 +651,13 @@ class PathwayModel(nn.Module):
 
     def embed(self, x: Tensor, stream: str) -> Tensor:
         """Embedded tokens with positions of one stream's input, before any block and
-        unmasked: ``(B, N, D)``. ``x`` is ``(B, C, [T,] H, W)``, uint8 or in [0, 1]."""
+        unmasked: ``(B, N, D)``. ``x`` is ``(B, C, [T,] H, W)``, uint8 or in [0, 1]; a stream
+        with a ``frame_step`` takes every ``frame_step``-th frame of a clip."""
         if stream not in self.streams:
             raise ValueError(f"unknown stream {stream!r}; expected one of {list(self.streams)}")
+        step = self.spec.stream(stream).frame_step
+        if step > 1 and x.ndim == 5:  # the frames this stream sees
+            x = x[:, :, ::step]
         grid = self.streams[stream].layout.grid(x.shape, name=f"stream {stream!r} input")
         return self._tokens(self.spec._stream(stream), x, grid)
 

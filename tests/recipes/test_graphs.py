@@ -114,17 +114,28 @@ def test_finetuning_and_testing_a_user_graph_run_from_another_run_directory(user
     assert [a["name"] for a in spec["streams"][0]["areas"]] == ["V1", "V2", "V3", "V4"]
 
 
-def test_a_three_stream_graph_trains_and_loads(tmp_path):
+def test_a_three_stream_graph_trains_finetunes_and_is_probed(tmp_path):
     from analysis.features import load_run
+    from analysis.report import main as analyse
 
     run_dir = tmp_path / "three"
-    assert _main(f"run_dir={run_dir}", f"pathway={GRAPH}:build_three", "stages=ventral,joint") == 0
+    assert _main(f"run_dir={run_dir}", f"pathway={GRAPH}:build_three") == 0
     model = load_run(run_dir)
     assert [s.name for s in model.spec.streams] == ["ventral", "dorsal", "slow"]
     assert model.stage("slow", "V1") is model.stage("dorsal", "V1") is model.stage("ventral", "V1")
     assert model.stage("slow", "MT") is not model.stage("dorsal", "MT")
+    clip = torch.randint(0, 255, (1, 3, 4, 48, 48), dtype=torch.uint8)
+    assert model.features(clip, "slow")["MT"].shape[1] == 9  # half the frames: 1 x 3 x 3 tokens
+    assert model.features(clip, "dorsal")["MT"].shape[1] == 18
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("slow.MT" in m for m in metrics if m["stage"] == "joint")
+    assert json.loads((run_dir / "results.json").read_text())["test_items"] == 20
+    assert _main(f"run_dir={run_dir}", f"pathway={GRAPH}:build_three", "stages=finetune,test",
+                 "finetune.stream=slow", "resume=false") == 0  # the half-rate stream's encoder, finetuned
+    assert analyse([str(run_dir), "--limit", "12"]) == 0
+    rows = json.loads((run_dir / "analysis" / "results.json").read_text())["rows"]
+    assert {r["stream"] for r in rows} == {"ventral", "dorsal", "slow"}
+    assert ("slow", "V2s") in {(r["stream"], r["area"]) for r in rows}
 
 
 def test_a_stored_graph_and_an_importable_module_are_graphs_too(tmp_path, monkeypatch):
