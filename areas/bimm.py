@@ -20,7 +20,7 @@ from areas.mt_motion import MTMotion
 from areas.v1_gabor import V1Gabor
 from areas.v2_contour import V2Contour
 from areas.v4_color import V4Color
-from visualpath import DecoderSpec, Pathway, RandomMask, Stream, TubeMask, ViTSpec
+from visualpath import DecoderSpec, Pathway, RandomMask, Stage, Stream, TubeMask, ViTSpec
 from visualpath import vit_base, vit_large, vit_small, vit_tiny
 
 __all__ = ["ModelConfig", "paper_pathway", "build_pathway", "model_config_from_dict", "run_pathway", "legacy_pathway", "SIZES",
@@ -44,8 +44,13 @@ def _streams(instance, attribute, value):
 
 
 def _split(instance, attribute, value):
-    if len(value) != 3 or value[0] < 1 or min(value) < 0:
+    if value is not None and (len(value) != 3 or value[0] < 1 or min(value) < 0):
         raise ValueError(f"split must be three block counts (V1 >= 1, the others >= 0), got {list(value)}")
+
+
+def _shared_blocks(instance, attribute, value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"shared_blocks must be a block count >= 1 or None, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -53,8 +58,12 @@ class ModelConfig:
     """The pathway (section 3.1; ablations in Table 7b-f).
 
     ``split`` gives the blocks of V1, V2 and V4/MT, so the decoders read blocks 2, 4 and 12
-    by default; a 0 places an area's readout at the same block as the one before it
-    (Table 7d's "12" is ``(12, 0, 0)``: every target read from the last block).
+    of ViT-B; None (the default) takes the paper's fractions of the size's depth, 1/6, 1/6
+    and 2/3 (ViT-L: 4, 8 and 24; decision D13). A 0 places an area's readout at the same block
+    as the one before it (Table 7d's "12" is ``(12, 0, 0)``: every target read from the last
+    block). ``share="partial"`` shares the V1 and V2 stages (the paper's "first two
+    intermediate blocks"); ``shared_blocks=k`` shares the first ``k`` encoder blocks wherever
+    the decoders read (Table 7d's "12" row keeps the default's 4; decision D14).
     ``targets="RGB"`` is the VideoMAE baseline: one pixel target (V4's normalised RGB) read
     from the last block by a 4-block decoder.
     """
@@ -62,7 +71,7 @@ class ModelConfig:
     size: str = attrs.field(default="base", validator=_one_of(SIZES))
     width: int | None = None  # override the size's width (demo models)
     heads: int | None = None
-    split: tuple[int, int, int] = attrs.field(default=(2, 2, 8), validator=_split)
+    split: tuple[int, int, int] | None = attrs.field(default=None, validator=_split)
     decoder_width: int = 384
     decoder_heads: int = 6
     decoder_depths: tuple[int, int, int] = (1, 2, 4)
@@ -70,6 +79,7 @@ class ModelConfig:
     video_mask: float = 0.9
     streams: tuple[str, ...] = attrs.field(default=STREAMS, validator=_streams)
     share: str = attrs.field(default="partial", validator=_one_of(("none", "partial", "all")))
+    shared_blocks: int | None = attrs.field(default=None, validator=_shared_blocks)
     targets: str = attrs.field(default="V1-V2-V4&MT", validator=_one_of(TARGETS))
     dorsal_weight: float = 1.0  # lambda of Eq. 4
     dorsal_init: str = attrs.field(default="ventral", validator=_one_of(("ventral", "none")))
@@ -79,7 +89,15 @@ class ModelConfig:
         """The ViT at this config's scale (size, width, heads) with ``depth`` blocks
         (default: the split's sum)."""
         overrides = {k: v for k, v in (("width", self.width), ("heads", self.heads)) if v is not None}
-        return SIZES[self.size](depth=depth or sum(self.split), **overrides)
+        return SIZES[self.size](depth=depth or sum(self.blocks), **overrides)
+
+    @property
+    def blocks(self) -> tuple[int, int, int]:
+        """The split in use: ``split``, or the paper's 1/6, 1/6, 2/3 of the size's depth."""
+        if self.split is not None:
+            return tuple(self.split)
+        depth = SIZES[self.size]().depth
+        return (depth // 6, depth // 6, depth - 2 * (depth // 6))
 
     def decoder(self, depth: int, keep: float = 1.0) -> DecoderSpec:
         """A decoder of ``depth`` blocks at this config's decoder width and heads."""
@@ -89,18 +107,18 @@ class ModelConfig:
 def paper_pathway(m: ModelConfig = ModelConfig()) -> Pathway:
     """The paper's graph from a model config (Table 7c target sets via loss weights)."""
     encoder = m.encoder()
+    split = m.blocks
     if m.targets == "RGB":  # VideoMAE / MAE: one pixel target at the last block
         dec = m.decoder(m.decoder_depths[-1])
-        areas = {"ventral": [V4Color(blocks=sum(m.split), decoder=dec)],
-                 "dorsal": [V4Color(blocks=sum(m.split), decoder=dec)]}
+        areas = {"ventral": [V4Color(blocks=sum(split), decoder=dec)],
+                 "dorsal": [V4Color(blocks=sum(split), decoder=dec)]}
     else:
         dec = [m.decoder(d, keep=m.decoder_keep if i < 2 else 1.0) for i, d in enumerate(m.decoder_depths)]
         n_targets = TARGETS.index(m.targets) + 1  # "V1" -> 1, "V1-V2" -> 2, all -> 3
         w = [1.0 if i < n_targets else 0.0 for i in range(3)]
-        v1 = V1Gabor(blocks=m.split[0], decoder=dec[0], weight=w[0])
-        v2 = V2Contour(blocks=m.split[1], decoder=dec[1], weight=w[1])
-        areas = {"ventral": [v1, v2, V4Color(blocks=m.split[2], decoder=dec[2], weight=w[2])],
-                 "dorsal": [v1, v2, MTMotion(blocks=m.split[2], decoder=dec[2], weight=w[2])]}
+        make = {"ventral": (V1Gabor, V2Contour, V4Color), "dorsal": (V1Gabor, V2Contour, MTMotion)}
+        areas = {name: _segments(classes, split, dec, w, m.shared_blocks if m.share == "partial" else None)
+                 for name, classes in make.items()}
     all_streams = {
         "ventral": Stream("ventral", "image", areas["ventral"], mask=RandomMask(m.image_mask)),
         "dorsal": Stream("dorsal", "video", areas["dorsal"], mask=TubeMask(m.video_mask), weight=m.dorsal_weight),
@@ -111,7 +129,38 @@ def paper_pathway(m: ModelConfig = ModelConfig()) -> Pathway:
         share = ["V4"] if share == "all" else "none"  # one stage per stream: all or nothing
     elif share == "all":
         share = [("V1",), ("V2",), ("V4", "MT")]
+    elif share == "partial" and m.shared_blocks is not None:
+        first = areas["ventral"]
+        share = [a.name for a, end in zip(first, _ends(first)) if end <= m.shared_blocks and a.blocks]
     return Pathway(encoder=encoder, streams=chosen, share=share)
+
+
+def _ends(areas) -> list[int]:
+    out, total = [], 0
+    for a in areas:
+        total += a.blocks
+        out.append(total)
+    return out
+
+
+def _segments(classes, split, dec, w, shared_blocks: int | None) -> list:
+    """The three areas with their stages; with ``shared_blocks`` the encoder is also cut at
+    that block (a plain stage ``blocks1-k`` ends there), so the first ``k`` blocks can be
+    shared whatever blocks the decoders read."""
+    taps = [split[0], split[0] + split[1], sum(split)]
+    if shared_blocks is None or shared_blocks in taps:
+        return [cls(blocks=b, decoder=d, weight=wt) for cls, b, d, wt in zip(classes, split, dec, w)]
+    if shared_blocks > taps[-1]:
+        raise ValueError(f"shared_blocks={shared_blocks} exceeds the encoder's {taps[-1]} blocks")
+    out, start = [], 0
+    for i, (cls, tap) in enumerate(zip(classes, taps)):
+        if start < shared_blocks < tap:  # the cut falls inside this area's stage
+            out.append(Stage(name=f"blocks1-{shared_blocks}" if start == 0 else f"blocks{start + 1}-{shared_blocks}",
+                             blocks=shared_blocks - start))
+            start = shared_blocks
+        out.append(cls(blocks=tap - start, decoder=dec[i], weight=w[i]))
+        start = tap
+    return out
 
 
 build_pathway = paper_pathway  # the name recipes and notebooks used first

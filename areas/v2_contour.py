@@ -103,6 +103,7 @@ class V2Contour(Area):
     """
 
     maps: ClassVar[tuple[str, ...]] = ("contour",)
+    map_fallback: ClassVar[bool] = True  # without a cache: the edge detector (footnote 3)
 
     name: str = attrs.field(default="V2", validator=area_name)
     blocks: int = attrs.field(default=2, validator=non_negative)
@@ -121,7 +122,7 @@ class V2Contour(Area):
     def contour(self, inp: TargetInput) -> Tensor:
         """``(B, 1, [T,] H, W)`` contour map: the cached one, else the edge detector's."""
         if "contour" in inp.maps:
-            return inp.maps["contour"]
+            return (inp.maps["contour"] > 0).float()  # binary, whatever scale the batch used
         lum, undo = frames(luminance(inp.pixels))
         return unframes(edge_map(lum, self.sigma, self.threshold, self.min_gradient), undo)
 

@@ -45,9 +45,12 @@ class DataConfig:
     format: str = attrs.field(default="ucf101", validator=_one_of(VIDEO_FORMATS))
     root: str | None = None
     split: int = attrs.field(default=1, validator=_one_of((1, 2, 3)))
-    image_root: str | None = None  # ImageNet-layout folder (ventral stage, BIMM-V); "builtin": shapes
+    # The ventral stage's images: an ImageNet-layout folder (the paper's IN-1K init; BIMM-V), "frames"
+    # (frames of the video set: Table 7a's "UCF101 Init") or "builtin" (the generated shapes); None asks.
+    image_root: str | None = None
     contours: str | None = None  # SAM contour cache folder: the same as maps=contour=DIR
     maps: tuple[str, ...] = attrs.field(default=(), validator=_maps)  # NAME=DIR per side map the graph's areas declare (recipes.precompute_maps)
+    image_maps: tuple[str, ...] = attrs.field(default=(), validator=_maps)  # NAME=DIR for data.image_root's images
     frames: int = 16
     stride: int = 4
     size: int = 224
@@ -144,7 +147,7 @@ def demo_of(paper: Config, name: str) -> Config:
     decay and with mild crops: after minutes of pretraining the early blocks have little to
     protect, and a small ViT needs several hundred steps before it picks up motion.
     """
-    images = "builtin" if (paper.data.image_root is not None or paper.finetune.stream == "ventral") else None
+    images = "builtin" if paper.finetune.stream == "ventral" else "frames"
     ft_epochs = 15 if paper.finetune.stream == "ventral" else 80
     return attrs.evolve(
         paper,

@@ -19,11 +19,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import attrs
+
 from areas.bimm import paper_pathway, run_pathway
 from visualpath import Pathway
 from visualpath.spec import SpecError, apply_overrides, builder_takes_config, import_object, override_keys
 
-__all__ = ["build_graph", "split_graph_args", "graph_help", "GRAPH_PREFIX"]
+__all__ = ["build_graph", "ventral_graph", "split_graph_args", "graph_help", "GRAPH_PREFIX"]
 
 GRAPH_PREFIX = "pathway."
 
@@ -66,6 +68,21 @@ def build_graph(cfg) -> Pathway:
                 if "=" in o else o for o in cfg.pathway_overrides]
         pathway = apply_overrides(pathway, keys)
     return pathway
+
+
+def ventral_graph(cfg, graph: Pathway) -> Pathway | None:
+    """What the ventral stage trains: the graph's image streams; for the paper's graph with
+    Table 7c's fewer targets, the default targets' image streams ("during the joint training
+    progress, we only calculate the loss from the V1 blocks": the ventral stage is unchanged).
+    None for a graph without image streams."""
+    from visualpath.rundir import stage_pathway
+
+    if not any(s.modality == "image" for s in graph.streams):
+        return None
+    if cfg.pathway is None and cfg.model.targets in ("V1", "V1-V2"):
+        default = attrs.evolve(cfg, model=attrs.evolve(cfg.model, targets=attrs.fields(type(cfg.model)).targets.default))
+        graph = build_graph(default)
+    return stage_pathway(graph, "ventral")
 
 
 def split_graph_args(argv: list[str]) -> tuple[list[str], tuple[str, ...]]:

@@ -38,25 +38,29 @@ from recipes.config import (  # noqa: F401 (re-exported: recipes import them fro
     tiny_of,
     variants,
 )
-from recipes.graph import build_graph, graph_help, split_graph_args
+from recipes.graph import build_graph, graph_help, split_graph_args, ventral_graph
 from recipes.stages import (
     checkpoint_format,
     classifies_images,
     ddp as _ddp,  # noqa: F401 (the transfer recipes wrap their models the same way)
     figure,
+    FRAMES,
+    given_maps,
     init_target,
     is_pathway_checkpoint,
+    missing_maps,
     pretrained_graph,
     run_finetune,
     run_joint,
     run_test,
     run_ventral,
+    ventral_source,
 )
 from visualpath import Pathway
 from visualpath.config import parse_cli, to_dict
 from visualpath.data.layouts import check_root
 from visualpath.engine import RunLog, setup, teardown
-from visualpath.rundir import PATHWAY_FILE, graph_differences, write_pathway
+from visualpath.rundir import PATHWAY_FILE, graph_differences, stage_pathway, write_pathway
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "PretrainConfig", "FinetuneConfig", "TestConfig", "run",
            "check", "build_pathway", "build_graph", "main", "demo_optim", "demo_of", "tiny_of", "SIZES", "STAGES",
@@ -80,8 +84,12 @@ def check(cfg: Config) -> Pathway:
             raise ValueError(f"pretrained={cfg.pretrained!r}: {err}") from None
     if cfg.pretrained is not None and any(s in cfg.stages for s in ("ventral", "joint")):
         raise ValueError("pretrained= finetunes another run: set stages=finetune,test")
-    if cfg.data.image_root not in (None, "builtin"):
+    if cfg.data.image_root not in (None, "builtin", FRAMES):
         check_root("imagenet", cfg.data.image_root, key="data.image_root")
+    if "ventral" in cfg.stages and cfg.data.image_root is None:
+        raise ValueError("the ventral stage needs its images: data.image_root=/path/to/imagenet (an ImageNet-layout "
+                         "folder: the paper's IN-1K initialisation, Table 7a's default) or data.image_root=frames "
+                         "(frames of the video set: Table 7a's 'UCF101 Init' row)")
     pathway = build_graph(cfg)  # the builder runs and the graph validates here
     stored = _stored_graph(cfg)
     if cfg.pretrained is not None:
@@ -93,8 +101,8 @@ def check(cfg: Config) -> Pathway:
     if cfg.finetune.stream not in streams and any(s in cfg.stages for s in ("finetune", "test")):
         raise ValueError(f"finetune.stream={cfg.finetune.stream!r} is not a stream of the graph; its streams: "
                          f"{streams}")
-    if cfg.finetune.stream in streams and classifies_images(cfg, finetuned) and cfg.data.image_root is None and \
-            any(s in cfg.stages for s in ("finetune", "test")):
+    if cfg.finetune.stream in streams and classifies_images(cfg, finetuned) and \
+            cfg.data.image_root in (None, FRAMES) and any(s in cfg.stages for s in ("finetune", "test")):
         raise ValueError(f"finetune.stream={cfg.finetune.stream!r} is an image stream, so it classifies images: "
                          "set data.image_root (an ImageNet-layout folder, or 'builtin')")
     if cfg.init is not None:
@@ -105,12 +113,26 @@ def check(cfg: Config) -> Pathway:
     if "ventral" in cfg.stages and not any(s.modality == "image" for s in pathway.streams):
         raise ValueError(f"stages include 'ventral' (pretraining the image streams) but the graph has none; its "
                          f"streams: {[f'{s.name} ({s.modality})' for s in pathway.streams]}")
-    given = [m.split("=", 1)[0] for m in cfg.data.maps]
     declared = sorted({m for s in pathway.streams for m in s.maps})
-    unknown = [m for m in given if m not in declared]
-    if unknown:
-        raise ValueError(f"data.maps names {unknown[0]!r}, which no area of the graph reads; declared maps: "
-                         f"{declared or 'none'}")
+    for key, images in (("data.maps", False), ("data.image_maps", True)):
+        unknown = [m for m in given_maps(cfg, images) if m not in declared]
+        if unknown:
+            raise ValueError(f"{key} names {unknown[0]!r}, which no area of the graph reads; declared maps: "
+                             f"{declared or 'none'}")
+    needs = []
+    if "joint" in cfg.stages:
+        needs.append(("data.maps", missing_maps(pathway, given_maps(cfg))))
+    if "ventral" in cfg.stages and cfg.data.image_root is not None:
+        on_images = cfg.data.image_root != FRAMES
+        ventral = ventral_graph(cfg, pathway)
+        if ventral is not None:
+            needs.append(("data.image_maps" if on_images else "data.maps",
+                          missing_maps(ventral, given_maps(cfg, images=on_images))))
+    for key, missing in needs:
+        if missing:
+            area, name = missing[0]
+            raise ValueError(f"area {area} reads the side map {name!r} and has no fallback: precompute it "
+                             f"(python -m recipes.precompute_maps --map {name} ...) and pass {key}={name}=DIR")
     patch, tube = pathway.encoder.patch, pathway.encoder.tube
     if cfg.data.size % patch or cfg.data.frames % tube:
         raise ValueError(f"data.size must be a multiple of {patch} and data.frames of {tube}, got "
@@ -132,12 +154,17 @@ def check(cfg: Config) -> Pathway:
 def _stored_graph(cfg: Config) -> Pathway | None:
     """The graph already stored in ``cfg.run_dir``, if any (runs from before stored graphs
     give the paper's graph of their config)."""
-    if not Path(cfg.run_dir, PATHWAY_FILE).is_file() and not Path(cfg.run_dir, "config.json").is_file():
-        return None
-    try:
-        return run_pathway(cfg.run_dir)
-    except (ValueError, KeyError):
-        return None
+    if Path(cfg.run_dir, PATHWAY_FILE).is_file():
+        try:
+            return run_pathway(cfg.run_dir)
+        except ValueError as err:  # a stored graph that no longer loads: say so, do not guess
+            raise ValueError(f"run_dir={cfg.run_dir!r} stores a graph that cannot be read: {err}") from None
+    if Path(cfg.run_dir, "config.json").is_file():
+        try:
+            return run_pathway(cfg.run_dir)  # a run from before stored graphs: the paper's graph of its config
+        except (ValueError, KeyError, TypeError):
+            return None  # a config.json of something else (no model section)
+    return None
 
 
 # keys that may change between a run and its resumption: they do not change what is trained
@@ -171,6 +198,10 @@ def resume_conflicts(cfg: Config) -> list[str]:
             continue
         if key not in old and new.get(key) == defaults.get(key):
             continue  # a setting added after the run started, left at its default
+        if key == "data.image_root" and old.get(key) is None and new.get(key) == FRAMES:
+            continue  # what a run from before the explicit choice did without one
+        if key == "model.split" and old.get(key) == list(cfg.model.blocks) and new.get(key) is None:
+            continue  # the split written out, as runs did before it defaulted to the size's
         if old.get(key) != new.get(key):
             out.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
     return out
@@ -199,6 +230,9 @@ def run(cfg: Config) -> dict:
     run_log.write_config(to_dict(cfg))
     if runtime.main and (set(cfg.stages) & {"ventral", "joint"} or not Path(cfg.run_dir, PATHWAY_FILE).is_file()):
         write_pathway(run_log.root, pathway)
+        ventral = ventral_graph(cfg, pathway) if "ventral" in cfg.stages else None
+        if ventral is not None and ventral != stage_pathway(pathway, "ventral"):
+            write_pathway(run_log.root, ventral, stage="ventral")
     runtime.barrier()
     results: dict = {"run_dir": str(run_log.root), "device": str(runtime.device), "world": runtime.world}
     model = None
@@ -206,6 +240,7 @@ def run(cfg: Config) -> dict:
         if "ventral" in cfg.stages:
             _, state = run_ventral(cfg, runtime, run_log, console)
             results["ventral_skipped"] = state.skipped
+            results["ventral_images"] = ventral_source(cfg)
         if "joint" in cfg.stages:
             joint, state = run_joint(cfg, runtime, run_log, console)
             results["joint_skipped"] = state.skipped
@@ -230,8 +265,8 @@ def _table(name: str, results: dict) -> None:
     table = Table(title=f"{name} results")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("top1", "top5", "chance", "test_items", "ventral_skipped", "joint_skipped", "finetune_skipped",
-                "run_dir"):
+    for key in ("top1", "top5", "chance", "test_items", "ventral_images", "ventral_skipped", "joint_skipped",
+                "finetune_skipped", "run_dir"):
         if key in results:
             value = results[key]
             table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))

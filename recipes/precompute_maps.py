@@ -13,7 +13,9 @@ of the graph (``--pathway``, default the paper's) that declares ``--map``, compu
 every K-th frame of every video under ``D`` and writes one file per video into ``DIR``
 (default ``D/<map>s``, e.g. ``D/contours``), the format
 :class:`visualpath.data.contours.MapCache` reads; training then takes
-``data.maps=NAME=DIR``. Finished videos are skipped, so an interrupted job resumes where it
+``data.maps=NAME=DIR``. Given an image folder (an ImageNet layout), it caches one map per
+image, which the ventral stage reads with ``data.image_maps=NAME=DIR``. Finished videos are
+skipped, so an interrupted job resumes where it
 stopped; ``--shard I/N`` processes every N-th video starting at I, so N processes (one per
 GPU, or machines) split a dataset. After its first videos the job prints a measured estimate
 of the whole run's cost.
@@ -32,7 +34,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from visualpath.data.contours import MapCache, find_videos, map_video
+from visualpath.data.contours import MapCache, find_images, find_videos, map_image, map_video
 from visualpath.data.decode import VideoError
 
 __all__ = ["run", "main", "parse_shard", "map_area", "default_cache"]
@@ -93,12 +95,15 @@ def run(data_root: str | Path, compute: Callable[[np.ndarray], np.ndarray], *, n
     cache_root = Path(cache) if cache else default_cache(data_root, name)
     store = MapCache(cache_root, data_root, name=name)
     videos = find_videos(data_root, exclude=cache_root)
+    kind = "videos"
+    if not videos:  # an image folder (ImageNet layout): one cached frame per image
+        videos, kind = find_images(data_root, exclude=cache_root), "images"
     if not videos:
-        raise FileNotFoundError(f"no video files under {data_root}")
+        raise FileNotFoundError(f"no video or image files under {data_root}")
     index, count = shard
     mine = videos[index::count]
     todo = [v for v in mine if not store.has(v)]
-    console.print(f"{name} maps: {len(videos)} videos under {data_root}; shard {index}/{count}: {len(mine)}, "
+    console.print(f"{name} maps: {len(videos)} {kind} under {data_root}; shard {index}/{count}: {len(mine)}, "
                   f"{len(mine) - len(todo)} already cached, {len(todo)} to do -> {cache_root}")
     counts = {"done": 0, "cached_before": len(mine) - len(todo), "failed": 0}
     frames_done, seconds = 0, 0.0
@@ -109,7 +114,7 @@ def run(data_root: str | Path, compute: Callable[[np.ndarray], np.ndarray], *, n
         for i, video in enumerate(todo):
             start = time.perf_counter()
             try:
-                indices, maps = map_video(video, compute, every)
+                indices, maps = map_video(video, compute, every) if kind == "videos" else map_image(video, compute)
             except VideoError as err:
                 log.warning("skipping unreadable video %s", err)
                 counts["failed"] += 1
@@ -126,10 +131,10 @@ def run(data_root: str | Path, compute: Callable[[np.ndarray], np.ndarray], *, n
                 whole = len(videos) * per_video * seconds / frames_done
                 progress.console.print(
                     f"estimate: {seconds / frames_done:.2f} s per frame, ~{per_video:.0f} cached frames per "
-                    f"video -> {remaining / 3600:.2f} h left for this shard, {whole / 3600:.2f} h for all "
-                    f"{len(videos)} videos on one such device"
+                    f"item -> {remaining / 3600:.2f} h left for this shard, {whole / 3600:.2f} h for all "
+                    f"{len(videos)} {kind} on one such device"
                 )
-    console.print(f"cached {name} maps of {counts['done']} videos, {counts['failed']} unreadable skipped")
+    console.print(f"cached {name} maps of {counts['done']} {kind}, {counts['failed']} unreadable skipped")
     return counts
 
 

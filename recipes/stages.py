@@ -30,14 +30,16 @@ from rich.console import Console
 from areas.bimm import run_pathway
 from recipes.config import Config, FinetuneConfig
 from visualpath import Pathway, inherit_stream
+from visualpath.pathway import copy_streams
 from visualpath.classifier import Classifier, Encoder
 from visualpath.data import MapCache, TrainTransform, VideoDataset
 from visualpath.data.datasets import ImageFolder
 from visualpath.data.layouts import image_split, video_set
 from visualpath.data.synthetic import ImageSpec, SyntheticSpec, ensure_synthetic_images
 from visualpath.engine import OptimSpec, RunLog, build_optimizer, evaluate, fit, load_weights, make_loader
+from visualpath.rundir import PATHWAY_FILE
 
-__all__ = ["run_ventral", "run_joint", "run_finetune", "run_test", "graph_to_finetune", "pretrained_graph", "init_target",
+__all__ = ["FRAMES", "ventral_source", "missing_maps", "given_maps", "run_ventral", "run_joint", "run_finetune", "run_test", "graph_to_finetune", "pretrained_graph", "init_target",
            "checkpoint_format", "is_pathway_checkpoint", "video_records", "image_root", "side_maps", "ddp"]
 
 
@@ -51,23 +53,42 @@ def video_records(cfg: Config, train: bool):
     return video_set(cfg.data.root, cfg.data.format, cfg.data.split, train, spec)
 
 
+FRAMES = "frames"  # data.image_root: the ventral stage on frames of the video set (Table 7a, "UCF101 Init")
+
+
 def image_root(cfg: Config) -> Path | None:
-    """The ImageNet-layout root (``builtin``: the generated shape set), or None."""
-    if cfg.data.image_root is None:
+    """The ImageNet-layout root (``builtin``: the generated shape set), or None for frames
+    of the video set (or no choice made)."""
+    if cfg.data.image_root in (None, FRAMES):
         return None
     if cfg.data.image_root == "builtin":
         return ensure_synthetic_images(spec=ImageSpec())
     return Path(cfg.data.image_root)
 
 
-def side_maps(cfg: Config, pathway: Pathway, root: Path) -> dict[str, MapCache]:
-    """The caches of the side maps the graph's areas declare that ``data.maps`` (or
-    ``data.contours``) provides; a declared map without a cache is computed by its area."""
+def given_maps(cfg: Config, images: bool = False) -> dict[str, str]:
+    """``{map: cache folder}`` from ``data.maps`` (and ``data.contours``) for videos, or from
+    ``data.image_maps`` for the ventral stage's image folder."""
+    if images:
+        return dict(m.split("=", 1) for m in cfg.data.image_maps)
     given = dict(m.split("=", 1) for m in cfg.data.maps)
     if cfg.data.contours:
         given.setdefault("contour", cfg.data.contours)
+    return given
+
+
+def side_maps(cfg: Config, pathway: Pathway, root: Path, images: bool = False) -> dict[str, MapCache]:
+    """The caches of the side maps the graph's areas declare that the config provides (a
+    declared map without a cache is one its area can do without, see :func:`missing_maps`)."""
     declared = {m for s in pathway.streams for m in s.maps}
-    return {name: MapCache(folder, root, name=name) for name, folder in given.items() if name in declared}
+    return {name: MapCache(folder, root, name=name) for name, folder in given_maps(cfg, images).items()
+            if name in declared}
+
+
+def missing_maps(pathway: Pathway, given: dict[str, str]) -> list[tuple[str, str]]:
+    """``(area, map)`` pairs of maps an area reads, cannot do without and has no cache for."""
+    return [(a.name, m) for s in pathway.streams for a in s.areas if a.has_readout and not a.map_fallback
+            for m in a.maps if m not in given]
 
 
 # --------------------------------------------------------------------------- training
@@ -104,7 +125,16 @@ def _describe_maps(maps: dict[str, MapCache], pathway: Pathway) -> str:
     if not declared:
         return ""
     return "; side maps: " + ", ".join(
-        f"{m} from {maps[m].root}" if m in maps else f"{m} computed on the device (no cache)" for m in declared)
+        f"{m} from {maps[m].root}" if m in maps else f"{m}: no cache, its area's own fallback" for m in declared)
+
+
+def ventral_source(cfg: Config) -> str:
+    """What the ventral stage trains on, as the results table and config.json name it."""
+    if cfg.data.image_root == FRAMES:
+        return "frames of the video set (Table 7a: UCF101 Init)"
+    if cfg.data.image_root == "builtin":
+        return "built-in shape images"
+    return f"ImageNet-layout folder {cfg.data.image_root} (Table 7a: IN-1K Init)"
 
 
 def run_ventral(cfg: Config, runtime, run: RunLog, console: Console):
@@ -114,14 +144,15 @@ def run_ventral(cfg: Config, runtime, run: RunLog, console: Console):
     images = image_root(cfg)
     if images is not None:
         folder = image_split(images, train=True)
-        dataset = ImageFolder(folder, transform=transform, seed=cfg.seed)
-        source, maps = f"images of {folder}", {}
+        maps = side_maps(cfg, pathway, images, images=True)
+        dataset = ImageFolder(folder, transform=transform, seed=cfg.seed, maps=maps)
+        source = f"images of {folder}"
     else:
         root, records, classes = video_records(cfg, train=True)
         maps = side_maps(cfg, pathway, root)
         dataset = VideoDataset(records, classes, frames=1, transform=transform, as_images=True, seed=cfg.seed,
                                maps=maps, name="video frames")
-        source = f"frames of {root} (video-set init)"
+        source = f"frames of {root} (data.image_root=frames: Table 7a's video-set init)"
     names = ", ".join(s.name for s in pathway.streams)
     console.print(f"[bold]ventral[/]: MAE-style pretraining of {names} on {source}, {len(dataset)} items"
                   f"{_describe_maps(maps, pathway)}")
@@ -155,9 +186,12 @@ def run_joint(cfg: Config, runtime, run: RunLog, console: Console):
     ventral_ckpt = run.stage_dir("ventral") / "model.safetensors"
     has_images = any(s.modality == "image" for s in pathway.streams)
     if has_images and ventral_ckpt.is_file():
-        result = load_weights(model, ventral_ckpt, strict=False)
-        console.print(f"[bold]joint[/]: image streams loaded from {ventral_ckpt} "
-                      f"({len(result.missing_keys)} keys of the other streams initialised fresh)")
+        ventral = run_pathway(run.root, stage="ventral").build()
+        load_weights(ventral, ventral_ckpt)  # strict: the graph the ventral stage trained
+        report = copy_streams(model, ventral)
+        console.print(f"[bold]joint[/]: {', '.join(s.name for s in ventral.spec.streams)} loaded from "
+                      f"{ventral_ckpt}: {len(report['copied'])} parts copied"
+                      + (f", not in the joint graph: {', '.join(report['skipped'])}" if report["skipped"] else ""))
         if cfg.model.dorsal_init == "ventral":
             for dst, src in inherit_sources(pathway).items():
                 report = inherit_stream(model, dst=dst, src=src)
@@ -286,7 +320,8 @@ def pretrained_graph(cfg: Config) -> Pathway | None:
         return None
     source = Path(cfg.pretrained)
     run_dir = source if source.is_dir() else source.parent.parent
-    if source.is_dir() or (is_pathway_checkpoint(source) and (run_dir / "config.json").is_file()):
+    if source.is_dir() or (is_pathway_checkpoint(source) and
+                           any((run_dir / f).is_file() for f in ("config.json", PATHWAY_FILE))):
         return run_pathway(run_dir)
     return None
 
@@ -313,12 +348,27 @@ def _pretrained(cfg: Config, run: RunLog, console: Console):
     candidates = [source] if source.is_file() else [source / s / "model.safetensors" for s in ("joint", "ventral")]
     for ckpt in candidates:
         if ckpt.is_file():
-            load_weights(model, ckpt, strict=ckpt.parent.name == "joint")
-            console.print(f"[bold]finetune[/]: {cfg.finetune.stream} encoder from {ckpt}")
+            result = load_weights(model, ckpt, strict=False)
+            encoder = _encoder_keys(model, cfg.finetune.stream)
+            missing = sorted(encoder & set(result.missing_keys))
+            if missing:
+                raise ValueError(f"{ckpt} holds no weights for {len(missing)} of the {len(encoder)} tensors of the "
+                                 f"{cfg.finetune.stream} encoder (e.g. {missing[0]}): it was trained with another "
+                                 "graph or without that stream; finetune.stream names the stream to finetune")
+            console.print(f"[bold]finetune[/]: {cfg.finetune.stream} encoder from {ckpt} "
+                          f"({len(encoder)} tensors)")
             return model
     console.print(f"[bold]finetune[/]: no pretrained checkpoint, training the {cfg.finetune.stream} encoder "
                   "from scratch")
     return model
+
+
+def _encoder_keys(model, stream: str) -> set[str]:
+    """State-dict keys of one stream's encoder (its embedding and the stages it reads,
+    under whichever stream owns them)."""
+    owned = {id(p) for p in model.streams[stream].embed.parameters()}
+    owned |= {id(p) for block in model.blocks(stream) for p in block.parameters()}
+    return {k for k, p in model.named_parameters() if id(p) in owned}
 
 
 def _classifier(cfg: Config, model, num_classes: int, drop_path: float | None = None) -> Classifier:
@@ -385,11 +435,11 @@ def figure(joint, cfg: Config, run_log: RunLog, runtime, console: Console | None
         return
     root, records, classes = video_records(cfg, train=False)
     whole = TrainTransform(size=cfg.data.size, crop="resized", area=(1.0, 1.0), flip=False)  # the whole frame
-    dataset = VideoDataset(records[:1], classes, frames=cfg.data.frames, stride=cfg.data.stride, transform=whole,
-                           maps=side_maps(cfg, joint.spec, root), seed=cfg.seed)
-    item = dataset[0]
-    batch = {k: v[None].to(runtime.device) for k, v in item.items() if k not in ("label", "index", "skipped")}
     try:
+        dataset = VideoDataset(records[:1], classes, frames=cfg.data.frames, stride=cfg.data.stride,
+                               transform=whole, maps=side_maps(cfg, joint.spec, root), seed=cfg.seed)
+        item = dataset[0]
+        batch = {k: v[None].to(runtime.device) for k, v in item.items() if k not in ("label", "index", "skipped")}
         fig = reconstruction_figure(joint, batch, stream=videos[0])
     except ValueError as err:  # e.g. a map the evaluation videos have no cache for
         (console or Console(stderr=True)).print(f"  no reconstruction figure: {err}")

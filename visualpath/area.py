@@ -125,6 +125,7 @@ class Area(abc.ABC):
 
     modalities: ClassVar[tuple[str, ...]] = MODALITIES
     maps: ClassVar[tuple[str, ...]] = ()
+    map_fallback: ClassVar[bool] = False  # computes its target without its maps (V2: an edge detector)
 
     name: str = attrs.field(validator=area_name)
     blocks: int = attrs.field(validator=non_negative)

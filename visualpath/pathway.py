@@ -50,6 +50,7 @@ __all__ = [
     "PathwayOutput",
     "StreamOutput",
     "inherit_stream",
+    "copy_streams",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
 ]
@@ -338,9 +339,13 @@ class Pathway:
                 share = share if any(names_seen.count(n) > 1 for n in set(names_seen)) else "none"
         else:
             kept = {s.name for s in streams}
-            share = tuple(e for e, members in zip(self.share, self.groups())
-                          if sum(m[0] in kept for m in members) > 1)
-            share = share or "none"
+            entries = []
+            for entry, members in zip(self.share, self.groups()):
+                left = [m for m in members if m[0] in kept]
+                if len(left) > 1:  # still shared: keep the names of the areas that remain
+                    names = tuple(dict.fromkeys(a for _, a in left))
+                    entries.append(names if isinstance(entry, tuple) else names[0])
+            share = tuple(entries) or "none"
         return attrs.evolve(self, streams=streams, share=share)
 
 
@@ -697,6 +702,47 @@ class _Selected:
 def _gather(x: Tensor, index: Tensor) -> Tensor:
     """``x[b, index[b]]`` for ``(B, N, P)`` x and ``(B, K)`` index -> ``(B, K, P)``."""
     return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+@torch.no_grad()
+def copy_streams(dst: PathwayModel, src: PathwayModel) -> dict[str, list[str]]:
+    """Copy every stream of ``src`` that ``dst`` also has, stage by stage, with its embedding
+    and the decoders both have (a ventral-stage model into the joint one).
+
+    Stages are matched by (stream, area), wherever the two graphs store them: a stage that
+    ``src`` owns may be borrowed in ``dst`` (shared with a stream that comes first there).
+
+    Returns:
+        ``{"copied": [...], "skipped": [...]}`` as ``stream.area`` / ``stream.embed`` /
+        ``stream.decoder.area`` names; skipped parts are absent from ``dst`` or of another shape.
+    """
+    report: dict[str, list[str]] = {"copied": [], "skipped": []}
+    done: set[int] = set()
+
+    def copy(name: str, to: nn.Module | None, source: nn.Module) -> None:
+        if to is None or id(to) in done:
+            report["skipped" if to is None else "copied"].append(name)
+            return
+        mine, theirs = to.state_dict(), source.state_dict()
+        if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+            report["skipped"].append(name)
+            return
+        to.load_state_dict(theirs)
+        done.add(id(to))
+        report["copied"].append(name)
+
+    for stream in src.spec.streams:
+        if stream.name not in dst.streams:
+            continue
+        copy(f"{stream.name}.embed", dst.streams[stream.name].embed, src.streams[stream.name].embed)
+        names = {a.name for a in dst.spec.stream(stream.name).areas}
+        for area in stream.areas:
+            target = dst.stage(stream.name, area.name) if area.name in names else None
+            copy(f"{stream.name}.{area.name}", target, src.stage(stream.name, area.name))
+        for name, decoder in src.streams[stream.name].decoders.items():
+            copy(f"{stream.name}.decoder.{name}", dst.streams[stream.name].decoders[name]
+                 if name in dst.streams[stream.name].decoders else None, decoder)
+    return report
 
 
 @torch.no_grad()

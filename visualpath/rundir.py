@@ -203,12 +203,29 @@ class RunLog:
 # --------------------------------------------------------------------------- the stored graph
 
 
-def write_pathway(root: str | Path, pathway: Pathway) -> Path:
-    """Store ``pathway`` as ``root/pathway.json`` (atomically)."""
-    path = Path(root) / PATHWAY_FILE
+def _stage_file(stage: str) -> str:
+    return PATHWAY_FILE.replace(".json", f".{stage}.json")
+
+
+def write_pathway(root: str | Path, pathway: Pathway, stage: str | None = None) -> Path:
+    """Store ``pathway`` as ``root/pathway.json`` (atomically), or as ``pathway.<stage>.json``
+    for a stage that trains another graph than the run's part for it (Table 7c's rows
+    change the joint stage's targets only)."""
+    path = Path(root) / (_stage_file(stage) if stage else PATHWAY_FILE)
     text = json.dumps(pathway.to_dict(), indent=2)
     _atomic(path, lambda tmp: Path(tmp).write_text(text))
     return path
+
+
+def read_spec(path: Path) -> Pathway:
+    """The graph a spec file holds."""
+    from visualpath.pathway import Pathway
+
+    try:
+        spec = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    return Pathway.from_dict(spec)
 
 
 def stage_pathway(pathway: Pathway, stage: str | None) -> Pathway:
@@ -226,6 +243,8 @@ def read_pathway(run_dir: str | Path, stage: str | None = None,
                  legacy: Callable[[dict], Pathway] | None = None) -> Pathway:
     """The graph stored in a run directory (for ``stage``'s checkpoint, see :func:`stage_pathway`).
 
+    A stage's own graph (``pathway.<stage>.json``) comes first.
+
     Args:
         legacy: for a run written before graphs were stored, a function from its
             ``config.json`` to its graph (``areas.bimm.run_pathway`` passes the paper's).
@@ -233,19 +252,20 @@ def read_pathway(run_dir: str | Path, stage: str | None = None,
     Raises:
         ValueError: naming the directory when it holds neither.
     """
-    from visualpath.pathway import Pathway
 
     run_dir = Path(run_dir)
+    own = run_dir / _stage_file(stage) if stage else None
+    if own is not None and own.is_file():
+        return read_spec(own)
     stored = run_dir / PATHWAY_FILE
     if stored.is_file():
-        try:
-            spec = json.loads(stored.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{stored} is not valid JSON ({err})") from None
-        return stage_pathway(Pathway.from_dict(spec), stage)
+        return stage_pathway(read_spec(stored), stage)
     config = run_dir / "config.json"
     if legacy is not None and config.is_file():
         return stage_pathway(legacy(json.loads(config.read_text())), stage)
+    if config.is_file():
+        raise ValueError(f"{run_dir} was written before runs stored their graph ({PATHWAY_FILE}): load it with "
+                         "analysis.features.load_run, which rebuilds the paper's graph of its config.json")
     raise ValueError(f"{run_dir} is not a run directory: it has no {PATHWAY_FILE}"
                      + (" or config.json" if legacy is not None else ""))
 

@@ -70,8 +70,9 @@ def register_area(cls: type, name: str | None = None) -> type:
     """
     key = name or cls.__name__
     known = _AREAS.get(key)
-    if known is not None and class_ref(known) != class_ref(cls):
-        _AMBIGUOUS.setdefault(key, {class_ref(known)}).add(class_ref(cls))
+    where = f"{cls.__module__}:{cls.__qualname__}"
+    if known is not None and f"{known.__module__}:{known.__qualname__}" != where:
+        _AMBIGUOUS.setdefault(key, {f"{known.__module__}:{known.__qualname__}"}).add(where)
     _AREAS[key] = cls
     return cls
 
@@ -101,10 +102,13 @@ def area_class(ref: str, where: str = "type") -> type:
 def class_ref(cls: type) -> str:
     """The import path of a class: ``"module:Qualname"``, or ``"/abs/file.py:Qualname"``
     for a class defined in a file loaded by path (or in the ``__main__`` script)."""
+    if "<locals>" in cls.__qualname__:
+        raise SpecError(f"{cls.__qualname__} is defined inside a function: a stored graph can only name classes "
+                        "defined at the top level of a module or file")
     module = sys.modules.get(cls.__module__)
     file = getattr(module, "__visualpath_file__", None)
     if file is None and cls.__module__ == "__main__" and getattr(module, "__file__", None):
-        file = str(Path(module.__file__).resolve())
+        file = str(Path(module.__file__).resolve())  # a script: named by its path, found again in __main__
     return f"{file or cls.__module__}:{cls.__qualname__}"
 
 
@@ -114,6 +118,9 @@ def _load_file(path: Path, where: str) -> types.ModuleType:
     path = path.resolve()
     if not path.is_file():
         raise SpecError(f"{where}: no such file {str(path)!r}")
+    main = sys.modules.get("__main__")
+    if getattr(main, "__file__", None) and Path(main.__file__).resolve() == path:
+        return main  # the running script: its classes, not a second copy of them
     name = f"_visualpath_file_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
     if name in sys.modules:
         return sys.modules[name]
@@ -348,7 +355,7 @@ def pathway_from_dict(spec: Mapping[str, Any]):
 
 
 def _stream_fields() -> dict[str, Any]:
-    return {"weight": float, "pos_embed": str, "frame_step": int}
+    return {"weight": float, "pos_embed": str | None, "frame_step": int}
 
 
 def override_keys(pathway) -> dict[str, Any]:
@@ -443,7 +450,8 @@ def apply_overrides(pathway, overrides: Sequence[str] | Mapping[str, Any]):
                 _unknown(key, pathway)
             spec["encoder"][parts[1]] = _parse_text(raw, kind, key) if text else raw
         elif key == "share":
-            spec["share"] = raw.split(",") if text and raw not in ("none", "partial", "all") else raw
+            spec["share"] = [n.strip() for n in raw.split(",") if n.strip()] \
+                if text and raw not in ("none", "partial", "all") else raw
         elif parts[0] in streams and parts[1:] == ["mask", "ratio"]:
             streams[parts[0]]["mask"]["ratio"] = _parse_text(raw, float, key) if text else raw
         elif parts[0] in streams and len(parts) == 2 and parts[1] in _stream_fields():
@@ -481,9 +489,12 @@ def _split(text: str) -> tuple[str, str]:
 
 
 def builder_takes_config(fn) -> bool:
-    """Whether a graph builder takes an argument (the recipe's model scale)."""
+    """Whether a graph builder wants the recipe's model scale: its first positional parameter
+    is called ``model`` or has no default (``build(model)``, ``build(model=None)``, ``build(m)``;
+    not ``build(depth=4)``)."""
     try:
-        params = inspect.signature(fn).parameters.values()
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         return False
-    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+    return bool(params) and (params[0].name == "model" or params[0].default is inspect.Parameter.empty)

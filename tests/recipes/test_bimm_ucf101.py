@@ -75,7 +75,7 @@ def test_paper_settings_follow_tables_8_and_9():
     assert (ft.optim.base_lr, ft.optim.batch_size, ft.optim.epochs, ft.optim.layer_decay) == (5e-4, 32, 100, 0.7)
     assert (ft.drop_path, ft.mixup, ft.cutmix, ft.smoothing, ft.repeated) == (0.2, 0.8, 1.0, 0.1, 2)
     assert (cfg.test.clips, cfg.test.crops, cfg.data.frames, cfg.data.stride) == (5, 3, 16, 4)
-    assert cfg.model.split == (2, 2, 8) and cfg.model.video_mask == 0.9 and cfg.model.image_mask == 0.75
+    assert cfg.model.blocks == (2, 2, 8) and cfg.model.video_mask == 0.9 and cfg.model.image_mask == 0.75
 
 
 def test_resuming_with_other_settings_is_refused_before_compute(tiny_run, monkeypatch):

@@ -196,3 +196,26 @@ def test_interop_reads_a_user_graph_run_directory(user_graph_runs):
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
     with pytest.raises(ValueError, match="streams .* not 'fast'"):
         encoder_from_run(straight, "fast")
+
+
+def test_a_stored_graph_that_no_longer_loads_is_reported_not_guessed(user_graph_runs, tmp_path, capsys):
+    import shutil
+
+    straight, _ = user_graph_runs
+    copy = tmp_path / "moved"
+    shutil.copytree(straight, copy)
+    spec = json.loads((copy / "pathway.json").read_text())
+    spec["streams"][0]["areas"][2]["type"] = "/nowhere/v3_sobel.py:V3Sobel"  # the area's file was moved
+    (copy / "pathway.json").write_text(json.dumps(spec))
+    with pytest.raises(SystemExit):
+        _main(f"run_dir={copy}", "stages=test")
+    assert "stores a graph that cannot be read" in capsys.readouterr().err
+
+
+def test_finetuning_a_stream_the_checkpoint_lacks_fails_naming_it(user_graph_runs, tmp_path):
+    straight, _ = user_graph_runs
+    ventral_only = f"{straight}/ventral/model.safetensors"
+    assert _main(f"run_dir={tmp_path / 'ok'}", f"pretrained={straight}/joint/model.safetensors",
+                 "stages=finetune", "finetune.optim.epochs=1") == 0  # its graph is found beside it
+    with pytest.raises(ValueError, match="holds no weights for .* tensors of the dorsal encoder"):
+        _main(f"run_dir={tmp_path / 'bad'}", f"pretrained={ventral_only}", "stages=finetune")

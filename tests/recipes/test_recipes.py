@@ -75,8 +75,10 @@ def test_bimm_imagenet_is_the_ventral_branch_alone():
     ft = cfg.finetune
     assert (ft.optim.base_lr, ft.optim.batch_size, ft.optim.epochs, ft.optim.warmup_epochs) == (2e-3, 128, 100, 20)
     assert (ft.drop_path, ft.optim.layer_decay, ft.flip, ft.repeated) == (0.1, 0.65, False, 1)
-    with pytest.raises(ValueError, match="set data.image_root"):
+    with pytest.raises(ValueError, match="data.image_root=/path/to/imagenet"):
         pipeline.check(cfg)
+    with pytest.raises(ValueError, match="is an image stream, so it classifies images: set data.image_root"):
+        pipeline.check(attrs.evolve(cfg, stages=("finetune", "test")))
 
 
 @pytest.mark.parametrize("name, pre, ft, views", [

@@ -108,3 +108,44 @@ def test_a_user_area_with_its_own_map_trains_from_its_cache(video_set, tmp_path)
     assert code == 0
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("ventral.SAL" in m and "dorsal.SAL" in m for m in metrics if m["stage"] == "joint")
+
+
+def test_sam_contours_of_an_image_folder_are_cached_and_follow_the_image(tmp_path):
+    """The ventral stage's images get SAM contours too (a random-weight SAM, as for videos)."""
+    from PIL import Image
+
+    from recipes import precompute_contours
+    from tests.visualpath.data.test_contours import tiny_sam
+    from visualpath.data import ImageFolder
+
+    root = tmp_path / "in1k"
+    rng = np.random.default_rng(0)
+    for part in ("train", "val"):
+        for cls in ("a", "b"):
+            (root / part / cls).mkdir(parents=True)
+            for i in range(2):
+                blocks = rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)  # large flat blocks survive resizing
+                Image.fromarray(np.kron(blocks, np.ones((8, 8, 1), np.uint8))).save(root / part / cls / f"{i}.png")
+    counts = precompute_contours.run(root, tiny_sam(), points_per_side=4, pred_iou_thresh=0.0,
+                                     stability_score_thresh=0.0)
+    assert counts["done"] == 8 and (root / "contours" / "train" / "a" / "0.png.npz").is_file()
+    assert precompute_contours.run(root, tiny_sam())["cached_before"] == 8  # resumes: nothing left to do
+    cache = MapCache(root / "contours", root)
+    for image in sorted((root / "train").rglob("*.png")):  # a cache equal to the red channel, to check alignment
+        cache.save(image, [0], np.asarray(Image.open(image))[None, ..., 0] > 128)
+    ds = ImageFolder(root / "train", transform=TrainTransform(size=32, crop="resized", flip=True), maps={"contour": cache})
+    for i in range(len(ds)):
+        item = ds[i]
+        red, marked = item["image"][0].float(), item["image_contour"] > 0
+        assert item["image_contour"].shape == (32, 32)
+        assert red[marked].mean() > red[~marked].mean() + 40
+
+
+def test_a_map_an_area_cannot_do_without_is_asked_for_before_compute(video_set, capsys, monkeypatch):
+    from recipes import pipeline
+
+    monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
+    with pytest.raises(SystemExit):
+        bimm_ucf101.main(["--variant", "tiny", f"pathway={FIXTURE}:build", f"data.root={video_set}"])
+    err = capsys.readouterr().err
+    assert "area SAL reads the side map 'saliency' and has no fallback" in err and "data.maps=saliency=DIR" in err

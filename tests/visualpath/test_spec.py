@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import save_file
 
 from areas import MTMotion, V1Gabor, V4Color
@@ -27,7 +28,10 @@ def test_the_paper_graph_round_trips_at_every_size(size):
 def test_every_table_7_row_round_trips():
     from recipes import ablations, bimm_ucf101
 
-    base = bimm_ucf101.VARIANTS["paper"]
+    import attrs
+
+    paper = bimm_ucf101.VARIANTS["paper"]
+    base = attrs.evolve(paper, data=attrs.evolve(paper.data, image_root="frames"))
     count = 0
     for table in ablations.TABLES:
         for row, cfg, _ in ablations.rows(table, base):
@@ -109,6 +113,28 @@ def test_a_sub_graph_keeps_the_sharing_left_among_its_streams():
         Stream("c", "image", [v1, V4Color(blocks=1, decoder=dec)])])
     assert p.select(["a", "c"]).share == ("V1",)
     assert p.select(["b"]).share == "none" and [s.name for s in p.select(["b"]).streams] == ["b"]
+    q = Pathway(encoder=vit_tiny(depth=2), share=[("V4", "MT")], streams=[
+        Stream("a", "image", [v1, V4Color(blocks=1, decoder=dec)]),
+        Stream("b", "image", [v1, V4Color(blocks=1, decoder=dec)]),
+        Stream("c", "video", [v1, MTMotion(blocks=1, decoder=dec)])])
+    assert q.select(["a", "b"]).share == (("V4",),)  # the entry keeps the areas that remain
+
+
+def test_the_joint_stage_gets_the_ventral_weights_whichever_stream_owns_a_shared_stage():
+    from visualpath.pathway import copy_streams
+
+    dec = DecoderSpec(width=32, depth=1, heads=2)
+    v1 = V1Gabor(blocks=1, decoder=dec)
+    joint = Pathway(encoder=vit_tiny(depth=2), share=["V1"], streams=[  # the video stream first: it owns V1
+        Stream("dorsal", "video", [v1, MTMotion(blocks=1, decoder=dec)]),
+        Stream("ventral", "image", [v1, V4Color(blocks=1, decoder=dec)])])
+    ventral = joint.select(["ventral"]).build()
+    model = joint.build()
+    report = copy_streams(model, ventral)
+    assert not report["skipped"]
+    for a, b in zip(model.blocks("ventral"), ventral.blocks("ventral")):
+        assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    assert model.stage("dorsal", "V1") is model.stage("ventral", "V1")
 
 
 def test_a_run_written_before_graphs_were_stored_still_loads(tmp_path):
@@ -126,3 +152,45 @@ def test_a_run_written_before_graphs_were_stored_still_loads(tmp_path):
     loaded = load_run(tmp_path)
     assert loaded.spec == paper_pathway(model_cfg)
     assert all((a == b).all() for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
+
+
+def test_a_graph_defined_in_the_running_script_round_trips_without_running_it_again(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "train_mine.py"
+    script.write_text(
+        "import attrs\n"
+        "from visualpath import Area, Pathway, Stream, vit_tiny\n"
+        "print('body runs')\n"
+        "@attrs.frozen(kw_only=True)\n"
+        "class Mine(Area):\n"
+        "    name: str = 'M'\n"
+        "    def target_dim(self, layout): return layout.pixels_per_token\n"
+        "    def target(self, inp): return inp.layout.patchify(inp.pixels.mean(1, keepdim=True))\n"
+        "if __name__ == '__main__':\n"
+        "    p = Pathway(encoder=vit_tiny(depth=1), streams=[Stream('s', 'image', [Mine(blocks=1)])])\n"
+        "    spec = p.to_dict()\n"
+        "    print(spec['streams'][0]['areas'][0]['type'].endswith('train_mine.py:Mine'), Pathway.from_dict(spec) == p)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["body", "runs", "True", "True"]
+
+
+def test_classes_defined_inside_a_function_are_refused_with_a_reason():
+    import attrs
+
+    @attrs.frozen(kw_only=True)
+    class Local(V4Color):
+        pass
+
+    p = Pathway(encoder=vit_tiny(depth=1), streams=[Stream("s", "image", [Local(blocks=1)])])
+    with pytest.raises(SpecError, match="defined inside a function"):
+        p.to_dict()
+
+
+def test_share_and_stream_overrides_read_like_the_command_line():
+    p = paper_pathway(ModelConfig(size="tiny"))
+    assert apply_overrides(p, ["share=V1, V2"]).share == ("V1", "V2")
+    q = apply_overrides(p, ["dorsal.pos_embed=grid"])
+    assert q.stream("dorsal").pos_embed == "grid"
+    assert apply_overrides(q, ["dorsal.pos_embed=none"]).stream("dorsal").pos_embed == "flat"  # the default again

@@ -30,10 +30,11 @@ from scipy import ndimage as ndi
 
 from visualpath.data.decode import Video
 
-__all__ = ["MapCache", "ContourCache", "masks_to_contour", "VIDEO_EXTENSIONS", "find_videos", "map_video",
-           "contour_video"]
+__all__ = ["MapCache", "ContourCache", "masks_to_contour", "VIDEO_EXTENSIONS", "IMAGE_FILE_EXTENSIONS",
+           "find_videos", "find_images", "map_video", "map_image", "contour_video"]
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v")
+IMAGE_FILE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def masks_to_contour(masks: Iterable[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
@@ -73,8 +74,9 @@ class MapCache:
         """Write ``(K, H, W)`` maps of frames ``frames`` atomically: bool maps bit-packed,
         uint8 maps as they are."""
         maps = np.asarray(maps)
-        if maps.dtype != np.uint8:
-            maps = maps.astype(bool)
+        if maps.dtype not in (np.uint8, np.bool_):
+            raise ValueError(f"{self.name} maps must be bool (a binary map) or uint8 (values 0-255), got "
+                             f"{maps.dtype}; scale a float map to 0-255 and cast it to uint8 first")
         if maps.ndim != 3 or len(frames) != maps.shape[0]:
             raise ValueError(f"expected (K, H, W) maps for {len(frames)} frames, got {maps.shape}")
         data = {"bits": np.packbits(maps, axis=None)} if maps.dtype == bool else {"values": maps}
@@ -124,7 +126,8 @@ class ContourCache(MapCache):
         super().__init__(root, data_root, name="contour")
 
 
-def find_videos(data_root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
+def find_videos(data_root: str | os.PathLike, exclude: str | os.PathLike | None = None,
+                extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> list[Path]:
     """Every video file under ``data_root`` (sorted), skipping the ``exclude`` folder."""
     data_root = Path(data_root)
     skip = Path(exclude).resolve() if exclude else None
@@ -134,8 +137,28 @@ def find_videos(data_root: str | os.PathLike, exclude: str | os.PathLike | None 
             dirnames[:] = []
             continue
         dirnames.sort()
-        found += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(VIDEO_EXTENSIONS)]
+        found += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(extensions)]
     return found
+
+
+def find_images(data_root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
+    """Every image file under ``data_root`` (sorted; an ImageNet layout's ``train/`` and
+    ``val/`` alike), skipping the ``exclude`` folder."""
+    return find_videos(data_root, exclude, IMAGE_FILE_EXTENSIONS)
+
+
+def map_image(path: str | os.PathLike, compute: Callable[[np.ndarray], np.ndarray]) -> tuple[list[int], np.ndarray]:
+    """A side map of one image, cached as frame 0: ``([0], (1, H, W) map)``."""
+    from PIL import Image
+
+    from visualpath.data.decode import VideoError
+
+    try:
+        with Image.open(path) as img:
+            frame = np.asarray(img.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise VideoError(f"{path}: cannot decode image ({err})") from None
+    return [0], np.asarray(compute(frame))[None]
 
 
 def map_video(path: str | os.PathLike, compute: Callable[[np.ndarray], np.ndarray],

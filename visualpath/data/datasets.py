@@ -255,10 +255,14 @@ class ImageFolder(_Robust):
             decoded size.
         size: with ``transform=None`` and ``size`` set, images are resized and centre-cropped.
         seed: base seed of the per-item random draws.
+        maps: side-map caches by map name (one cached frame per image, written by
+            ``python -m recipes.precompute_maps`` over the image folder); items then carry
+            each map ``M`` as ``image_M`` ``(H, W)`` uint8, cropped, flipped and resized with
+            the image. Every image must be in every cache.
     """
 
     def __init__(self, root: str | Path, transform: TrainTransform | None = None, size: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, maps: Mapping[str, MapCache] | None = None) -> None:
         super().__init__(seed)
         root = Path(root)
         if not root.is_dir():
@@ -276,6 +280,14 @@ class ImageFolder(_Robust):
             raise DatasetFormatError(f"image folder {root}: no images with extensions {IMAGE_EXTENSIONS}")
         self.records, self.missing = _present(records, f"image folder {root}")
         self.transform, self.size = transform, size
+        self.maps = dict(maps or {})
+        for key, cache in self.maps.items():
+            absent = [r.path for r in self.records if not cache.has(r.path)]
+            if absent:
+                raise DatasetFormatError(
+                    f"image folder {root}: the {key} cache at {cache.root} lacks {len(absent)} of {len(self.records)} "
+                    f"images (first: {absent[0]}); finish it with python -m recipes.precompute_maps"
+                )
 
     def _load(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         path = self.records[index].path
@@ -285,11 +297,17 @@ class ImageFolder(_Robust):
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise VideoError(f"{path}: cannot decode image ({err})") from None
         clip = torch.from_numpy(array.copy()).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
+        maps = {}
+        for key, cache in self.maps.items():
+            found, binary = cache.read(path, [0])  # (1, h, w)
+            maps[key] = resize_map(found, tuple(clip.shape[-2:]))
         if self.transform is not None:
-            clip, _ = self.transform(clip, None, rng)
+            clip, maps = self.transform(clip, maps or None, rng)
         elif self.size is not None:
-            clip, _ = resize_short(clip, None, self.size)
+            clip, maps = resize_short(clip, maps or None, self.size)
             H, W = clip.shape[-2:]
-            clip, _ = crop(clip, None, three_crop_boxes(H, W, self.size)[1])
-        return {"image": clip[0]}
+            clip, maps = crop(clip, maps, three_crop_boxes(H, W, self.size)[1])
+        item = {"image": clip[0]}
+        item.update({f"image_{k}": _uint8(m[0]) for k, m in (maps or {}).items()})
+        return item
 

@@ -46,7 +46,8 @@ def resize_contour(contour: Tensor, size: tuple[int, int]) -> Tensor:
 
 def resize_map(m: Tensor, size: tuple[int, int]) -> Tensor:
     """``(T, H, W)`` side map -> ``(T, *size)``: a bool map stays bool (thin lines kept), a
-    uint8 0/255 map is treated as binary too (a contour), other uint8 maps resize bilinearly."""
+    uint8 map resizes bilinearly. (A lone uint8 map passed to :func:`resize` is the V2
+    contour, binary.)"""
     if tuple(m.shape[-2:]) == tuple(size):
         return m
     if m.dtype == torch.bool:
