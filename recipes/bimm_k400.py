@@ -2,10 +2,13 @@
 
     python -m recipes.bimm_k400                             # demo scale, built-in set
     python -m recipes.bimm_k400 data.root=/data/k400 data.image_root=/data/imagenet
-    python -m recipes.bimm_k400 data.root=/data/k400 model.size=large   # ViT-L: finetune 50 epochs, drop path 0.2
+    python -m recipes.bimm_k400 --variant paper-large data.root=/data/k400 data.image_root=/data/imagenet
 
-The ventral stream is pretrained on ImageNet-1K (800 epochs, Table 8 IN-1K column) when
-``data.image_root`` is given, else on frames of K400; joint pretraining runs 800 epochs
+``--variant paper-large`` is the ViT-L column: a 24-block ViT-L (decoders at blocks 4, 8 and 24;
+decision D13), finetuned 50 epochs with drop path 0.2 (``model.size=large`` alone changes the
+encoder only). The ventral stream is pretrained on ImageNet-1K (800 epochs, Table 8 IN-1K
+column) from ``data.image_root`` (``data.image_root=frames`` trains it on frames of K400
+instead, Table 7a's video-set init); joint pretraining runs 800 epochs
 without flips at base lr 1.5e-4, batch 16; finetuning 75 epochs (ViT-B; 50 for ViT-L) with
 drop path 0.1 (0.2 for ViT-L) and layer decay 0.75; testing 5 clips x 3 crops. Clips are
 16 frames at stride 4 (VideoMAE's K400 sampling; the paper gives no other).

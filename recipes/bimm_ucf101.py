@@ -1,11 +1,11 @@
 """BIMM on UCF101, the paper's whole pipeline (Algorithm 1, appendix A, Tables 8 and 9).
 
     python -m recipes.bimm_ucf101                       # demo scale, built-in synthetic set
-    python -m recipes.bimm_ucf101 data.root=/data/ucf   # the paper's settings on UCF101
-    torchrun --nproc_per_node=8 -m recipes.bimm_ucf101 data.root=/data/ucf
+    python -m recipes.bimm_ucf101 data.root=/data/ucf data.image_root=/data/imagenet   # the paper's settings
+    torchrun --nproc_per_node=8 -m recipes.bimm_ucf101 data.root=/data/ucf data.image_root=/data/imagenet
 
-ventral pretraining (``data.image_root`` if given, else frames of UCF101: the paper's "UCF101
-init") -> dorsal initialised from ventral -> joint pretraining with partial sharing
+ventral pretraining on ImageNet (``data.image_root``, the paper's default "IN-1K Init"; or
+``data.image_root=frames``: frames of UCF101, Table 7a's "UCF101 Init") -> dorsal initialised from ventral -> joint pretraining with partial sharing
 (1600 epochs, appendix A.2) -> finetuning -> 5 clips x 3 crops test. Stages, resuming and
 the variants are described in :mod:`recipes.pipeline`.
 """

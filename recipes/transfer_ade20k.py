@@ -1,6 +1,9 @@
 """ADE20K semantic segmentation from a pretrained run's ventral encoder (BIMM Table 6).
 
-    python -m recipes.transfer_ade20k pretrained=runs/bimm_imagenet data_root=/data/ade20k
+Table 6 uses the ventral ViT after BIMM's joint pretraining, so ``pretrained=`` names a run
+that went through the joint stage (e.g. ``runs/bimm_k400``), not a BIMM-V run.
+
+    python -m recipes.transfer_ade20k pretrained=runs/bimm_k400 data_root=/data/ade20k
 
 UperNet over ViTDet's simple feature pyramid of the ventral ViT (appendix A.1: "160K
 iterations using AdamW optimizer with the peak learning rate of 4e-4, weight decay of 0.05

@@ -1,6 +1,9 @@
 """COCO detection and instance segmentation from a pretrained run's ventral encoder (Table 6).
 
-    python -m recipes.transfer_coco pretrained=runs/bimm_imagenet data_root=/data/coco
+Table 6 uses the ventral ViT after BIMM's joint pretraining, so ``pretrained=`` names a run
+that went through the joint stage (e.g. ``runs/bimm_k400``), not a BIMM-V run.
+
+    python -m recipes.transfer_coco pretrained=runs/bimm_k400 data_root=/data/coco
 
 torchvision's Mask R-CNN around ViTDet's simple feature pyramid of the ventral ViT
 (appendix A.1: "finetuned on COCO train split and evaluated on validation split ... a total

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import attrs
+import torch
 import pytest
 
 from recipes import pipeline
@@ -106,6 +107,32 @@ def test_large_variants_take_the_vit_l_column():
     assert (k400.model.size, k400.finetune.optim.epochs, k400.finetune.drop_path) == ("large", 50, 0.2)
     assert (ssv2.model.size, ssv2.finetune.optim.epochs, ssv2.finetune.drop_path) == ("large", 30, 0.2)
     assert _module("bimm_ssv2").config().finetune.sampling == "segments"
+
+
+TABLE_4 = {"base": (87e6, 180e9), "large": (305e6, 597e9)}  # parameters, multiply-adds per 16x224^2 view
+
+
+@pytest.mark.parametrize("name, variant", [(n, v) for n in RECIPES for v in ("paper", "paper-large")
+                                           if v in _module(n).VARIANTS and _module(n).VARIANTS[v].finetune.stream
+                                           == "dorsal"])
+def test_the_finetuned_model_each_paper_variant_builds_has_table_4s_size(name, variant):
+    """Built as the recipe builds it (its graph, the finetuned stream's encoder + head, K400's
+    400 classes as in Table 4), on the meta device: parameters and multiply-adds within 1%."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from recipes.graph import build_graph
+    from recipes.stages import _classifier
+
+    cfg = _module(name).VARIANTS[variant]
+    params, macs = TABLE_4[cfg.model.size]
+    with torch.device("meta"):
+        model = _classifier(cfg, build_graph(cfg).build(), 400)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(torch.empty(1, 3, cfg.data.frames, cfg.data.size, cfg.data.size))
+    assert abs(sum(p.numel() for p in model.parameters()) / params - 1) < 0.01
+    assert abs(counter.get_total_flops() / 2 / macs - 1) < 0.01  # flop_counter counts a multiply-add twice
+    assert len(model.encoder.blocks) == {"base": 12, "large": 24}[cfg.model.size]
 
 
 # --------------------------------------------------------------------------- official layouts

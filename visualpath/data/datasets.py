@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from visualpath.data.decode import VideoError, open_video
 from visualpath.data.formats import DatasetFormatError, VideoRecord
-from visualpath.data.sampling import segment_clip, strided_clip, multiview_clips, three_crop_boxes
+from visualpath.data.sampling import multiview_clips, segment_clip, segment_views, strided_clip, three_crop_boxes
 from visualpath.data.contours import ContourCache, MapCache
 from visualpath.data.transforms import TrainTransform, crop, resize_map, resize_short
 
@@ -199,7 +199,7 @@ class VideoDataset(_Robust):
             if self.mode == "train":
                 picks = [self._indices(n, rng) for _ in range(self.views)]
             elif self.sampling == "segments":
-                picks = [self._indices(n, None)] * self.clips  # SSv2: the same middle frames
+                picks = segment_views(n, self.frames, self.clips)  # SSv2: segment starts, middles, ...
             else:
                 picks = multiview_clips(n, self.frames, self.stride, self.clips)
             wanted = np.unique(np.concatenate(picks))

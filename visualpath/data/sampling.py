@@ -5,7 +5,9 @@
 - SSv2 finetuning (TSN's "uniform sampling"): ``T`` equal segments, one frame from each
   (:func:`segment_clip`).
 - Testing: ``N`` clips evenly spread over the video (:func:`multiview_clips`), each seen in three
-  spatial crops (:func:`three_crop_boxes`).
+  spatial crops (:func:`three_crop_boxes`); for segment sampling (SSv2), ``N`` clips whose
+  frames sit at ``k / N`` of each segment (:func:`segment_views`: VideoMAE's 2 x 3 SSv2 test
+  takes the segments' starts and middles).
 
 A video shorter than a strided clip's span is sampled at the largest stride that fits; one
 shorter than ``T`` frames repeats its last frame. All functions return int64 numpy arrays.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["strided_clip", "segment_clip", "multiview_clips", "three_crop_boxes", "clip_span"]
+__all__ = ["strided_clip", "segment_clip", "segment_views", "multiview_clips", "three_crop_boxes", "clip_span"]
 
 
 def clip_span(frames: int, stride: int) -> int:
@@ -55,6 +57,18 @@ def segment_clip(num_frames: int, frames: int, rng: np.random.Generator | None =
     else:
         picks = edges[:-1] + rng.random(frames) * (edges[1:] - edges[:-1])
     return np.minimum(np.floor(picks), num_frames - 1).astype(np.int64)
+
+
+def segment_views(num_frames: int, frames: int, clips: int) -> list[np.ndarray]:
+    """``clips`` segment-sampled clips for testing: clip ``k`` takes the frame at ``k / clips``
+    of each of ``frames`` equal segments (``clips=2``: the segments' starts, then their
+    middles, as VideoMAE's SSv2 test). Distinct whenever a segment spans two or more frames."""
+    _check(num_frames, frames)
+    if clips < 1:
+        raise ValueError(f"clips must be >= 1, got {clips}")
+    tick = num_frames / frames
+    return [np.minimum(np.floor(tick * np.arange(frames) + tick * k / clips), num_frames - 1).astype(np.int64)
+            for k in range(clips)]
 
 
 def multiview_clips(num_frames: int, frames: int, stride: int, clips: int) -> list[np.ndarray]:

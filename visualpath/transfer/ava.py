@@ -99,23 +99,36 @@ def read_frame_list(path: str | os.PathLike) -> dict[str, list[str]]:
 class AVA(Dataset):
     """Key-frame samples of AVA (see the module docstring).
 
-    Items: ``video`` ``(3, frames, size, size)`` uint8 (frames resized to ``size``),
-    ``boxes`` ``(n, 4)`` in pixels of the resized frames, ``labels`` ``(n, C)`` multi-hot
-    over the evaluation classes (all zero for detected boxes), ``scores`` ``(n,)``, and
-    ``key`` the (video, timestamp) index.
+    Frames are resized keeping their aspect ratio so that the short side is ``short_side``
+    (appendix A.2, following SlowFast: AVA's 450x360 frames become 320x256). Training clips are
+    then cropped to ``size`` x ``size`` at a random place and flipped at random (boxes follow;
+    a box the crop cuts off entirely is dropped with its labels); test clips keep the whole
+    resized frame, each side rounded to a multiple of ``multiple`` (the patch), so 320x256
+    stays 320x256.
+
+    Items: ``video`` ``(3, frames, H, W)`` uint8, ``boxes`` ``(n, 4)`` in pixels of that
+    clip, ``labels`` ``(n, C)`` multi-hot over the evaluation classes (all zero for detected
+    boxes), ``scores`` ``(n,)``, and ``key`` the (video, timestamp) index.
 
     Args:
         root: the folder holding ``annotations/``, ``frame_lists/`` and ``frames/``.
         split: ``"train"`` (ground-truth boxes) or ``"val"`` (detected boxes).
+        size: the training crop side (224 in the paper).
         threshold: minimum detector confidence of the test boxes (0.8 in the paper).
+        short_side: the resized frames' short side (256 in the paper).
+        multiple: test frames' sides are rounded to a multiple of this (the ViT's patch).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", frames: int = 16, stride: int = 4,
-                 size: int = 224, threshold: float = 0.8, train: bool | None = None, seed: int = 0) -> None:
+                 size: int = 224, threshold: float = 0.8, train: bool | None = None, seed: int = 0,
+                 short_side: int = 256, multiple: int = 16) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if short_side < size:
+            raise ValueError(f"short_side ({short_side}) must be at least the crop size ({size})")
         root = Path(root)
         self.root, self.frames, self.stride, self.size, self.seed, self.epoch = root, frames, stride, size, seed, 0
+        self.short_side, self.multiple = short_side, multiple
         self.train = split == "train" if train is None else train
         ann = root / "annotations"
         self.actions = read_action_list(ann / "ava_action_list_v2.2_for_activitynet_2019.pbtxt")
@@ -147,6 +160,15 @@ class AVA(Dataset):
         offsets = (np.arange(self.frames) - self.frames // 2) * self.stride
         return np.clip(centre + offsets, 0, n_frames - 1)
 
+    def resized(self, width: int, height: int) -> tuple[int, int]:
+        """``(W, H)`` of a frame resized to the short side, keeping its aspect ratio; test
+        frames round each side to a multiple of ``multiple``."""
+        scale = self.short_side / min(width, height)
+        w, h = round(width * scale), round(height * scale)
+        if not self.train:
+            w, h = (max(self.multiple, round(x / self.multiple) * self.multiple) for x in (w, h))
+        return w, h
+
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         video, second = key = self.keys[index]
         paths = self.videos[video]
@@ -154,12 +176,16 @@ class AVA(Dataset):
         for i in self.clip_indices(len(paths), second):
             path = self.root / "frames" / paths[int(i)]
             try:
-                image = Image.open(path).convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+                with Image.open(path) as img:
+                    image = img.convert("RGB")
+                    image = image.resize(self.resized(*image.size), Image.BILINEAR)
             except OSError as err:
                 raise DatasetFormatError(f"{path} is not a readable frame ({err})") from None
             frames.append(np.asarray(image))
         clip = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).contiguous()  # (3, T, H, W)
-        boxes = torch.tensor([b for b, _ in self.boxes[key]], dtype=torch.float32) * self.size
+        H, W = clip.shape[-2:]
+        normalised = torch.tensor([b for b, _ in self.boxes[key]], dtype=torch.float32).reshape(-1, 4)
+        boxes = normalised * torch.tensor([W, H, W, H])
         scores = torch.tensor([s for _, s in self.boxes[key]], dtype=torch.float32)
         labels = torch.zeros(len(boxes), len(self.class_ids))
         if self.train:
@@ -167,10 +193,26 @@ class AVA(Dataset):
                 for box, action, _ in self.ground_truth.get(key, []):
                     if box == b and action in self.index_of:
                         labels[i, self.index_of[action]] = 1
-            if np.random.default_rng([self.seed, self.epoch, index]).random() < 0.5:  # random flip
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            clip, boxes, keep = self._crop(clip, boxes, rng)
+            labels, scores = labels[keep], scores[keep]
+            if rng.random() < 0.5:  # random flip
                 clip = clip.flip(-1)
                 boxes = torch.stack([self.size - boxes[:, 2], boxes[:, 1], self.size - boxes[:, 0], boxes[:, 3]], 1)
         return {"video": clip, "boxes": boxes, "labels": labels, "scores": scores, "key": key}
+
+    def _crop(self, clip: Tensor, boxes: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """A random ``size`` x ``size`` crop that keeps at least one box when one of a few
+        draws does; boxes are shifted and clipped, those cut off entirely dropped."""
+        H, W = clip.shape[-2:]
+        for attempt in range(10):
+            top, left = int(rng.integers(0, H - self.size + 1)), int(rng.integers(0, W - self.size + 1))
+            shifted = boxes - torch.tensor([left, top, left, top], dtype=torch.float32)
+            clipped = shifted.clamp(0, self.size)
+            keep = (clipped[:, 2] - clipped[:, 0] > 1) & (clipped[:, 3] - clipped[:, 1] > 1)
+            if keep.any() or len(boxes) == 0:
+                break
+        return clip[..., top:top + self.size, left:left + self.size], clipped[keep], keep
 
 
 def write_ava_like(root: str | os.PathLike, videos: int = 6, seconds: int = 4, size: int = 64, seed: int = 0) -> Path:

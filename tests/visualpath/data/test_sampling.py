@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from visualpath.data import sampling
 from visualpath.data.sampling import segment_clip, strided_clip, three_crop_boxes
@@ -45,3 +46,24 @@ def test_three_crops_span_the_longer_side():
     assert three_crop_boxes(300, 224, 224)[2] == (76, 0, 224, 224)
     with pytest.raises(ValueError, match="smaller than"):
         three_crop_boxes(100, 100, 224)
+
+
+def test_ssv2_test_clips_are_the_segments_starts_and_middles():
+    from visualpath.data.sampling import segment_views
+
+    starts, middles = segment_views(32, 8, 2)  # 8 segments of 4 frames
+    assert starts.tolist() == [0, 4, 8, 12, 16, 20, 24, 28] and middles.tolist() == [2, 6, 10, 14, 18, 22, 26, 30]
+    a, b = segment_views(50, 16, 2)  # VideoMAE: int(tick * x) and int(tick / 2 + tick * x)
+    tick = 50 / 16
+    assert a.tolist() == [int(tick * x) for x in range(16)] and b.tolist() == [int(tick / 2 + tick * x) for x in range(16)]
+    assert not (a == b).all()
+
+
+def test_an_ssv2_test_item_holds_two_different_clips(small_ucf):
+    from visualpath.data import VideoDataset, read_ucf101
+
+    records, classes = read_ucf101(small_ucf, 1, train=False)
+    ds = VideoDataset(records, classes, frames=4, sampling="segments", mode="test", size=32, clips=2, crops=3)
+    video = ds[0]["video"]  # (clips x crops, C, T, H, W)
+    assert video.shape[0] == 6
+    assert not torch.equal(video[1], video[4])  # centre crop of clip 1 vs clip 2
