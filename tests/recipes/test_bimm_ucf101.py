@@ -105,3 +105,24 @@ def test_a_setting_added_after_a_run_started_does_not_block_resuming_at_its_defa
     conflicts = pipeline.resume_conflicts(halved)
     assert conflicts[-1] == "model.decoder_keep: None -> 0.5"
     assert "graph V1.decoder.keep: 1.0 -> 0.5" in conflicts  # the stored graph differs too
+
+
+def test_real_data_without_a_choice_of_ventral_images_names_both_choices(tmp_path, capsys, monkeypatch):
+    """--data-root selects the paper's settings, whose ventral stage needs ImageNet or an explicit
+    choice of the video set's frames (Table 7a's UCF101 Init), recorded in config.json."""
+    monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
+    root = tmp_path / "ucf"
+    (root / "UCF-101").mkdir(parents=True)
+    (root / "ucfTrainTestlist").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        recipe.main(["--data-root", str(root)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "data.image_root=/path/to/imagenet" in err and "data.image_root=frames" in err and "UCF101 Init" in err
+
+
+def test_the_results_and_config_name_the_ventral_images(tiny_run):
+    cfg, results = tiny_run
+    assert results["ventral_images"] == "frames of the video set (Table 7a: UCF101 Init)"
+    saved = json.loads(Path(cfg.run_dir, "config.json").read_text())
+    assert saved["config"]["data"]["image_root"] == "frames"
