@@ -21,6 +21,11 @@ __all__ = ["Config", "DataConfig", "PretrainConfig", "FinetuneConfig", "TestConf
 STAGES = ("ventral", "joint", "finetune", "test")
 
 
+def _at_least_one(instance, attribute, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
+
+
 def _identifier(instance, attribute, value):
     if not isinstance(value, str) or not value.isidentifier():
         raise ValueError(f"{attribute.name} must name a stream of the graph, got {value!r}")
@@ -85,9 +90,9 @@ class FinetuneConfig:
 
 @attrs.frozen(kw_only=True)
 class TestConfig:
-    clips: int = 5
-    crops: int = 3
-    batch_size: int = 8
+    clips: int = attrs.field(default=5, validator=_at_least_one)  # clips per video (UCF101: 5)
+    crops: int = attrs.field(default=3, validator=_one_of((1, 3)))  # spatial crops per clip: centre, or three
+    batch_size: int = attrs.field(default=8, validator=_at_least_one)
 
 
 @attrs.frozen(kw_only=True)

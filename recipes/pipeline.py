@@ -15,7 +15,9 @@ VideoMAE; the paper's appendix writes ``/16`` for the ventral stage, which with 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -60,7 +62,17 @@ from visualpath import Pathway
 from visualpath.config import parse_cli, to_dict
 from visualpath.data.layouts import check_root
 from visualpath.engine import RunLog, setup, teardown
-from visualpath.rundir import PATHWAY_FILE, graph_differences, stage_pathway, write_pathway
+from visualpath.rundir import (
+    PATHWAY_FILE,
+    CheckpointWriteError,
+    RunDirBusy,
+    RunLock,
+    graph_differences,
+    has_checkpoint,
+    stage_pathway,
+    stage_progress,
+    write_pathway,
+)
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "PretrainConfig", "FinetuneConfig", "TestConfig", "run",
            "check", "build_pathway", "build_graph", "main", "demo_optim", "demo_of", "tiny_of", "SIZES", "STAGES",
@@ -84,6 +96,7 @@ def check(cfg: Config) -> Pathway:
             raise ValueError(f"pretrained={cfg.pretrained!r}: {err}") from None
     if cfg.pretrained is not None and any(s in cfg.stages for s in ("ventral", "joint")):
         raise ValueError("pretrained= finetunes another run: set stages=finetune,test")
+    _check_writable(Path(cfg.run_dir))
     if cfg.data.image_root not in (None, "builtin", FRAMES):
         check_root("imagenet", cfg.data.image_root, key="data.image_root")
     if "ventral" in cfg.stages and cfg.data.image_root is None:
@@ -109,7 +122,8 @@ def check(cfg: Config) -> Pathway:
         if not Path(cfg.init).is_file():
             raise ValueError(f"init={cfg.init!r} does not exist; expected a checkpoint file (VideoMAE, MAE, timm or "
                              "Hugging Face: .pth, .bin or .safetensors)")
-        init_target(cfg, pathway)
+        _, stream, _ = init_target(cfg, pathway)
+        _check_init_fits(cfg, pathway, stream)
     if "ventral" in cfg.stages and not any(s.modality == "image" for s in pathway.streams):
         raise ValueError(f"stages include 'ventral' (pretraining the image streams) but the graph has none; its "
                          f"streams: {[f'{s.name} ({s.modality})' for s in pathway.streams]}")
@@ -151,6 +165,28 @@ def check(cfg: Config) -> Pathway:
     return pathway
 
 
+def _check_writable(run_dir: Path) -> None:
+    """The run directory can be created and written (not under a file, not read-only)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ValueError(f"run_dir={str(run_dir)!r} cannot be written ({reason}); choose a writable folder") from None
+
+
+def _check_init_fits(cfg: Config, pathway: Pathway, stream: str) -> None:
+    """``init=``'s tensors fit the stream they start (loaded into a throwaway model)."""
+    from visualpath.interop import load_checkpoint
+
+    try:
+        load_checkpoint(pathway.build(), cfg.init, stream=stream)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"init={cfg.init!r} does not fit the {stream} stream: {str(err).splitlines()[0]}") from None
+
+
 def _stored_graph(cfg: Config) -> Pathway | None:
     """The graph already stored in ``cfg.run_dir``, if any (runs from before stored graphs
     give the paper's graph of their config)."""
@@ -182,10 +218,12 @@ def resume_conflicts(cfg: Config) -> list[str]:
     experiments in one set of checkpoints.
     """
     saved = Path(cfg.run_dir, "config.json")
-    if not cfg.resume or not saved.is_file():
+    trained = [s for s in STAGES if has_checkpoint(Path(cfg.run_dir, s))]
+    if not cfg.resume or not trained:
         return []
-    if not any(Path(cfg.run_dir, s, "state.pt").is_file() for s in STAGES):
-        return []
+    if not saved.is_file():
+        return [f"config.json is missing beside the checkpoints of {', '.join(trained)}: the settings they were "
+                "trained with are unknown"]
     out = []
     stored = _stored_graph(cfg)
     if stored is not None and set(cfg.stages) & {"ventral", "joint"}:
@@ -207,6 +245,22 @@ def resume_conflicts(cfg: Config) -> list[str]:
     return out
 
 
+def unfinished_stages(cfg: Config) -> list[str]:
+    """Why a run must not go on: a later stage would start from an earlier stage that stopped
+    before its end (e.g. finetuning a half-trained encoder)."""
+    order = [s for s in STAGES if s in ("ventral", "joint", "finetune")]
+    out = []
+    for i, stage in enumerate(order):
+        if stage in cfg.stages or not any(s in cfg.stages for s in order[i + 1:] + ["test"]):
+            continue
+        progress = stage_progress(Path(cfg.run_dir, stage))
+        if progress is not None and not progress["finished"]:
+            out.append(f"the {stage} stage stopped at step {progress['step']} of {progress['total_steps']}: finish it "
+                       f"(stages={stage},...) before the stages after it, or start them from another run "
+                       "(pretrained=)")
+    return out
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -220,10 +274,24 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def run(cfg: Config) -> dict:
     """Run the configured stages; returns the results (also in ``run_dir/results.json``)."""
     pathway = check(cfg)
+    with RunLock(cfg.run_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+        preflight(cfg)
+        return _run(cfg, pathway)
+
+
+def preflight(cfg: Config) -> None:
+    """What the run directory says against running ``cfg`` in it, before compute."""
     conflicts = resume_conflicts(cfg)
     if conflicts:
         raise ValueError(f"run_dir={cfg.run_dir!r} holds a run with other settings ({'; '.join(conflicts)}); "
                          "choose another run_dir, or resume=false to start it again")
+    if cfg.pretrained is None:
+        blocked = unfinished_stages(cfg)
+        if blocked:
+            raise ValueError(f"run_dir={cfg.run_dir!r}: {blocked[0]}")
+
+
+def _run(cfg: Config, pathway: Pathway) -> dict:
     runtime = setup(cfg.device, cfg.seed)
     console = Console(stderr=True)
     run_log = RunLog(cfg.run_dir, runtime, tensorboard=cfg.tensorboard)
@@ -317,10 +385,18 @@ def main(module: str, doc: str, recipe_variants: dict, argv: list[str] | None = 
     cfg = parse(argv, recipe_variants, module, doc)
     try:
         check(cfg)
+        preflight(cfg)
     except ValueError as err:  # a bad configuration: one line, no traceback, nothing run
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    run(cfg)
+    try:
+        run(cfg)
+    except RunDirBusy as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except CheckpointWriteError as err:  # e.g. the disk is full: the previous checkpoint is kept
+        print(f"error: {err.strerror or err}", file=sys.stderr)
+        raise SystemExit(1) from None
     return 0
 
 

@@ -34,6 +34,7 @@ from visualpath.pathway import copy_streams
 from visualpath.classifier import Classifier, Encoder
 from visualpath.data import MapCache, TrainTransform, VideoDataset
 from visualpath.data.datasets import ImageFolder
+from visualpath.data.decode import VideoError
 from visualpath.data.layouts import image_split, video_set
 from visualpath.data.synthetic import ImageSpec, SyntheticSpec, ensure_synthetic_images
 from visualpath.engine import OptimSpec, RunLog, build_optimizer, evaluate, fit, load_weights, make_loader
@@ -436,12 +437,14 @@ def figure(joint, cfg: Config, run_log: RunLog, runtime, console: Console | None
     root, records, classes = video_records(cfg, train=False)
     whole = TrainTransform(size=cfg.data.size, crop="resized", area=(1.0, 1.0), flip=False)  # the whole frame
     try:
-        dataset = VideoDataset(records[:1], classes, frames=cfg.data.frames, stride=cfg.data.stride,
+        # the whole evaluation set, so that an unreadable first video is replaced by a readable one
+        dataset = VideoDataset(records, classes, frames=cfg.data.frames, stride=cfg.data.stride,
                                transform=whole, maps=side_maps(cfg, joint.spec, root), seed=cfg.seed)
         item = dataset[0]
-        batch = {k: v[None].to(runtime.device) for k, v in item.items() if k not in ("label", "index", "skipped")}
+        batch = {k: v[None].to(runtime.device) for k, v in item.items()
+                 if isinstance(v, torch.Tensor) and k not in ("label", "index", "skipped")}
         fig = reconstruction_figure(joint, batch, stream=videos[0])
-    except ValueError as err:  # e.g. a map the evaluation videos have no cache for
+    except (ValueError, VideoError) as err:  # e.g. a map the evaluation videos have no cache for
         (console or Console(stderr=True)).print(f"  no reconstruction figure: {err}")
         return
     fig.savefig(run_log.root / f"reconstruction_{videos[0]}.png", dpi=110)

@@ -15,6 +15,7 @@ config, graph, metrics, checkpoints).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -29,8 +30,11 @@ from torch.utils.data import DataLoader
 from visualpath.loader import EpochSampler, flatten_views, make_loader  # noqa: F401 (re-exported)
 from visualpath.optim import OptimSpec, build_optimizer, lr_at, param_groups  # noqa: F401 (re-exported)
 from visualpath.rundir import (  # noqa: F401 (re-exported)
+    CheckpointWriteError,
     RunLog,
     TrainState,
+    _rng_state,
+    has_checkpoint,
     git_revision,
     load_checkpoint,
     load_weights,
@@ -125,10 +129,15 @@ def fit(
 
     directory = run.stage_dir(stage)
     state = TrainState()
-    if resume and (directory / "state.pt").is_file():
-        state = load_checkpoint(directory, model, optimizer)
+    console = console or Console(stderr=True)
+    if resume and has_checkpoint(directory):
+        state = load_checkpoint(directory, model, optimizer, rank=runtime.rank, world=runtime.world)
         if runtime.main:
-            log.info("%s: resumed at epoch %d, step %d", stage, state.epoch, state.step)
+            console.print(f"[bold]{stage}[/]: resumed at epoch {state.epoch}, step {state.step}")
+    # Unreadable files, by path, counted once across epochs, workers, resumes and ranks.
+    broken: dict[str, str] = dict(state.extra.get("broken", {}))
+    if hasattr(loader.dataset, "warn"):
+        loader.dataset.warn = False  # the loop warns, once per file
     per_rank = loader.sampler.epoch_length()
     steps_per_epoch = per_rank // (loader.batch_size * spec.accum_steps)
     if steps_per_epoch < 1:
@@ -138,11 +147,11 @@ def fit(
         )
     total = spec.total_steps or steps_per_epoch * spec.epochs
     epochs = -(-total // steps_per_epoch)
+    state.extra["total_steps"] = total  # recorded with each checkpoint: a later stage can tell it finished
     warmup = spec.warmup_steps if spec.warmup_steps is not None else int(round(spec.warmup_epochs * steps_per_epoch))
     milestones = tuple(int(round(m * steps_per_epoch)) for m in spec.milestones)
     peak = spec.peak_lr(runtime.world)
     autocast = runtime.autocast_dtype
-    console = console or Console(stderr=True)
     columns = (TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.fields[info]}"))
     model.train()
@@ -158,8 +167,9 @@ def fit(
             for batch in loader:
                 if state.step >= min(total, (state.epoch + 1) * steps_per_epoch):
                     break
-                # read on the host before the copy: no device-to-host sync in the step
-                state.skipped += int(batch["skipped"].sum()) if "skipped" in batch else 0
+                if any(batch.get("broken") or ()):  # read on the host: no device-to-host sync
+                    _note_broken(stage, batch["broken"], loader.dataset, broken, progress.console, runtime)
+                    state.skipped = len(broken)
                 batch = flatten_views(_to_device(batch, runtime.device))
                 with torch.autocast(runtime.device.type, dtype=autocast, enabled=autocast is not None):
                     loss, parts = step_fn(model, batch)
@@ -188,12 +198,42 @@ def fit(
                     window_start, clips, running, micro = time.perf_counter(), 0, {}, 0
                 progress.update(task, completed=state.step)
                 if checkpoint_every and state.step % checkpoint_every == 0:
+                    _record_broken(stage, broken, state, run, runtime)
                     _checkpoint(directory, model, optimizer, state, runtime)
                 if stop_after is not None and state.step >= stop_after:
                     return state
             state.epoch += 1
+            _record_broken(stage, broken, state, run, runtime)
             _checkpoint(directory, model, optimizer, state, runtime)
+    _record_broken(stage, broken, state, run, runtime)
     return state
+
+
+def _note_broken(stage: str, entries, dataset, broken: dict[str, str], console, runtime: Runtime) -> None:
+    """Add the files a batch's items had to skip (their ``broken`` field) and warn once each."""
+    for entry in entries:
+        if not entry:
+            continue
+        for index, reason in json.loads(entry):
+            records = getattr(dataset, "records", None)
+            path = str(records[index].path) if records is not None else f"item {index}"
+            if path not in broken:
+                broken[path] = reason
+                if runtime.main:
+                    console.print(f"[yellow]{stage}: skipping unreadable file[/] {reason}")
+
+
+def _record_broken(stage: str, broken: dict[str, str], state: TrainState, run: RunLog, runtime: Runtime) -> None:
+    """Merge every rank's unreadable files, keep them with the checkpoint and list them in
+    ``run_dir/broken_files.json``."""
+    if runtime.distributed:
+        gathered: list = [None] * runtime.world
+        dist.all_gather_object(gathered, broken)
+        for other in gathered:
+            broken.update({k: v for k, v in other.items() if k not in broken})
+    state.extra["broken"] = dict(sorted(broken.items()))
+    state.skipped = len(broken)
+    run.broken_files(stage, broken)
 
 
 def _check_finite(values: dict[str, float], stage: str, step: int) -> None:
@@ -204,10 +244,26 @@ def _check_finite(values: dict[str, float], stage: str, step: int) -> None:
 
 
 def _checkpoint(directory: Path, model, optimizer, state: TrainState, runtime: Runtime) -> None:
-    if runtime.main:
-        save_checkpoint(directory, model, optimizer, state)
+    """Rank 0 writes the unit, with every rank's random state (gathered here)."""
+    rngs = [_rng_state()]
     if runtime.distributed:
+        gathered: list = [None] * runtime.world
+        dist.all_gather_object(gathered, rngs[0])
+        rngs = gathered
+    failure = None
+    if runtime.main:
+        try:
+            save_checkpoint(directory, model, optimizer, state, rng=rngs)
+        except CheckpointWriteError as err:
+            failure = err
+    if runtime.distributed:
+        flags = [failure is not None]
+        dist.broadcast_object_list(flags, src=0)  # every rank stops when rank 0 could not write
+        if flags[0] and failure is None:
+            failure = CheckpointWriteError(0, "rank 0 could not write the checkpoint")
         dist.barrier()
+    if failure is not None:
+        raise failure
 
 
 @torch.no_grad()

@@ -15,9 +15,12 @@ transfer, benchmarks -- rebuilds the model from ``pathway.json`` (:func:`read_pa
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import tempfile
 import time
@@ -39,6 +42,13 @@ __all__ = [
     "RunLog",
     "save_checkpoint",
     "load_checkpoint",
+    "has_checkpoint",
+    "stage_progress",
+    "selected_checkpoint",
+    "CheckpointWriteError",
+    "RunLock",
+    "RunDirBusy",
+    "FAULT_POINTS",
     "load_weights",
     "git_revision",
     "PATHWAY_FILE",
@@ -89,28 +99,225 @@ def _unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
-def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    state: TrainState) -> None:
-    """``model.safetensors`` (weights) and ``state.pt`` (optimizer, step, RNG), both atomic."""
-    weights = {k: v.detach().contiguous().cpu() for k, v in _unwrap(model).state_dict().items()}
-    _atomic(directory / "model.safetensors", lambda tmp: save_file(weights, tmp))
-    if optimizer is None:
+# A stage's checkpoint is one unit: a directory ``ckpt-<step>-<epoch>-<id>/`` holding the weights
+# and the training state, made complete under a temporary name, renamed into place, and then
+# selected by one atomic update of the ``current`` symlink. ``model.safetensors`` and
+# ``state.pt`` beside it are symlinks through ``current``, so every reader of the stage's
+# files sees one consistent checkpoint, and a kill at any instant leaves the previous one
+# selected (decision R1 in docs/decisions.md).
+
+CURRENT = "current"
+FAULT_POINTS = ("weights-written", "state-written", "unit-complete", "selected", "old-removed")
+fault_hook: Callable[[str], None] | None = None  # tests: called at each named point of a write
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the previous one stays selected."""
+
+
+_reached: dict[str, int] = {}
+
+
+def _fault(point: str) -> None:
+    """A named point of a checkpoint write, where tests kill the process or raise.
+
+    ``VISUALPATH_KILL_AT=point`` (or ``point@k``: the k-th time it is reached) ends the process
+    there as SIGKILL would (nothing else runs); ``fault_hook`` is called with the point."""
+    _reached[point] = _reached.get(point, 0) + 1
+    wanted, _, times = os.environ.get("VISUALPATH_KILL_AT", "").partition("@")
+    if wanted == point and _reached[point] == int(times or 1):
+        os._exit(137)
+    if fault_hook is not None:
+        fault_hook(point)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
         return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _link(directory: Path, name: str) -> None:
+    """``directory/name`` -> ``current/name`` (created once; dangling until a unit is selected)."""
+    link = directory / name
+    if link.is_symlink():
+        return
+    tmp = directory / f".{name}.link"
+    tmp.unlink(missing_ok=True)
+    os.symlink(f"{CURRENT}/{name}", tmp)
+    os.replace(tmp, link)
+
+
+def _select(directory: Path, unit: str) -> None:
+    tmp = directory / f".{CURRENT}.link"
+    tmp.unlink(missing_ok=True)
+    os.symlink(unit, tmp)
+    os.replace(tmp, directory / CURRENT)  # the one atomic step that selects a checkpoint
+    _fsync_dir(directory)
+
+
+def _migrate_legacy(directory: Path) -> None:
+    """A stage written before checkpoints were units (plain ``model.safetensors`` and
+    ``state.pt``) becomes the unit ``ckpt-legacy`` first, so its files are never lost."""
+    files = [n for n in ("model.safetensors", "state.pt") if (directory / n).is_file()
+             and not (directory / n).is_symlink()]
+    if not files or (directory / CURRENT).is_symlink():
+        return
+    tmp = directory / ".ckpt-legacy.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for n in files:
+        try:
+            os.link(directory / n, tmp / n)
+        except OSError:  # a filesystem without hard links
+            shutil.copy2(directory / n, tmp / n)
+    os.replace(tmp, directory / "ckpt-legacy")
+    _select(directory, "ckpt-legacy")
+
+
+def _units(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("ckpt-*") if p.is_dir())
+
+
+def has_checkpoint(directory: Path) -> bool:
+    """Whether a stage directory holds a resumable checkpoint (weights and state)."""
+    found = selected_checkpoint(directory)
+    return found is not None and (found / "state.pt").is_file()
+
+
+def selected_checkpoint(directory: Path) -> Path | None:
+    """The folder holding the stage's selected ``model.safetensors`` (and ``state.pt``):
+    the ``current`` unit, or a stage written before units."""
+    directory = Path(directory)
+    current = directory / CURRENT
+    if current.is_symlink() and (current / "model.safetensors").is_file():
+        return current.resolve()
+    if (directory / "model.safetensors").is_file() and not (directory / "model.safetensors").is_symlink():
+        return directory
+    return None
+
+
+def stage_progress(directory: Path) -> dict | None:
+    """``{"epoch", "step", "total_steps", "finished"}`` of a stage's selected checkpoint, or
+    None when it has none (or was written before progress was recorded)."""
+    found = selected_checkpoint(Path(directory))
+    if found is None or not (found / "progress.json").is_file():
+        return None
+    return json.loads((found / "progress.json").read_text())
+
+
+def _rng_state() -> dict:
     np_state = np.random.get_state()
-    payload = {
-        "optimizer": optimizer.state_dict(),
-        "epoch": state.epoch,
-        "step": state.step,
-        "skipped": state.skipped,
-        "extra": state.extra,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-            "python": _python_state(random.getstate()),
-        },
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": _python_state(random.getstate()),
     }
-    _atomic(directory / "state.pt", lambda tmp: torch.save(payload, tmp))
+
+
+def _set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    kind, keys, *rest = rng["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal.tolist()), gauss))
+
+
+def _needed_mib(weights: dict, optimizer) -> float:
+    size = sum(t.numel() * t.element_size() for t in weights.values())
+    return size * (3 if optimizer is not None else 1) / 2**20  # AdamW keeps two moments per weight
+
+
+def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                    state: TrainState, rng: list[dict] | None = None) -> Path:
+    """Write one checkpoint unit (weights, optimizer, step, every rank's RNG) and select it.
+
+    Args:
+        rng: every rank's random state, in rank order (default: this process's alone).
+
+    Raises:
+        CheckpointWriteError: the write failed (e.g. no space left); nothing of it is left
+            behind and the previous checkpoint stays selected.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _migrate_legacy(directory)
+    for name in ("model.safetensors", "state.pt"):
+        _link(directory, name)
+    weights = {k: v.detach().contiguous().cpu() for k, v in _unwrap(model).state_dict().items()}
+    unit = f"ckpt-{state.step:09d}-{state.epoch:05d}-{os.urandom(4).hex()}"  # unique: never the selected one
+    tmp = directory / f".{unit}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        save_file(weights, str(tmp / "model.safetensors"))
+        _fault("weights-written")
+        if optimizer is not None:
+            rngs = rng if rng is not None else [_rng_state()]
+            payload = {
+                "optimizer": optimizer.state_dict(),
+                "epoch": state.epoch,
+                "step": state.step,
+                "skipped": state.skipped,
+                "extra": state.extra,
+                "world": len(rngs),
+                "rng": rngs[0],
+                "rng_per_rank": rngs,
+                "weights_sha256": _sha256(tmp / "model.safetensors"),
+            }
+            torch.save(payload, tmp / "state.pt")
+            _fault("state-written")
+        progress = {"epoch": state.epoch, "step": state.step, "total_steps": state.extra.get("total_steps"),
+                    "finished": state.extra.get("total_steps") is not None
+                    and state.step >= state.extra["total_steps"]}
+        (tmp / "progress.json").write_text(json.dumps(progress))
+        for f in tmp.iterdir():
+            with open(f, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, directory / unit)
+        _fault("unit-complete")
+    except (OSError, RuntimeError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        need, free = _needed_mib(weights, optimizer), shutil.disk_usage(directory).free / 2**20
+        out_of_space = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < need or \
+            "write failed" in str(err) or "No space left" in str(err)
+        previous = selected_checkpoint(directory)
+        kept = f"the previous checkpoint ({previous.name}) stays selected" if previous else "no earlier checkpoint"
+        if out_of_space:
+            raise CheckpointWriteError(errno.ENOSPC, f"no space left on the device: the checkpoint of {directory} "
+                                       f"needs about {need:.0f} MiB and {free:.0f} MiB are free; {kept}") from None
+        raise CheckpointWriteError(getattr(err, "errno", None) or errno.EIO,
+                                   f"cannot write the checkpoint of {directory} ({err}); {kept}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _select(directory, unit)
+    _fault("selected")
+    for old in _units(directory):  # earlier units and interrupted writes' leftovers
+        if old.name != unit:
+            shutil.rmtree(old, ignore_errors=True)
+    for leftover in directory.glob(".ckpt-*.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    _fault("old-removed")
+    return directory / unit
 
 
 def _python_state(state):
@@ -119,24 +326,44 @@ def _python_state(state):
 
 
 def load_weights(model: nn.Module, path: Path, strict: bool = True):
-    """Load ``model.safetensors`` into ``model``; returns missing/unexpected keys."""
+    """Load ``model.safetensors`` (a file, or a stage folder's selected checkpoint) into
+    ``model``; returns missing/unexpected keys."""
+    path = Path(path)
+    if path.is_dir():
+        found = selected_checkpoint(path)
+        if found is None:
+            raise ValueError(f"{path} holds no checkpoint")
+        path = found / "model.safetensors"
     return _unwrap(model).load_state_dict(load_file(str(path)), strict=strict)
 
 
-def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> TrainState:
-    """Restore weights, optimizer and RNG states (``weights_only=True``); returns the state."""
-    load_weights(model, directory / "model.safetensors")
-    payload = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
+def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                    rank: int = 0, world: int = 1) -> TrainState:
+    """Restore weights, optimizer and this rank's RNG state from the selected checkpoint
+    (``weights_only=True``); returns the state.
+
+    Raises:
+        ValueError: the weights are not the ones the state was saved with, or the run was
+            saved by another number of processes.
+    """
+    found = selected_checkpoint(Path(directory))
+    if found is None:
+        raise ValueError(f"{directory} holds no checkpoint")
+    payload = torch.load(found / "state.pt", map_location="cpu", weights_only=True)
+    expected = payload.get("weights_sha256")
+    if expected is not None and _sha256(found / "model.safetensors") != expected:
+        raise ValueError(f"{found}: model.safetensors is not the file its state.pt was saved with (a damaged "
+                         "checkpoint); restore it or start the stage again (resume=false)")
+    saved_world = payload.get("world", 1)
+    if saved_world != world:
+        raise ValueError(f"{directory} was trained by {saved_world} process(es) and this run has {world}: resume "
+                         f"it with {saved_world} (torchrun --nproc_per_node={saved_world}), since each process's "
+                         "random state and share of the data are part of the checkpoint")
+    load_weights(model, found / "model.safetensors")
     if optimizer is not None:
         optimizer.load_state_dict(payload["optimizer"])
-    rng = payload["rng"]
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    kind, keys, *rest = rng["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = rng["python"]
-    random.setstate((version, tuple(internal.tolist()), gauss))
+    rngs = payload.get("rng_per_rank") or [payload["rng"]]
+    _set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
     return TrainState(payload["epoch"], payload["step"], payload["skipped"], payload["extra"])
 
 
@@ -191,6 +418,17 @@ class RunLog:
                         self._writer.add_scalar(f"{stage}/{name}", value, step)
                 self._writer.flush()
 
+    def broken_files(self, stage: str, files: Mapping[str, str]) -> None:
+        """``broken_files.json``: each stage's unreadable files and why, each file once."""
+        if not self.runtime.main:
+            return
+        path = self.root / "broken_files.json"
+        listed = json.loads(path.read_text()) if path.is_file() else {}
+        if not files and stage not in listed:
+            return
+        listed[stage] = {"count": len(files), "files": dict(sorted(files.items()))}
+        _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(listed, indent=2)))
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -198,6 +436,51 @@ class RunLog:
 
     def stage_dir(self, stage: str) -> Path:
         return self.root / stage
+
+
+# --------------------------------------------------------------------------- one writer per run directory
+
+
+class RunDirBusy(ValueError):
+    """Another live process holds the run directory."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory for the life of a run (``run_dir/.lock``).
+
+    The kernel drops the lock when its holder exits in any way, so a lock file left by a dead
+    process never blocks; the file names the holder's PID for the message another run gets.
+    Use as a context manager; without ``fcntl`` (not POSIX) it does nothing.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.path = Path(root) / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+            os.close(fd)
+            who = f"PID {holder[0]}" if holder else "another process"
+            raise RunDirBusy(f"run_dir={str(self.path.parent)!r} is in use by {who}; wait for that run to end or "
+                             "choose another run_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
 
 
 # --------------------------------------------------------------------------- the stored graph

@@ -14,6 +14,7 @@ raises an error that says what was expected and where.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
@@ -52,16 +53,23 @@ def _present(records: Sequence[VideoRecord], what: str) -> tuple[list[VideoRecor
 
 
 class _Robust(Dataset):
-    """Retry loop shared by the datasets: skip, count and replace unreadable files."""
+    """Retry loop shared by the datasets: skip, count and replace unreadable files.
+
+    Each item names the files it had to skip as ``broken``, a JSON list of ``[index, reason]``
+    (``""`` when none), so the training loop, which sees every worker's items, can warn once
+    per file and count distinct files across epochs, workers, resumes and ranks. Set
+    ``warn=False`` when such a loop reports them (it does).
+    """
 
     records: list[VideoRecord]
     max_retries: int = 20
+    warn: bool = True
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.epoch = 0
         self.skipped = 0
-        self._bad: set[int] = set()
+        self._bad: dict[int, str] = {}
 
     def set_epoch(self, epoch: int) -> None:
         """Draw different random clips/crops each epoch (deterministic given seed and epoch)."""
@@ -75,28 +83,35 @@ class _Robust(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        j, last, found = index, None, 0
-        for _ in range(min(self.max_retries, len(self.records))):
-            if j not in self._bad:
+        j, last, broken, found = index, None, [], 0
+        tries = min(self.max_retries, len(self.records))
+        for _ in range(tries):
+            if j in self._bad:
+                broken.append([j, self._bad[j]])
+            else:
                 try:
                     item = self._load(j, rng)
                 except VideoError as err:
                     self._skip(j, err)
                     last, found = err, found + 1
+                    broken.append([j, str(err)])
                 else:
-                    item.update(index=torch.tensor(j), skipped=torch.tensor(found))
+                    item.update(index=torch.tensor(j), skipped=torch.tensor(found),
+                                broken=json.dumps(broken) if broken else "")
                     item.setdefault("label", torch.tensor(self.records[j].label))
                     return item
             j = self._replacement(rng)
+        distinct = len({b[0] for b in broken})
         raise VideoError(
-            f"{self.max_retries} files in a row could not be read (last: {last}); "
+            f"{distinct} different files tried for item {index} could not be read (last: {last}); "
             f"check that the dataset's files are readable videos/images"
         )
 
     def _skip(self, j: int, err: Exception) -> None:
-        self._bad.add(j)
+        self._bad[j] = str(err)
         self.skipped += 1
-        log.warning("skipping unreadable file %s", err)
+        if self.warn:
+            log.warning("skipping unreadable file %s", err)
 
     def _replacement(self, rng: np.random.Generator) -> int:
         for _ in range(100):

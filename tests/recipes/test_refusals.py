@@ -1,0 +1,116 @@
+"""Every refusal is one line before compute; one writer per run directory; resume is never
+silent or wrong."""
+
+import json
+import os
+from pathlib import Path
+
+import attrs
+import pytest
+
+from recipes import bimm_ucf101, pipeline
+from visualpath.rundir import RunLock
+
+
+def _main(*argv):
+    return bimm_ucf101.main(["--variant", "tiny", "device=cpu", *argv])
+
+
+def _refused(capsys, monkeypatch, *argv) -> str:
+    monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
+    with pytest.raises(SystemExit) as exit_info:
+        _main(*argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_a_second_run_in_a_busy_run_directory_is_refused_naming_the_holder(tmp_path, capsys, monkeypatch):
+    with RunLock(tmp_path / "run"):
+        err = _refused(capsys, monkeypatch, f"run_dir={tmp_path / 'run'}", "stages=ventral")
+    assert f"is in use by PID {os.getpid()}" in err
+
+
+def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    code = ("import os, sys; from visualpath.rundir import RunLock; "
+            f"lock = RunLock({str(run)!r}).__enter__(); os._exit(9)")  # dies holding the lock
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
+    assert (run / ".lock").is_file()
+    with RunLock(run):  # the kernel released it with the process
+        pass
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("joint.optim.min_lr=10",), "min_lr (10) must be below the peak rate"),
+    (("test.clips=0",), "clips must be an integer >= 1"),
+    (("test.crops=5",), "crops must be one of [1, 3]"),
+    (("test.batch_size=0",), "batch_size must be an integer >= 1"),
+])
+def test_values_that_pass_the_types_but_cannot_work_are_refused(argv, message, capsys, monkeypatch):
+    assert message in _refused(capsys, monkeypatch, *argv)
+
+
+def test_an_unwritable_run_directory_is_refused(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    err = _refused(capsys, monkeypatch, f"run_dir={blocker / 'run'}")
+    assert "cannot be written" in err
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "ro"
+        locked.mkdir()
+        locked.chmod(0o500)
+        assert "cannot be written" in _refused(capsys, monkeypatch, f"run_dir={locked / 'run'}")
+
+
+@pytest.fixture(scope="module")
+def half_joint(tmp_path_factory):
+    """A tiny run whose joint stage was killed after its first checkpoint."""
+    from recipes import stages
+
+    run = tmp_path_factory.mktemp("half") / "run"
+    real = stages.fit
+
+    def stop(stage, *args, **kwargs):
+        if stage == "joint":
+            real(stage, *args, **kwargs, checkpoint_every=1, stop_after=1)
+            raise KeyboardInterrupt
+        return real(stage, *args, **kwargs)
+
+    stages.fit = stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _main(f"run_dir={run}", "joint.optim.epochs=2")
+    finally:
+        stages.fit = real
+    return run
+
+
+def test_finetuning_after_an_unfinished_joint_stage_is_refused(half_joint, capsys, monkeypatch):
+    err = _refused(capsys, monkeypatch, f"run_dir={half_joint}", "joint.optim.epochs=2", "stages=finetune,test")
+    assert "the joint stage stopped at step 1 of" in err
+
+
+def test_checkpoints_without_their_config_are_refused(half_joint, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(half_joint, copy, symlinks=True)
+    (copy / "config.json").unlink()
+    err = _refused(capsys, monkeypatch, f"run_dir={copy}", "joint.optim.epochs=2")
+    assert "config.json is missing beside the checkpoints of ventral, joint" in err
+
+
+def test_an_init_checkpoint_that_does_not_fit_is_refused_before_compute(tmp_path, capsys, monkeypatch):
+    import torch
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    hf = VideoMAEModel(VideoMAEConfig(image_size=48, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=64,
+                                      num_hidden_layers=4, num_attention_heads=2, intermediate_size=128))
+    torch.save(hf.state_dict(), tmp_path / "wide.pth")  # width 64; the tiny model is 32 wide
+    err = _refused(capsys, monkeypatch, f"init={tmp_path / 'wide.pth'}", "stages=joint,finetune,test")
+    assert "does not fit the dorsal stream" in err and "64" in err

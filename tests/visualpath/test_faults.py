@@ -1,0 +1,162 @@
+"""Faults around checkpoints: a kill at any point of a write, a full disk, a damaged unit."""
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.visualpath.test_engine import _train
+from visualpath import rundir
+from visualpath.rundir import FAULT_POINTS, CheckpointWriteError, selected_checkpoint
+
+ROOT = Path(__file__).parents[2]
+
+
+def _worker(run_dir: Path, resume: bool, kill_at: str | None = None) -> int:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("VISUALPATH_KILL_AT", None)
+    if kill_at:
+        env["VISUALPATH_KILL_AT"] = kill_at
+    done = subprocess.run([sys.executable, "-m", "tests.visualpath.fault_worker", str(run_dir),
+                           "resume" if resume else "fresh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    return done.returncode
+
+
+def _weights(run_dir: Path) -> dict:
+    return load_file(str(run_dir / "stage" / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("full")
+    assert _worker(run, resume=False) == 0
+    return _weights(run)
+
+
+@pytest.mark.parametrize("point", FAULT_POINTS)
+def test_a_kill_at_any_point_of_a_checkpoint_write_resumes_bit_identically(point, uninterrupted, tmp_path):
+    assert _worker(tmp_path, resume=False, kill_at=f"{point}@3") == 137  # killed while writing the third unit
+    selected = selected_checkpoint(tmp_path / "stage")
+    assert selected is not None and (selected / "state.pt").is_file()  # one complete unit is always selected
+    assert _worker(tmp_path, resume=True) == 0
+    resumed = _weights(tmp_path)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed), point
+    units = sorted(p.name for p in (tmp_path / "stage").iterdir() if p.name.startswith(("ckpt-", ".ckpt-")))
+    assert len(units) == 1  # leftovers of the killed write are gone
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(tmp_path, monkeypatch):
+    full, _ = _train(tmp_path / "full")
+    writes = {"n": 0}
+
+    def disk_full(point):
+        if point == "weights-written":
+            writes["n"] += 1
+            if writes["n"] == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir, "fault_hook", disk_full)
+    with pytest.raises(CheckpointWriteError) as err:
+        _train(tmp_path / "run")
+    message = str(err.value)
+    assert "no space left on the device" in message and "MiB are free" in message and "stays selected" in message
+    assert "\n" not in message
+    stage = tmp_path / "run" / "stage"
+    assert not list(stage.glob(".ckpt-*")) and len(list(stage.glob("ckpt-*"))) == 1
+    monkeypatch.setattr(rundir, "fault_hook", None)
+    resumed, state = _train(tmp_path / "run", resume=True)
+    assert state.step == 9
+    assert all(torch.equal(p, q) for p, q in zip(full.parameters(), resumed.parameters()))
+
+
+def test_weights_that_are_not_the_states_are_refused(tmp_path):
+    _train(tmp_path, stop_after=4)
+    unit = selected_checkpoint(tmp_path / "stage")
+    weights = load_file(str(unit / "model.safetensors"))
+    first = next(iter(weights))
+    weights[first] = weights[first] + 1
+    from safetensors.torch import save_file
+
+    save_file(weights, str(unit / "model.safetensors"))
+    with pytest.raises(ValueError, match="is not the file its state.pt was saved with"):
+        _train(tmp_path, resume=True)
+
+
+def test_a_stage_written_before_checkpoint_units_resumes_and_keeps_its_files(tmp_path):
+    """Plain model.safetensors + state.pt (the old layout) become a unit on the next write."""
+    _train(tmp_path / "full")
+    _train(tmp_path / "old", stop_after=4)
+    stage = tmp_path / "old" / "stage"
+    unit = selected_checkpoint(stage)
+    for name in ("model.safetensors", "state.pt"):
+        (stage / name).unlink()
+        os.link(unit / name, stage / name)
+    (stage / "current").unlink()
+    import shutil
+
+    shutil.rmtree(unit)
+    assert selected_checkpoint(stage) == stage  # the old layout is read as it is
+    resumed, state = _train(tmp_path / "old", resume=True)
+    assert state.step == 9 and (stage / "model.safetensors").is_symlink()
+    full = load_file(str(tmp_path / "full" / "stage" / "model.safetensors"))
+    again = load_file(str(stage / "model.safetensors"))
+    assert all(torch.equal(full[k], again[k]) for k in full)
+
+
+def _broken_set(tmp_path):
+    from tests.visualpath.data.conftest import ramp_frames, write_video
+    from visualpath.data import VideoDataset
+    from visualpath.data.formats import VideoRecord
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    good = [write_video(tmp_path / f"good{i}.avi", ramp_frames(12, size=32)) for i in range(9)]
+    (tmp_path / "empty.avi").write_bytes(b"")
+    (tmp_path / "truncated.avi").write_bytes(good[0].read_bytes()[: good[0].stat().st_size // 2])
+    (tmp_path / "garbage.avi").write_bytes(b"\x00\x01" * 3000)
+    records = [VideoRecord(p, 0) for p in good] + [VideoRecord(tmp_path / n, 1)
+                                                   for n in ("empty.avi", "truncated.avi", "garbage.avi")]
+    return VideoDataset(records, ["a", "b"], frames=4, stride=2)
+
+
+def _video_fit(run_dir, dataset, stop_after=None, resume=False):
+    import io
+
+    from rich.console import Console
+
+    from areas import MTMotion
+    from tests.conftest import TINY_DECODER
+    from tests.visualpath.test_engine import CPU, _step
+    from visualpath import Pathway, Stream, TubeMask, vit_tiny
+    from visualpath.engine import OptimSpec, RunLog, build_optimizer, fit, make_loader
+
+    torch.manual_seed(0)
+    model = Pathway(encoder=vit_tiny(depth=1, width=32, heads=2),
+                    streams=[Stream("dorsal", "video", [MTMotion(blocks=1, decoder=TINY_DECODER)],
+                                    mask=TubeMask(0.5))]).build()
+    spec = OptimSpec(epochs=3, batch_size=4, base_lr=1e-3, warmup_epochs=0)
+    opt = build_optimizer(model, spec, CPU)
+    loader = make_loader(dataset, spec.batch_size, CPU, shuffle=True, seed=1, workers=2)
+    out = io.StringIO()
+    state = fit("joint", model, _step, loader, opt, spec, CPU, RunLog(run_dir, CPU), resume=resume,
+                stop_after=stop_after, checkpoint_every=1, console=Console(file=out, width=200))
+    return state, out.getvalue()
+
+
+def test_broken_files_are_warned_and_counted_once_across_workers_epochs_and_a_resume(tmp_path):
+    import json
+
+    dataset = _broken_set(tmp_path / "data")
+    state, first = _video_fit(tmp_path / "run", dataset, stop_after=4)  # killed in the second epoch
+    state, second = _video_fit(tmp_path / "run", dataset, resume=True)
+    warnings = (first + second).count("skipping unreadable file")
+    listed = json.loads((tmp_path / "run" / "broken_files.json").read_text())["joint"]
+    assert state.skipped == 3 and listed["count"] == 3 and warnings == 3
+    assert sorted(Path(p).name for p in listed["files"]) == ["empty.avi", "garbage.avi", "truncated.avi"]
+    assert "empty file" in listed["files"][str(tmp_path / "data" / "empty.avi")]
+    assert "resumed at epoch 1, step 4" in second
