@@ -148,8 +148,9 @@ def read_state_dict(path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is not a PyTorch checkpoint that loads with weights_only=True "
-                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+        reason = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise ValueError(f"{path} is not a PyTorch checkpoint that loads with weights_only=True: "
+                         f"{type(err).__name__}: {reason}") from None
     if not isinstance(state, Mapping):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
     return _unwrap(state)

@@ -63,10 +63,31 @@ def setup(device: str = "auto", seed: int = 0) -> Runtime:
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if world > 1:
+        exit_with_parent()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     seed_everything(seed + rank)
     return Runtime(device=dev, rank=rank, world=world, local_rank=local_rank)
+
+
+def exit_with_parent() -> bool:
+    """Ask the kernel to end this process when its parent dies (Linux ``PR_SET_PDEATHSIG``):
+    a ``torchrun`` worker must not train on, unsupervised, once its agent was killed. Returns
+    whether it could (not on other systems)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            return False
+    except (OSError, AttributeError):
+        return False
+    return os.getppid() != 1  # the parent may already be gone: then it is too late
 
 
 def teardown(runtime: Runtime, *objects: Any) -> None:

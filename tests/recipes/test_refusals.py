@@ -114,3 +114,16 @@ def test_an_init_checkpoint_that_does_not_fit_is_refused_before_compute(tmp_path
     torch.save(hf.state_dict(), tmp_path / "wide.pth")  # width 64; the tiny model is 32 wide
     err = _refused(capsys, monkeypatch, f"init={tmp_path / 'wide.pth'}", "stages=joint,finetune,test")
     assert "does not fit the dorsal stream" in err and "64" in err
+
+
+def test_a_zero_byte_first_test_video_does_not_stop_the_run(tmp_path):
+    from visualpath.data.formats import read_ucf101
+    from visualpath.data.synthetic import SyntheticSpec, generate
+
+    root = generate(tmp_path / "ucf", SyntheticSpec(seed=4, groups=7, clips=1, frames=16, size=64))
+    first_test = read_ucf101(root, 1, train=False)[0][0].path
+    first_test.write_bytes(b"")  # what a failed copy leaves
+    run = tmp_path / "run"
+    assert _main(f"run_dir={run}", f"data.root={root}", "data.image_root=frames") == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["test_items"] == 19 and (run / "reconstruction_dorsal.png").is_file()  # the 19 readable

@@ -160,3 +160,33 @@ def test_broken_files_are_warned_and_counted_once_across_workers_epochs_and_a_re
     assert sorted(Path(p).name for p in listed["files"]) == ["empty.avi", "garbage.avi", "truncated.avi"]
     assert "empty file" in listed["files"][str(tmp_path / "data" / "empty.avi")]
     assert "resumed at epoch 1, step 4" in second
+
+
+def test_a_worker_ends_when_its_parent_dies(tmp_path):
+    """What keeps torchrun workers from training on, unsupervised, after their agent is killed."""
+    import signal
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    (tmp_path / "child.py").write_text(
+        "import os, time\nfrom visualpath.runtime import exit_with_parent\nassert exit_with_parent()\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    parent = (f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, {str(tmp_path / 'child.py')!r}])\n"
+              "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for _ in range(100):
+        if pid_file.is_file() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    proc.send_signal(signal.SIGKILL)  # the agent dies without a word
+    proc.wait()
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the child outlived its parent")

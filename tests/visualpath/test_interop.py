@@ -116,8 +116,11 @@ def test_files_that_are_not_checkpoints_get_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="is not a PyTorch checkpoint that loads with weights_only=True"):
         read_state_dict(tmp_path / "notes.pth")
     torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pth")  # a pickled module, not a state dict
-    with pytest.raises(ValueError, match="weights_only=True"):
+    with pytest.raises(ValueError, match="weights_only=True") as err:
         read_state_dict(tmp_path / "module.pth")
+    message = str(err.value)
+    assert "\n" not in message and len(message) > 300  # torch's whole explanation, on one line
+    assert "module.pth" in message and "weights_only" in message.split(":", 2)[-1]
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(ValueError, match="not a readable safetensors checkpoint"):
         read_state_dict(tmp_path / "bad.safetensors")

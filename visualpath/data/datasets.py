@@ -210,6 +210,8 @@ class VideoDataset(_Robust):
 
     def _load(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         with open_video(self.records[index].path, self.backend) as video:
+            if hasattr(video, "check_complete"):
+                video.check_complete()  # a truncated file is broken even where its first frames decode
             n = video.info.num_frames
             if self.mode == "train":
                 picks = [self._indices(n, rng) for _ in range(self.views)]

@@ -75,6 +75,9 @@ def _existing(path: str | os.PathLike) -> Path:
     return path
 
 
+_PACKETS: dict[tuple, int] = {}  # (path, size, mtime) -> video packets in the file
+
+
 class Video:
     """An open video file: header facts, then frames on demand.
 
@@ -122,11 +125,28 @@ class Video:
             if not n:  # no usable header: count packets, then rewind
                 n = sum(1 for p in self.container.demux(stream) if p.size)
                 self.container.seek(0)
-        except (av.FFmpegError, OSError, ValueError) as err:
-            raise VideoError(f"{self.path}: cannot read header ({err})") from None
+            width, height = stream.width, stream.height
+        except (av.FFmpegError, OSError, ValueError, AttributeError) as err:  # a damaged header lacks fields
+            raise VideoError(f"{self.path}: cannot read header ({type(err).__name__}: {err})") from None
         if not n:
             raise VideoError(f"{self.path}: no frames")
-        return VideoInfo(int(n), float(rate or 0.0), stream.width, stream.height)
+        return VideoInfo(int(n), float(rate or 0.0), width, height)
+
+    def check_complete(self) -> None:
+        """Raise :class:`VideoError` when the file holds fewer frames than its header promises
+        (a truncated file whose first frames still decode). Counts packets without decoding,
+        once per file version and process."""
+        stat = self.path.stat()
+        key = (str(self.path), stat.st_size, stat.st_mtime_ns)
+        if key not in _PACKETS:
+            try:
+                _PACKETS[key] = sum(1 for p in self.container.demux(self.stream) if p.size)
+                self.container.seek(0)
+            except (av.FFmpegError, OSError, ValueError, EOFError) as err:
+                raise VideoError(f"{self.path}: truncated or damaged ({type(err).__name__}: {err})") from None
+        promised, held = self.info.num_frames, _PACKETS[key]
+        if held < promised - max(2, promised // 50):
+            raise VideoError(f"{self.path}: truncated: the header promises {promised} frames, the file holds {held}")
 
     def read(self, indices: Sequence[int], seek: bool = True) -> torch.Tensor:
         """Decode the frames at ``indices`` (0-based, any order, repeats allowed).

@@ -58,7 +58,7 @@ class VideoRecord:
 def _lines(path: Path, what: str) -> list[str]:
     if not path.is_file():
         raise DatasetFormatError(f"missing {what}: expected the file {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -162,7 +162,7 @@ def read_kinetics_csv(root: str | os.PathLike, csv_file: str | os.PathLike,
     root, csv_file = Path(root), Path(csv_file)
     if not csv_file.is_file():
         raise DatasetFormatError(f"missing Kinetics CSV: expected the file {csv_file}")
-    with open(csv_file, newline="", encoding="utf-8") as f:
+    with open(csv_file, newline="", encoding="utf-8", errors="surrogateescape") as f:
         rows = list(csv.DictReader(f))
     need = {"label", "youtube_id", "time_start", "time_end"}
     if not rows or not need <= set(rows[0]):

@@ -60,3 +60,25 @@ def test_broken_files_raise_video_error_naming_the_file(tmp_path, kind, cause, b
 def test_unknown_backend_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="'auto', 'pyav' or 'torchcodec'"):
         open_video(tmp_path / "v.avi", "decord")
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.8])
+def test_a_truncated_file_whose_first_frames_decode_is_broken(tmp_path, fraction):
+    """Matroska keeps its first frames readable when cut: a one-frame sample at frame 0 would
+    train on a broken file unless the file is checked against its header."""
+    from tests.visualpath.data.conftest import ramp_frames, write_video
+    from visualpath.data import VideoDataset
+    from visualpath.data.decode import Video, VideoError
+    from visualpath.data.formats import VideoRecord
+
+    whole = write_video(tmp_path / "whole.mkv", ramp_frames(40, size=64), fmt="matroska")
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * fraction)])
+    with Video(cut) as video:
+        assert video.read([0]).shape[0] == 1  # the first frame still decodes
+        with pytest.raises(VideoError, match="truncated"):
+            video.check_complete()
+    with Video(whole) as video:
+        video.check_complete()
+    ds = VideoDataset([VideoRecord(cut, 1), VideoRecord(whole, 0)], ["a", "b"], frames=1, as_images=True)
+    assert all(int(ds[i]["label"]) == 0 for i in range(2)) and ds.skipped == 1

@@ -118,3 +118,20 @@ def test_webm_without_frame_count_header_is_probed_from_its_duration(tmp_path):
 
     path = write_video(tmp_path / "v.webm", ramp_frames(30), codec="libvpx-vp9")
     assert probe(path).num_frames == 30
+
+
+def test_a_file_whose_name_is_not_utf8_is_found(tmp_path):
+    import os
+
+    from visualpath.data.formats import read_ucf101
+
+    root = tmp_path / "ucf"
+    (root / "UCF-101" / "Walk").mkdir(parents=True)
+    (root / "ucfTrainTestlist").mkdir()
+    name = b"v_Walk_g01_c01_caf\xe9.avi"  # Latin-1, not valid UTF-8
+    with open(os.path.join(os.fsencode(root / "UCF-101" / "Walk"), name), "wb") as f:
+        f.write(b"x")
+    (root / "ucfTrainTestlist" / "classInd.txt").write_text("1 Walk\n")
+    (root / "ucfTrainTestlist" / "trainlist01.txt").write_bytes(b"Walk/" + name + b" 1\n")
+    records, classes = read_ucf101(root, 1, train=True)
+    assert len(records) == 1 and records[0].path.is_file()
