@@ -1,6 +1,10 @@
-"""Run by test_ddp.py under torchrun: a few DDP steps with gloo, then compare ranks."""
+"""Run by test_ddp.py under torchrun: a few DDP steps with gloo, then compare ranks.
+
+``worker.py OUT [resume]``; with ``KILL_RANK=r`` and ``KILL_AT=k`` rank ``r`` dies (as SIGKILL)
+in its ``k``-th training step."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -13,28 +17,38 @@ from tests.visualpath.test_engine import Images, _model, _step  # noqa: E402
 from visualpath.engine import OptimSpec, RunLog, build_optimizer, fit, make_loader, setup, teardown  # noqa: E402
 
 
-def main(out: Path) -> None:
+def main(out: Path, resume: bool = False) -> None:
     runtime = setup("cpu", seed=0)
+    calls = {"n": 0}
+
+    def step(model, batch):
+        calls["n"] += 1
+        if str(runtime.rank) == os.environ.get("KILL_RANK") and calls["n"] == int(os.environ.get("KILL_AT", 0)):
+            os._exit(137)
+        return _step(model, batch)
+
     torch.manual_seed(0)  # same initial weights on both ranks (DDP also broadcasts them)
     model = _model()
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     spec = OptimSpec(epochs=2, batch_size=3, base_lr=1e-2, clip_grad=1.0)
     loader = make_loader(Images(), spec.batch_size, runtime, shuffle=True, seed=1)
     optimizer = build_optimizer(model, spec, runtime)
-    state = fit("ddp", ddp, _step, loader, optimizer, spec, runtime, RunLog(out, runtime), log_every=2)
+    state = fit("ddp", ddp, step, loader, optimizer, spec, runtime, RunLog(out, runtime), log_every=2,
+                resume=resume, checkpoint_every=1)
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     gathered = [torch.empty_like(flat) for _ in range(runtime.world)]
     dist.all_gather(gathered, flat)
     seen = torch.tensor([len(list(loader.sampler))])
     if runtime.main:
-        (out / f"result.json").write_text(json.dumps({
+        (out / "result.json").write_text(json.dumps({
             "world": runtime.world, "steps": state.step,
             "identical": all(torch.equal(gathered[0], g) for g in gathered[1:]),
             "changed": bool((flat != torch.cat([p.detach().flatten() for p in _model().parameters()])).any()),
             "per_rank": int(seen),
         }))
+        torch.save(flat, out / "final.pt")
     teardown(runtime, ddp, model, optimizer)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), resume=len(sys.argv) > 2 and sys.argv[2] == "resume")

@@ -190,3 +190,13 @@ def test_a_worker_ends_when_its_parent_dies(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the child outlived its parent")
+
+
+def test_resuming_with_another_number_of_processes_is_refused(tmp_path):
+    from tests.visualpath.test_engine import CPU, SPEC, _model
+    from visualpath.engine import build_optimizer, load_checkpoint
+
+    _train(tmp_path, stop_after=4)
+    model = _model()
+    with pytest.raises(ValueError, match=r"trained by 1 process\(es\) and this run has 2: resume it with 1"):
+        load_checkpoint(tmp_path / "stage", model, build_optimizer(model, SPEC, CPU), rank=0, world=2)
