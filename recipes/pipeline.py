@@ -315,8 +315,10 @@ def _run(cfg: Config, pathway: Pathway) -> dict:
             if runtime.main:
                 figure(joint, cfg, run_log, runtime, console)
         if "finetune" in cfg.stages:
-            model, state, _ = run_finetune(cfg, runtime, run_log, console)
+            model, state, classes = run_finetune(cfg, runtime, run_log, console)
             results["finetune_skipped"] = state.skipped
+            if runtime.main:  # the class names travel with the finetuned model (exports use them)
+                (run_log.root / "classes.json").write_text(json.dumps(list(classes)))
         if "test" in cfg.stages:
             test = run_test(cfg, runtime, run_log, console, model=model)
             results.update(top1=test["top1"], top5=test["top5"], test_items=test["count"], chance=test["chance"])

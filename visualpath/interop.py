@@ -40,6 +40,8 @@ Export: :func:`encoder_to_videomae` (Hugging Face ``VideoMAEModel``) for video e
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +67,11 @@ __all__ = [
     "encoder_to_videomae",
     "encoder_to_timm",
     "timm_kwargs",
+    "export_videomae",
+    "export_timm",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("visualpath", "huggingface-videomae", "videomae", "vit")
 
@@ -76,6 +82,10 @@ _HF_BLOCK = {
     "intermediate.dense": "mlp.fc1",
     "output.dense": "mlp.fc2",
 }
+
+# File keys of encoder weights (blocks, attention, MLP, embeddings, norms), not decoders or heads.
+_ENCODER_LIKE = re.compile(r"^(?!.*(decoder|classifier|head|fc_norm|mask_token))"
+                           r".*(blocks?\.|layer\.\d|attention|attn|mlp|patch_embed|embeddings|norm)")
 
 # Heads of the standard ViT widths (Ti, S, B, L, H), for files that do not record them.
 _STANDARD_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
@@ -99,6 +109,20 @@ class LoadReport:
     fresh: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def warnings(self) -> list[str]:
+        """What may have been lost: encoder weights left fresh, or file keys that look like
+        encoder weights and were not used."""
+        out = []
+        if self.fresh:
+            out.append(f"{len(self.fresh)} encoder tensors were not in the file and keep their initialisation "
+                       f"({', '.join(self.fresh[:4])}{' ...' if len(self.fresh) > 4 else ''})")
+        lost = [k for k in self.ignored if _ENCODER_LIKE.search(k)]
+        if lost:
+            out.append(f"{len(lost)} file tensors that look like encoder weights were not used "
+                       f"({', '.join(lost[:4])}{' ...' if len(lost) > 4 else ''})")
+        return out
+
     def __str__(self) -> str:
         def some(keys, n=5):
             return f" ({', '.join(keys[:n])}{' ...' if len(keys) > n else ''})" if keys else ""
@@ -106,7 +130,8 @@ class LoadReport:
         text = (f"{self.format + ': ' if self.format else ''}loaded {len(self.loaded)} tensors; "
                 f"ignored {len(self.ignored)} from the file{some(self.ignored)}; "
                 f"{len(self.fresh)} initialised fresh{some(self.fresh)}")
-        return text + "".join(f"; {note}" for note in self.notes)
+        text += "".join(f"; {note}" for note in self.notes)
+        return text + "".join(f"; WARNING: {w}" for w in self.warnings)
 
 
 # --------------------------------------------------------------------------- reading
@@ -218,6 +243,10 @@ def to_encoder_keys(state: Mapping[str, Tensor], fmt: str | None = None
             if a:
                 qkv.setdefault(i, {})[f"{a.group(1)}.{a.group(2)}"] = value
                 continue
+            a = re.match(r"attention\.attention\.(q_bias|v_bias)$", rest)  # as save_pretrained writes them
+            if a:
+                qkv.setdefault(i, {})["query.bias" if a.group(1) == "q_bias" else "value.bias"] = value
+                continue
             for theirs, ours in _HF_BLOCK.items():
                 if rest.startswith(theirs + "."):
                     out[f"blocks.{i}.{ours}.{rest[len(theirs) + 1:]}"] = value
@@ -279,6 +308,8 @@ def load_encoder(encoder: Encoder, state: Mapping[str, Tensor], fmt: str | None 
     report.loaded = sorted(usable)
     report.ignored = sorted(report.ignored)
     report.fresh = sorted(k for k in own if k not in usable)
+    for warning in report.warnings:
+        log.warning("loading a %s checkpoint: %s", fmt, warning)
     return report
 
 
@@ -453,12 +484,15 @@ def encoder_from_checkpoint(source, heads: int | None = None, drop_path: float =
 # --------------------------------------------------------------------------- export
 
 
-def encoder_to_videomae(encoder: nn.Module) -> dict[str, Tensor]:
+def encoder_to_videomae(encoder: nn.Module, notes: list[str] | None = None) -> dict[str, Tensor]:
     """Our video encoder as a Hugging Face ``VideoMAEModel`` state dict.
 
+    VideoMAE has no key-projection bias. Attention is invariant to it (it adds the same
+    constant to every logit of a query), so training moves it only by rounding noise; it is
+    dropped, exactly, and ``notes`` (when given) says how large it was.
+
     Raises:
-        ValueError: when a block's key-projection bias is not zero (VideoMAE has none), or
-            the encoder has parts VideoMAE cannot hold (class token, learned positions).
+        ValueError: the encoder has parts VideoMAE cannot hold (class token, learned positions).
     """
     if getattr(encoder, "cls_token", None) is not None or getattr(encoder, "pos_embed", None) is not None:
         raise ValueError("VideoMAE has no class token and fixed positions; this encoder has "
@@ -481,8 +515,10 @@ def encoder_to_videomae(encoder: nn.Module) -> dict[str, Tensor]:
                 out[prefix + f"attention.attention.{name}.weight"] = part
         elif rest == "attn.qkv.bias":
             q, k, v = value.chunk(3)
-            if k.abs().max() > 0:
-                raise ValueError(f"{key}: the key projection has a non-zero bias, which VideoMAE cannot hold")
+            largest = float(k.abs().max())
+            if largest > 0 and notes is not None:
+                notes.append(f"block {i}: dropped the key-projection bias (max |b| = {largest:.2e}); attention "
+                             "does not depend on it")
             out[prefix + "attention.attention.query.bias"] = q
             out[prefix + "attention.attention.value.bias"] = v
         else:
@@ -535,3 +571,85 @@ def encoder_to_timm(encoder: Encoder, img_size: int | tuple[int, int] = 224) -> 
             continue
         out[key.replace("embed.proj.", "patch_embed.proj.")] = value
     return out
+
+
+# --------------------------------------------------------------------------- export directories
+
+
+def export_videomae(model: nn.Module, out_dir: str | Path, *, image_size: int, num_frames: int,
+                    classes: list[str] | None = None) -> list[str]:
+    """Write a directory that Hugging Face ``from_pretrained`` loads directly.
+
+    An :class:`Encoder` becomes ``VideoMAEModel``; a mean-pooling :class:`Classifier` becomes
+    ``VideoMAEForVideoClassification``, with ``id2label`` from ``classes``. Writes
+    ``config.json`` (through ``transformers.VideoMAEConfig``) and ``model.safetensors``.
+
+    Returns:
+        Notes on what changed on the way (a dropped key bias, the head's norm epsilon).
+
+    Raises:
+        ValueError: the model has parts VideoMAE cannot hold (a class token, learned positions,
+            an image encoder), or ``classes`` does not match the head.
+    """
+    from safetensors.torch import save_file
+
+    try:
+        from transformers import VideoMAEConfig
+    except ImportError as err:
+        raise ValueError(f"exporting to Hugging Face needs the transformers package ({err})") from None
+    from visualpath.classifier import Classifier
+
+    classifier = model if isinstance(model, Classifier) else None
+    encoder = classifier.encoder if classifier is not None else model
+    if not encoder.layout.is_video:
+        raise ValueError("VideoMAE is a video model; export image encoders with export_timm")
+    notes: list[str] = []
+    state = encoder_to_videomae(encoder, notes)
+    spec = encoder.spec
+    config = dict(image_size=image_size, patch_size=spec.patch, num_channels=spec.channels, num_frames=num_frames,
+                  tubelet_size=spec.tube, hidden_size=spec.width, num_hidden_layers=spec.depth,
+                  num_attention_heads=spec.heads, intermediate_size=int(spec.width * spec.mlp_ratio),
+                  hidden_act="gelu", layer_norm_eps=spec.norm_eps, qkv_bias=spec.qkv_bias,
+                  use_mean_pooling=encoder.norm is None)
+    if classifier is not None:
+        if classifier.pool != "mean" or classifier.cls_token is not None:
+            raise ValueError("VideoMAEForVideoClassification pools by the mean; this classifier pools a class token")
+        n = classifier.head.out_features
+        classes = list(classes) if classes is not None else [str(i) for i in range(n)]
+        if len(classes) != n:
+            raise ValueError(f"{len(classes)} class names for a head of {n} classes")
+        state = {f"videomae.{k}": v for k, v in state.items()}
+        state.update({"fc_norm.weight": classifier.fc_norm.weight, "fc_norm.bias": classifier.fc_norm.bias,
+                      "classifier.weight": classifier.head.weight, "classifier.bias": classifier.head.bias})
+        config.update(id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)},
+                      architectures=["VideoMAEForVideoClassification"])
+        if classifier.fc_norm.eps != 1e-5:
+            notes.append(f"Hugging Face's fc_norm uses eps 1e-5 where ours used {classifier.fc_norm.eps:g}: logits "
+                         "differ by rounding")
+    else:
+        config["architectures"] = ["VideoMAEModel"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    VideoMAEConfig(**config).save_pretrained(str(out))
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    return notes
+
+
+def export_timm(encoder: Encoder, out_dir: str | Path, img_size: int | tuple[int, int] = 224,
+                classes: list[str] | None = None) -> None:
+    """Write an image encoder as timm's ``VisionTransformer``: ``model.safetensors`` (strict
+    for ``VisionTransformer(**kwargs)``) and ``config.json`` holding ``{"architecture":
+    "vit", "model_args": kwargs}`` (and ``label_names`` when given)."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kwargs = timm_kwargs(encoder, img_size)
+    save_file({k: v.detach().contiguous().cpu() for k, v in encoder_to_timm(encoder, img_size).items()},
+              str(out / "model.safetensors"), metadata={"format": "pt"})
+    meta = {"architecture": "vit", "model_args": {k: list(v) if isinstance(v, tuple) else v
+                                                 for k, v in kwargs.items()}}
+    if classes is not None:
+        meta["label_names"] = list(classes)
+    (out / "config.json").write_text(json.dumps(meta, indent=2))

@@ -215,3 +215,37 @@ def test_learned_position_tables_keep_their_place_in_layer_decay():
 
     assert _layer_id("encoder.pos_embed", 12) == 0 and _layer_id("encoder.cls_token", 12) == 0
     assert _layer_id("encoder.norm.weight", 12) == 13
+
+
+@pytest.mark.parametrize("cls_name", ["VideoMAEModel", "VideoMAEForPreTraining", "VideoMAEForVideoClassification"])
+def test_files_written_by_save_pretrained_load_with_their_query_and_value_biases(cls_name, tmp_path):
+    """save_pretrained stores the biases as attention.attention.q_bias / v_bias, not as the
+    in-memory query.bias / value.bias: both spellings must reach the encoder."""
+    from safetensors import safe_open
+
+    pytest.importorskip("transformers")
+    hf = _hf_video(cls_name, mean_pooling=cls_name != "VideoMAEForVideoClassification")
+    hf.save_pretrained(tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        on_disk = list(f.keys())
+    assert any(k.endswith("attention.attention.q_bias") for k in on_disk)  # the spelling on disk
+    encoder, report = encoder_from_checkpoint(tmp_path / "model.safetensors", heads=2)
+    assert report.fresh == [] and not report.warnings, str(report)
+    base = hf if cls_name == "VideoMAEModel" else hf.videomae
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        theirs = base(pixel_values=x.permute(0, 2, 1, 3, 4)).last_hidden_state
+        assert (theirs - encoder.eval()(x, normalized=True)).abs().max() <= 1e-5
+
+
+def test_a_load_that_drops_encoder_weights_says_so(caplog):
+    import logging
+
+    pytest.importorskip("transformers")
+    hf = _hf_video("VideoMAEModel", mean_pooling=True)
+    state = dict(hf.state_dict())
+    state["encoder.layer.0.attention.attention.query.scale"] = torch.ones(64)  # an encoder weight we do not know
+    with caplog.at_level(logging.WARNING):
+        _, report = encoder_from_checkpoint(state, heads=2)
+    assert any("look like encoder weights were not used" in w for w in report.warnings)
+    assert "WARNING" in str(report) and "were not used" in caplog.text

@@ -1,0 +1,85 @@
+"""Export a run's model for Hugging Face or timm users.
+
+    python -m recipes.export RUN_DIR OUT_DIR                       # the finetuned classifier, if any
+    python -m recipes.export RUN_DIR OUT_DIR --what encoder --stream dorsal
+    python -m recipes.export RUN_DIR OUT_DIR --what encoder --stream ventral   # timm
+
+A video stream becomes a directory that ``transformers.VideoMAEModel.from_pretrained`` (an
+encoder) or ``VideoMAEForVideoClassification.from_pretrained`` (a finetuned run, with its class
+names as ``id2label``) loads directly. An image stream becomes timm's ``VisionTransformer``:
+``model.safetensors`` and ``config.json`` with its ``model_args``. What changed on the way (a
+dropped key bias) is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["export_run", "main"]
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, what: str = "classifier", stream: str | None = None
+               ) -> list[str]:
+    """Export ``run_dir``'s finetuned classifier or one stream's pretrained encoder; returns notes."""
+    from analysis.features import load_run
+    from recipes.config import Config
+    from recipes.stages import _classifier, graph_to_finetune
+    from visualpath.classifier import Encoder
+    from visualpath.config import apply_overrides
+    from visualpath.engine import load_weights
+    from visualpath.interop import export_timm, export_videomae
+
+    run_dir = Path(run_dir)
+    saved = json.loads((run_dir / "config.json").read_text())["config"] if (run_dir / "config.json").is_file() else {}
+    data = saved.get("data", {})
+    size, frames = data.get("size", 224), data.get("frames", 16)
+    classes_file = run_dir / "classes.json"
+    classes = json.loads(classes_file.read_text()) if classes_file.is_file() else None
+    if what == "classifier":
+        if not (run_dir / "finetune" / "model.safetensors").is_file():
+            raise ValueError(f"{run_dir} has no finetuned model; export an encoder with --what encoder")
+        finetune = saved.get("finetune", {})
+        stream = finetune.get("stream", "dorsal")
+        cfg = apply_overrides(Config(), {"finetune.stream": stream, "finetune.pool": finetune.get("pool", "mean")})
+        pathway = graph_to_finetune(cfg, run_dir)
+        if classes is None:
+            raise ValueError(f"{run_dir} has no classes.json (runs finetuned before class names were kept)")
+        model = _classifier(cfg, pathway.build(), len(classes))
+        load_weights(model, run_dir / "finetune" / "model.safetensors")
+        encoder = model.encoder
+    else:
+        pathway_model = load_run(run_dir)
+        stream = stream or next(s.name for s in pathway_model.spec.streams if s.modality == "video")
+        model = encoder = Encoder.from_pathway(pathway_model, stream)
+        classes = None
+    if encoder.layout.is_video:
+        return export_videomae(model, out_dir, image_size=size, num_frames=frames, classes=classes)
+    if what == "classifier":
+        raise ValueError("an image classifier exports as its encoder: --what encoder (timm)")
+    export_timm(encoder, out_dir, img_size=size)
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recipes.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("out_dir")
+    parser.add_argument("--what", choices=["classifier", "encoder"], default="classifier")
+    parser.add_argument("--stream", default=None, help="the stream whose encoder to export (--what encoder)")
+    args = parser.parse_args(argv)
+    try:
+        notes = export_run(args.run_dir, args.out_dir, args.what, args.stream)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"note: {note}")
+    print(f"wrote {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""A run's models in and out: what Hugging Face and timm load from our exports, class names
+included, with nothing lost."""
+
+import json
+
+import attrs
+import pytest
+import torch
+
+from recipes import bimm_ucf101
+from recipes.export import main as export_main
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    run = tmp_path_factory.mktemp("export") / "run"
+    bimm_ucf101.run(attrs.evolve(bimm_ucf101.VARIANTS["tiny"], run_dir=str(run), device="cpu"))
+    return run
+
+
+def _ours(run):
+    from recipes.config import Config
+    from recipes.stages import _classifier, graph_to_finetune
+    from visualpath.engine import load_weights
+
+    classes = json.loads((run / "classes.json").read_text())
+    model = _classifier(Config(), graph_to_finetune(Config(), run).build(), len(classes))
+    load_weights(model, run / "finetune" / "model.safetensors")
+    return model.eval(), classes
+
+
+def test_a_finetuned_run_exports_as_videomae_for_video_classification_with_its_class_names(finetuned, tmp_path):
+    assert export_main([str(finetuned), str(tmp_path / "hf")]) == 0
+    hf = transformers.VideoMAEForVideoClassification.from_pretrained(tmp_path / "hf").eval()
+    ours, classes = _ours(finetuned)
+    assert [hf.config.id2label[i] for i in range(len(classes))] == classes
+    x = torch.randn(2, 3, 4, 48, 48)  # already normalised pixels
+    with torch.no_grad():
+        theirs = hf(pixel_values=x.permute(0, 2, 1, 3, 4)).logits
+        mine = ours(x, normalized=True)
+    assert (theirs - mine).abs().max() < 1e-4  # fc_norm's epsilon differs (1e-5 vs 1e-6)
+    assert theirs.argmax(1).tolist() == mine.argmax(1).tolist()
+
+
+def test_an_encoder_exports_as_videomae_model_and_timm(finetuned, tmp_path):
+    from timm.models.vision_transformer import VisionTransformer
+
+    from analysis.features import load_run
+    from visualpath.classifier import Encoder
+
+    pathway = load_run(finetuned)
+    assert export_main([str(finetuned), str(tmp_path / "enc"), "--what", "encoder", "--stream", "dorsal"]) == 0
+    hf = transformers.VideoMAEModel.from_pretrained(tmp_path / "enc").eval()
+    encoder = Encoder.from_pathway(pathway, "dorsal").eval()
+    x = torch.randn(1, 3, 4, 48, 48)
+    with torch.no_grad():
+        assert (hf(pixel_values=x.permute(0, 2, 1, 3, 4)).last_hidden_state - encoder(x, normalized=True)).abs().max() \
+            < 1e-5
+    assert export_main([str(finetuned), str(tmp_path / "timm"), "--what", "encoder", "--stream", "ventral"]) == 0
+    config = json.loads((tmp_path / "timm" / "config.json").read_text())
+    vit = VisionTransformer(**config["model_args"]).eval()
+    from safetensors.torch import load_file
+
+    vit.load_state_dict(load_file(str(tmp_path / "timm" / "model.safetensors")), strict=True)
+    image = Encoder.from_pathway(pathway, "ventral").eval()
+    y = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        assert (vit.forward_features(y) - image(y, normalized=True)).abs().max() < 1e-5
+
+
+def test_a_key_bias_is_dropped_exactly_with_a_note():
+    from visualpath.classifier import Encoder
+    from visualpath.interop import encoder_to_videomae
+    from visualpath.tokens import Layout
+    from visualpath.vit import vit_tiny
+
+    torch.manual_seed(0)
+    encoder = Encoder(vit_tiny(depth=2, width=64, heads=2), Layout("video", 16, 2), "flat").eval()
+    with torch.no_grad():
+        for block in encoder.blocks:
+            block.attn.qkv.bias[64:128].normal_()  # the key part: trained encoders carry rounding noise there
+    notes: list[str] = []
+    state = encoder_to_videomae(encoder, notes)
+    cfg = transformers.VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=64,
+                                      num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
+                                      layer_norm_eps=1e-6)
+    hf = transformers.VideoMAEModel(cfg).eval()
+    hf.load_state_dict(state, strict=True)
+    x = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        assert (hf(pixel_values=x.permute(0, 2, 1, 3, 4)).last_hidden_state - encoder(x, normalized=True)).abs().max() \
+            < 1e-5
+    assert len(notes) == 2 and "dropped the key-projection bias" in notes[0]
