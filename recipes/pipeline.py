@@ -283,8 +283,15 @@ def preflight(cfg: Config) -> None:
     """What the run directory says against running ``cfg`` in it, before compute."""
     conflicts = resume_conflicts(cfg)
     if conflicts:
+        pretrained_kept = has_checkpoint(Path(cfg.run_dir, "joint")) or has_checkpoint(Path(cfg.run_dir, "ventral"))
+        if pretrained_kept and not set(cfg.stages) & {"ventral", "joint"} and cfg.pretrained is None:
+            advice = (f"to finetune its pretrained encoder with these settings, give the new run its own directory: "
+                      f"run_dir={cfg.run_dir.rstrip('/')}_ft pretrained={cfg.run_dir} "
+                      f"stages={','.join(cfg.stages)}")
+        else:
+            advice = "choose another run_dir, or resume=false to start it again"
         raise ValueError(f"run_dir={cfg.run_dir!r} holds a run with other settings ({'; '.join(conflicts)}); "
-                         "choose another run_dir, or resume=false to start it again")
+                         f"{advice}")
     if cfg.pretrained is None:
         blocked = unfinished_stages(cfg)
         if blocked:
@@ -293,7 +300,7 @@ def preflight(cfg: Config) -> None:
 
 def _run(cfg: Config, pathway: Pathway) -> dict:
     runtime = setup(cfg.device, cfg.seed)
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=not runtime.main)  # under torchrun, rank 0 speaks
     run_log = RunLog(cfg.run_dir, runtime, tensorboard=cfg.tensorboard)
     run_log.write_config(to_dict(cfg))
     if runtime.main and (set(cfg.stages) & {"ventral", "joint"} or not Path(cfg.run_dir, PATHWAY_FILE).is_file()):

@@ -79,3 +79,42 @@ def test_the_own_graph_commands_run_in_the_order_a_newcomer_types_them(tmp_path)
     assert ("ventral", "V3") in {(r["stream"], r["area"]) for r in results["rows"]}
     deep = json.loads((tmp_path / "runs/my_graph_deep/pathway.json").read_text())
     assert deep["streams"][0]["areas"][2]["decoder"]["depth"] == 2
+
+
+def test_the_recipe_commands_run_after_the_quick_start(tmp_path):
+    """The README's recipe lines that can run here (no dataset, no SAM checkpoint), in order,
+    after the quick start's main job, at the tiny scale; the help line as it is."""
+    import subprocess
+    import sys
+
+    block = re.search(r"## Recipes\n\n```bash\n(.*?)\n```", README.read_text(), flags=re.S).group(1).splitlines()
+    runnable = [line.split("  #", 1)[0].strip() for line in block
+                if "/data/" not in line and "sam_checkpoint" not in line]
+    assert any("--help" in c for c in runnable) and any("pretrained=runs/bimm_ucf101_demo" in c for c in runnable)
+    tiny = "--variant tiny device=cpu"
+    commands = [f"python -m recipes.bimm_ucf101 {tiny}"] + runnable  # the quick start's job first
+    for command in commands:
+        command = command.replace("python -m recipes.bimm_ucf101", f"{sys.executable} -m recipes.bimm_ucf101")
+        if "--help" not in command and tiny not in command:
+            command = command.replace("-m recipes.bimm_ucf101", f"-m recipes.bimm_ucf101 {tiny}")
+        command = command.replace("runs/bimm_ucf101_demo", "runs/bimm_ucf101_tiny")
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
+    results = json.loads((tmp_path / "runs/bimm_ucf101_ft/results.json").read_text())
+    assert 0 <= results["top1"] <= 1
+
+
+def test_a_changed_finetune_setting_in_a_finished_run_suggests_the_command_that_works(tmp_path, capsys):
+    import attrs
+
+    from recipes import bimm_ucf101
+
+    run = tmp_path / "run"
+    bimm_ucf101.run(attrs.evolve(bimm_ucf101.VARIANTS["tiny"], run_dir=str(run), device="cpu"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        bimm_ucf101.main(["--variant", "tiny", "device=cpu", f"run_dir={run}", "stages=finetune,test",
+                          "finetune.optim.epochs=2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"run_dir={run}_ft pretrained={run} stages=finetune,test" in err and "\n" not in err.strip()

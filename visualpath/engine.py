@@ -25,6 +25,9 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Column
+from rich.text import Text
 from torch.utils.data import DataLoader
 
 from visualpath.loader import EpochSampler, flatten_views, make_loader  # noqa: F401 (re-exported)
@@ -125,7 +128,6 @@ def fit(
         The final :class:`TrainState`.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     directory = run.stage_dir(stage)
     state = TrainState()
@@ -152,11 +154,24 @@ def fit(
     milestones = tuple(int(round(m * steps_per_epoch)) for m in spec.milestones)
     peak = spec.peak_lr(runtime.world)
     autocast = runtime.autocast_dtype
-    columns = (TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[info]}"))
+    if state.step >= total:
+        if runtime.main:
+            console.print(f"[bold]{stage}[/]: already complete (step {state.step} of {total})")
+        return state
+    if resume and state.step:
+        run.trim_metrics(stage, state.step)  # records logged after the checkpoint are logged again
+    # In a terminal: the bar, count and ETA on one line (they never give way to the losses, which
+    # get a line of their own). In a log file (a batch job, nohup, tee): a plain line per record.
+    columns = (TextColumn(f"[bold]{stage}", table_column=Column(no_wrap=True)),
+               BarColumn(bar_width=None, table_column=Column(ratio=1)),
+               MofNCompleteColumn(table_column=Column(no_wrap=True)),
+               TimeRemainingColumn(table_column=Column(no_wrap=True)),
+               TextColumn("{task.fields[rate]}", table_column=Column(no_wrap=True)))
+    live = console.is_terminal and runtime.main
     model.train()
-    with Progress(*columns, console=console, disable=not runtime.main, transient=False) as progress:
-        task = progress.add_task(stage, total=total, completed=state.step, info="")
+    with _StageProgress(*columns, console=console, disable=not live, transient=False) as progress:
+        task = progress.add_task(stage, total=total, completed=state.step, rate="")
+        start, start_step = time.perf_counter(), state.step
         while state.epoch < epochs and state.step < total:
             done_in_epoch = state.step - state.epoch * steps_per_epoch
             loader.sampler.set_epoch(state.epoch, skip=done_in_epoch * loader.batch_size * spec.accum_steps)
@@ -194,7 +209,14 @@ def fit(
                     rate = clips * runtime.world / (time.perf_counter() - window_start)
                     run.metrics(stage, epoch=state.epoch, step=state.step, lr=lr, clips_per_s=rate, **values)
                     shown = " ".join(f"{k}={v:.3f}" for k, v in values.items())
-                    progress.update(task, info=f"{shown} lr={lr:.2e} {rate:.1f} clips/s")
+                    progress.losses = f"  {shown} lr={lr:.2e}"
+                    progress.update(task, rate=f"{rate:.1f} clips/s")
+                    if not live and runtime.main:
+                        done = state.step - start_step
+                        eta = (time.perf_counter() - start) / done * (total - state.step) if done else 0.0
+                        console.print(f"{stage} step {state.step}/{total} epoch {state.epoch + 1}/{epochs} "
+                                      f"{shown} lr={lr:.2e} {rate:.1f} clips/s eta {_clock(eta)}",
+                                      markup=False, highlight=False, soft_wrap=True)
                     window_start, clips, running, micro = time.perf_counter(), 0, {}, 0
                 progress.update(task, completed=state.step)
                 if checkpoint_every and state.step % checkpoint_every == 0:
@@ -207,6 +229,22 @@ def fit(
             _checkpoint(directory, model, optimizer, state, runtime)
     _record_broken(stage, broken, state, run, runtime)
     return state
+
+
+class _StageProgress(Progress):
+    """A progress bar with the latest losses on a line of their own below it."""
+
+    losses = ""
+
+    def get_renderables(self):
+        yield self.make_tasks_table(self.tasks)
+        if self.losses:
+            yield Text(self.losses, overflow="ellipsis", no_wrap=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _note_broken(stage: str, entries, dataset, broken: dict[str, str], console, runtime: Runtime) -> None:

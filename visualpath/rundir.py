@@ -75,12 +75,21 @@ class TrainState:
     extra: dict = field(default_factory=dict)
 
 
+def file_mode() -> int:
+    """The mode a plain ``open()`` gives a new file under this process's umask (``mkstemp``
+    makes 0600, which colleagues on shared storage cannot read)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic(path: Path, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -379,6 +388,14 @@ def git_revision(path: Path | None = None) -> str | None:
         return None
 
 
+def _after(line: str, stage: str, step: int) -> bool:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return record.get("stage") == stage and record.get("step", 0) > step
+
+
 class RunLog:
     """A run directory: ``config.json``, ``metrics.jsonl`` and per-stage checkpoints.
 
@@ -417,6 +434,17 @@ class RunLog:
                     if name not in ("step", "epoch") and isinstance(value, (int, float)):
                         self._writer.add_scalar(f"{stage}/{name}", value, step)
                 self._writer.flush()
+
+    def trim_metrics(self, stage: str, step: int) -> None:
+        """Drop ``stage``'s records past ``step`` (logged after the checkpoint a run resumes
+        from, and logged again as it continues): one record per step."""
+        path = self.root / "metrics.jsonl"
+        if not self.runtime.main or not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if not _after(line, stage, step)]
+        if len(kept) != len(lines):
+            _atomic(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
 
     def broken_files(self, stage: str, files: Mapping[str, str]) -> None:
         """``broken_files.json``: each stage's unreadable files and why, each file once."""

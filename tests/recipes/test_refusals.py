@@ -3,9 +3,7 @@ silent or wrong."""
 
 import json
 import os
-from pathlib import Path
 
-import attrs
 import pytest
 
 from recipes import bimm_ucf101, pipeline

@@ -173,3 +173,67 @@ def test_linear_and_step_schedules():
     # COCO: x0.1 at epochs 27 and 33 (here 10 steps per epoch)
     assert [lr_at(s, 360, 0, 1e-4, 0.0, "step", (270, 330)) for s in (0, 269, 270, 330)] == \
         pytest.approx([1e-4, 1e-4, 1e-5, 1e-6])
+
+
+def _fit_to(console, tmp_path, stop_after=None, resume=False):
+    model = _model()
+    torch.manual_seed(123)
+    opt = build_optimizer(model, SPEC, CPU)
+    loader = make_loader(Images(), SPEC.batch_size, CPU, shuffle=True, seed=5)
+    return fit("joint", model, _step, loader, opt, SPEC, CPU, RunLog(tmp_path, CPU), resume=resume,
+               stop_after=stop_after, log_every=1, checkpoint_every=2, console=console)
+
+
+def test_in_a_terminal_of_80_columns_the_bar_count_and_eta_stay_on_one_line(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    _fit_to(Console(file=out, width=80, force_terminal=True, color_system=None), tmp_path)
+    final = out.getvalue().split("\x1b[2K")[-1]  # the last frame the live display drew
+    bar_line = next(line for line in final.splitlines() if "9/9" in line)
+    assert bar_line.startswith("joint") and "0:00:00" in bar_line and len(bar_line) <= 80
+    assert "loss=" in final and "ventral.V4=" in final  # the losses, on their own line
+
+
+def test_in_a_log_file_every_record_is_a_plain_line_and_a_finished_stage_says_so(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    _fit_to(Console(file=out, width=80), tmp_path)  # not a terminal: a batch job's log
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("joint step")]
+    assert len(lines) == 9 and "joint step 9/9 epoch 3/3 loss=" in lines[-1] and "ventral.V4=" in lines[-1]
+    assert "eta 0:00:00" in lines[-1] and "\x1b" not in out.getvalue()
+    again = io.StringIO()
+    _fit_to(Console(file=again, width=80), tmp_path, resume=True)
+    assert "joint: already complete (step 9 of 9)" in again.getvalue()
+
+
+def test_a_resumed_run_keeps_one_metrics_record_per_step(tmp_path):
+    import io
+    import json as _json
+
+    from rich.console import Console
+
+    _fit_to(Console(file=io.StringIO()), tmp_path, stop_after=5)  # logged step 5, checkpoint at step 4
+    out = io.StringIO()
+    _fit_to(Console(file=out), tmp_path, resume=True)
+    steps = [_json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 10))
+    assert "joint: resumed at epoch 1, step 4" in out.getvalue()
+
+
+def test_run_files_are_written_with_the_umask_like_any_other_file(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        run = RunLog(tmp_path, CPU)
+        run.write_config({"a": 1})
+        _train(tmp_path / "ckpt", stop_after=2)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o644

@@ -29,6 +29,7 @@ import torch
 from scipy import ndimage as ndi
 
 from visualpath.data.decode import Video
+from visualpath.rundir import file_mode
 
 __all__ = ["MapCache", "ContourCache", "masks_to_contour", "VIDEO_EXTENSIONS", "IMAGE_FILE_EXTENSIONS",
            "find_videos", "find_images", "map_video", "map_image", "contour_video"]
@@ -87,6 +88,7 @@ class MapCache:
             with os.fdopen(fd, "wb") as f:
                 np.savez_compressed(f, frames=np.asarray(frames, dtype=np.int32),
                                     shape=np.asarray(maps.shape[1:], dtype=np.int32), **data)
+            os.chmod(tmp, file_mode())  # readable as any other file, not mkstemp's 0600
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
