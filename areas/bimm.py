@@ -35,6 +35,7 @@ def _one_of(options):
     def check(instance, attribute, value):
         if value not in options:
             raise ValueError(f"{attribute.name} must be one of {list(options)}, got {value!r}")
+    check.options = tuple(options)  # shown by --help
     return check
 
 
@@ -71,15 +72,15 @@ class ModelConfig:
     size: str = attrs.field(default="base", validator=_one_of(SIZES))
     width: int | None = None  # override the size's width (demo models)
     heads: int | None = None
-    split: tuple[int, int, int] | None = attrs.field(default=None, validator=_split)
-    decoder_width: int = 384
+    split: tuple[int, int, int] | None = attrs.field(default=None, validator=_split)  # blocks of V1, V2, V4/MT
+    decoder_width: int = 384  # every decoder's token width
     decoder_heads: int = 6
-    decoder_depths: tuple[int, int, int] = (1, 2, 4)
-    image_mask: float = 0.75
-    video_mask: float = 0.9
-    streams: tuple[str, ...] = attrs.field(default=STREAMS, validator=_streams)
+    decoder_depths: tuple[int, int, int] = (1, 2, 4)  # decoder blocks of V1, V2, V4/MT
+    image_mask: float = 0.75  # the ventral stream's random mask ratio
+    video_mask: float = 0.9  # the dorsal stream's tube mask ratio (Table 7f)
+    streams: tuple[str, ...] = attrs.field(default=STREAMS, validator=_streams)  # ventral, dorsal or both
     share: str = attrs.field(default="partial", validator=_one_of(("none", "partial", "all")))
-    shared_blocks: int | None = attrs.field(default=None, validator=_shared_blocks)
+    shared_blocks: int | None = attrs.field(default=None, validator=_shared_blocks)  # share the first N blocks
     targets: str = attrs.field(default="V1-V2-V4&MT", validator=_one_of(TARGETS))
     dorsal_weight: float = 1.0  # lambda of Eq. 4
     dorsal_init: str = attrs.field(default="ventral", validator=_one_of(("ventral", "none")))

@@ -97,13 +97,13 @@ class TestConfig:
 
 @attrs.frozen(kw_only=True)
 class Config:
-    name: str = "bimm"
-    run_dir: str = "runs/bimm"
-    seed: int = 0
-    device: str = "auto"
-    stages: tuple[str, ...] = attrs.field(default=STAGES, validator=_stages)
-    resume: bool = True
-    log_every: int = 10
+    name: str = "bimm"  # the run's title in the results table
+    run_dir: str = "runs/bimm"  # where config, graph, metrics and checkpoints go (one run at a time)
+    seed: int = 0  # seeds every random draw (data order, augmentation, masks, initialisation)
+    device: str = "auto"  # auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N
+    stages: tuple[str, ...] = attrs.field(default=STAGES, validator=_stages)  # of ventral, joint, finetune, test
+    resume: bool = True  # continue the stages' checkpoints in run_dir; false starts them again
+    log_every: int = 10  # optimiser steps between metric records
     tensorboard: bool = False  # also write metrics as TensorBoard events (needs the tensorboard package)
     compile: bool = False  # torch.compile the model of each training stage
     checkpointing: bool = False  # gradient checkpointing of the encoder blocks (less memory, ~1/3 more compute)

@@ -137,26 +137,155 @@ def parse_cli(argv: Sequence[str], variants: Mapping[str, Any], prog: str, doc: 
 
     args = list(argv)
     default = next(iter(variants))
-    if "-h" in args or "--help" in args:
-        print(f"usage: python -m {prog} [--variant V] [key.path=value ...]\n\n{doc.strip()}\n")
-        print("variants: " + ", ".join(variants) + f" (default {default})\n")
-        print("keys (defaults of the chosen variant):")
-        chosen = variants[_variant_from(args, variants, default)]
-        try:  # the defaults as this command line changes them
-            chosen = apply_overrides(chosen, _overrides([a for a in args if a not in ("-h", "--help")]))
-        except ConfigError:
-            pass
-        for key, (kind, value) in flat_fields(chosen).items():
-            print(f"  {key} = {value!r}")
-        if help_extra is not None:
-            print("\n" + help_extra(chosen))
-        raise SystemExit(0)
+    wants_help = "-h" in args or "--help" in args
+    printing = "--print-config" in args
+    args = [a for a in args if a not in ("-h", "--help", "--print-config")]
     try:
         name = _variant_from(args, variants, default)
-        return name, apply_overrides(variants[name], _overrides(args))
+        args, saved = _config_file(args)
+        base = apply_overrides(variants[name], saved) if saved else variants[name]
+        overrides = _overrides(args)
+        _check_options(args, base)
+        cfg = apply_overrides(base, overrides)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        if not wants_help:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        cfg = variants[_variant_from([], variants, default)]
+    if wants_help:
+        print(f"usage: python -m {prog} [--variant V] [--config FILE] [--print-config] [key.path=value ...]\n\n"
+              f"{doc.strip()}\n")
+        print("variants: " + ", ".join(variants) + f" (default {default})\n")
+        print("--config FILE: start from a saved run's config.json (or a JSON/YAML mapping of keys); "
+              "--print-config: print the resolved configuration and stop\n")
+        print("keys (type; value as this command line makes it; what it is):")
+        notes = field_notes(cfg)
+        for key, (kind, value) in flat_fields(cfg).items():
+            note = notes.get(key, "")
+            print(f"  {key}: {type_name(kind)} = {value!r}" + (f"  # {note}" if note else ""))
+        if help_extra is not None:
+            print("\n" + help_extra(cfg))
+        raise SystemExit(0)
+    if printing:
+        import json
+
+        print(json.dumps(to_dict(cfg), indent=2))
+        raise SystemExit(0)
+    return name, cfg
+
+
+def _config_file(args: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """``--config FILE`` out of ``args``: the file's settings as ``{key.path: value}``. A run's
+    ``config.json`` (``{"config": {...}}``) or any JSON or YAML mapping of (nested) keys."""
+    rest, settings, i = [], {}, 0
+    while i < len(args):
+        a = args[i]
+        if a == "--config" or a.startswith("--config="):
+            if a == "--config":
+                if i + 1 >= len(args):
+                    raise ConfigError("--config needs a file")
+                path, i = args[i + 1], i + 2
+            else:
+                path, i = a.split("=", 1)[1], i + 1
+            settings.update(_flat_settings(_read_settings(path)))
+            continue
+        rest.append(a)
+        i += 1
+    return rest, settings
+
+
+def _read_settings(path: str) -> dict:
+    import json
+    from pathlib import Path
+
+    file = Path(path)
+    if file.is_dir():
+        file = file / "config.json"
+    if not file.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    text = file.read_text()
+    if file.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(f"--config {path}: reading YAML needs the pyyaml package") from None
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--config {path}: not valid JSON ({err})") from None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data = data["config"]  # a run directory's config.json
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of keys")
+    return data
+
+
+def _flat_settings(data: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, Mapping):
+            out.update(_flat_settings(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def _check_options(args: list[str], cfg: Any) -> None:
+    """A ``--flag`` that names no key is an unknown option (with the closest one)."""
+    known = flat_fields(cfg)
+    for a in args:
+        if a.startswith("--") and a != "--variant" and not a.startswith("--variant="):
+            key = a[2:].split("=", 1)[0].replace("-", "_")
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean --{close[0]}?" if close else ""
+                raise ConfigError(f"unknown option {a.split('=', 1)[0]}{hint}")
+
+
+def type_name(kind: Any) -> str:
+    """A readable name of a field's annotation (``int``, ``str | None``, ``one of [...]``)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin is Literal:
+        return "one of " + str(list(args))
+    if origin is tuple:
+        return f"tuple[{', '.join(type_name(a) for a in args if a is not Ellipsis)}{', ...' if Ellipsis in args else ''}]"
+    if kind is type(None):
+        return "None"
+    return getattr(kind, "__name__", str(kind))
+
+
+def field_notes(cfg: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a.b": "what it is"}``: the comment after each field in its class's source, and the
+    allowed values of fields whose validator names them."""
+    import inspect
+    import re
+
+    out: dict[str, str] = {}
+    cls = type(cfg)
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        source = ""
+    comments = dict(re.findall(r"^\s+(\w+):[^\n#]*#\s*(.+)$", source, flags=re.M))
+    for f in attrs.fields(cls):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if attrs.has(type(value)):
+            out.update(field_notes(value, key + "."))
+            continue
+        parts = []
+        options = getattr(f.validator, "options", None)
+        if options is not None:
+            parts.append(f"one of {list(options)}")
+        if f.name in comments:
+            parts.append(comments[f.name].strip())
+        if parts:
+            out[key] = "; ".join(parts)
+    return out
 
 
 def _overrides(args: list[str]) -> list[str]:

@@ -126,3 +126,34 @@ def test_the_results_and_config_name_the_ventral_images(tiny_run):
     assert results["ventral_images"] == "frames of the video set (Table 7a: UCF101 Init)"
     saved = json.loads(Path(cfg.run_dir, "config.json").read_text())
     assert saved["config"]["data"]["image_root"] == "frames"
+
+
+def test_help_gives_each_keys_type_allowed_values_and_description(capsys):
+    with pytest.raises(SystemExit):
+        recipe.main(["--help"])
+    out = capsys.readouterr().out
+    assert "model.share: str = 'partial'  # one of ['none', 'partial', 'all']" in out
+    assert "seed: int = 0  # seeds every random draw" in out and "pretrained: str | None = None  #" in out
+
+
+def test_print_config_and_config_files_rerun_a_saved_run(tiny_run, tmp_path, capsys):
+    cfg, _ = tiny_run
+    with pytest.raises(SystemExit) as exit_info:
+        recipe.main(["--config", str(Path(cfg.run_dir) / "config.json"), "seed=3", "--print-config"])
+    assert exit_info.value.code == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((Path(cfg.run_dir) / "config.json").read_text())["config"]
+    assert printed == {**saved, "seed": 3}  # the saved run, with the command line on top
+    settings = tmp_path / "mine.json"
+    settings.write_text(json.dumps({"model": {"video_mask": 0.75}, "joint": {"optim": {"epochs": 3}}}))
+    with pytest.raises(SystemExit):
+        recipe.main(["--variant", "tiny", "--config", str(settings), "--print-config"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["model"]["video_mask"] == 0.75 and printed["joint"]["optim"]["epochs"] == 3
+
+
+def test_an_unknown_flag_is_an_unknown_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        recipe.main(["--varaint", "tiny"])
+    assert exit_info.value.code == 2
+    assert "unknown option --varaint" in capsys.readouterr().err
