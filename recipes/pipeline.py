@@ -60,7 +60,7 @@ from recipes.stages import (
 )
 from visualpath import Pathway
 from visualpath.config import parse_cli, to_dict
-from visualpath.data.layouts import check_root
+from visualpath.data.layouts import UNLABELED, check_root, video_split
 from visualpath.engine import RunLog, setup, teardown
 from visualpath.rundir import (
     PATHWAY_FILE,
@@ -84,6 +84,12 @@ def check(cfg: Config) -> Pathway:
     returns the graph it trains."""
     if cfg.data.root is not None:
         check_root(cfg.data.format, cfg.data.root)
+        if cfg.data.format in ("lists", "folders", UNLABELED):  # a user's own layout: read its lists now
+            for train in (True, False):
+                video_split(cfg.data.format, cfg.data.root, train, cfg.data.split)
+    if cfg.data.format == UNLABELED and set(cfg.stages) & {"finetune", "test"}:
+        raise ValueError("data.format=unlabeled has no labels to finetune or test on: stages=ventral,joint (then "
+                         "finetune the run on labelled data with pretrained=RUN_DIR)")
     if cfg.pretrained is not None and not Path(cfg.pretrained).exists():
         raise ValueError(f"pretrained={cfg.pretrained!r} does not exist; expected a run directory of a recipe "
                          "(holding config.json and joint/ or ventral/model.safetensors) or a checkpoint file "

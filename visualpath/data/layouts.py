@@ -12,6 +12,11 @@ ssv2        ``labels/`` with ``labels.json``, ``train.json``, ``validation.json`
             ``something-something-v2-`` prefix is optional) and the videos in
             ``20bn-something-something-v2/`` (or ``videos/``) as ``<id>.webm``
 imagenet    ``train/<class>/*`` and ``val/<class>/*`` image folders
+lists       your own videos, VideoMAE's lists: ``train.csv`` and ``val.csv`` (``.txt`` too), one
+            ``path label`` per line (paths relative to ``root``); ``classes.txt`` (one name per
+            line, in label order) is optional
+folders     your own videos, one sub-folder per class: ``train/<class>/*`` and ``val/<class>/*``
+unlabeled   your own videos without labels, anywhere under ``root``: pretraining only
 ==========  ==================================================================================
 
 :func:`check_root` verifies the layout without reading any video, so a recipe rejects a
@@ -25,11 +30,13 @@ import os
 from pathlib import Path
 
 from visualpath.data.formats import DatasetFormatError, VideoRecord, read_hmdb51, read_kinetics_csv, read_ssv2
-from visualpath.data.formats import read_ucf101
+from visualpath.data.contours import VIDEO_EXTENSIONS, find_videos
+from visualpath.data.formats import read_path_label_list, read_ucf101
 
-__all__ = ["VIDEO_FORMATS", "check_root", "video_split", "image_split"]
+__all__ = ["VIDEO_FORMATS", "UNLABELED", "check_root", "video_split", "image_split"]
 
-VIDEO_FORMATS = ("ucf101", "hmdb51", "kinetics", "ssv2")
+VIDEO_FORMATS = ("ucf101", "hmdb51", "kinetics", "ssv2", "lists", "folders", "unlabeled")
+UNLABELED = "unlabeled"  # a format with no labels: pretraining stages only
 
 _EXPECTED = {
     "ucf101": "UCF-101/ and ucfTrainTestlist/ (official layout)",
@@ -38,6 +45,9 @@ _EXPECTED = {
     "ssv2": "labels/labels.json, labels/train.json, labels/validation.json and 20bn-something-something-v2/ "
             "(or videos/)",
     "imagenet": "train/<class>/ and val/<class>/ image folders",
+    "lists": "train.csv and val.csv (or .txt): 'path label' per line, VideoMAE's list format",
+    "folders": "train/<class>/ and val/<class>/ video folders",
+    "unlabeled": "video files (any folders)",
 }
 
 
@@ -62,8 +72,13 @@ def _parts(fmt: str, root: Path) -> dict[str, Path | None]:
                 "train": _first(labels, "train.json", prefix + "train.json"),
                 "val": _first(labels, "validation.json", prefix + "validation.json"),
                 "videos": _first(root, "20bn-something-something-v2", "videos")}
-    if fmt == "imagenet":
+    if fmt in ("imagenet", "folders"):
         return {"train": _first(root, "train"), "val": _first(root, "val")}
+    if fmt == "lists":
+        return {"train": _first(root, "train.csv", "train.txt"), "val": _first(root, "val.csv", "val.txt",
+                                                                              "test.csv", "test.txt")}
+    if fmt == UNLABELED:
+        return {}
     raise ValueError(f"data.format must be one of {list(VIDEO_FORMATS) + ['imagenet']}, got {fmt!r}")
 
 
@@ -94,6 +109,33 @@ def video_split(fmt: str, root: str | os.PathLike, train: bool, split: int = 1) 
         return read_kinetics_csv(p["val"], p["val_csv"], classes)
     if fmt == "ssv2":
         return read_ssv2(p["videos"], p["labels"], p["train"] if train else p["val"])
+    if fmt == "lists":
+        names = root / "classes.txt"
+        classes = [c.strip() for c in names.read_text().splitlines() if c.strip()] if names.is_file() else None
+        records, found = read_path_label_list(p["train"] if train else p["val"], root, classes)
+        if classes is None:  # the names come from both lists, so that both parts agree
+            other, other_found = read_path_label_list(p["val"] if train else p["train"], root)
+            found = [str(i) for i in range(max(len(found), len(other_found)))]
+        bad = [r for r in records if not 0 <= r.label < len(found)]
+        if bad:
+            raise DatasetFormatError(f"{p['train'] if train else p['val']}: label {bad[0].label} of {bad[0].path} is "
+                                     f"outside the {len(found)} classes")
+        return records, found
+    if fmt == "folders":
+        classes = sorted(d.name for d in p["train"].iterdir() if d.is_dir())
+        if not classes:
+            raise DatasetFormatError(f"{p['train']}: no class folders (expected train/<class>/<video>)")
+        folder = p["train"] if train else p["val"]
+        records = [VideoRecord(f, label) for label, c in enumerate(classes) if (folder / c).is_dir()
+                   for f in find_videos(folder / c)]
+        if not records:
+            raise DatasetFormatError(f"{folder}: no videos in its class folders")
+        return records, classes
+    if fmt == UNLABELED:
+        videos = find_videos(root)
+        if not videos:
+            raise DatasetFormatError(f"{root}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
+        return [VideoRecord(v, 0) for v in videos], ["unlabeled"]
     raise DatasetFormatError(f"{fmt!r} is not a video format; video formats: {list(VIDEO_FORMATS)}")
 
 
