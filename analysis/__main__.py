@@ -1,7 +1,13 @@
-"""``python -m analysis RUN_DIR``: the per-area table of a run, and its figures."""
+"""``python -m analysis RUN_DIR``: the per-area table of a run, and its figures;
+``python -m analysis extract|predict ...``: a run on any video files (:mod:`analysis.cli`)."""
 
 import sys
 
-from analysis.report import main
+if len(sys.argv) > 1 and sys.argv[1] in ("extract", "predict"):
+    from analysis.cli import main as cli_main
+
+    sys.exit(cli_main(sys.argv[1:]))
+
+from analysis.report import main  # noqa: E402
 
 sys.exit(main())

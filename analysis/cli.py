@@ -1,0 +1,155 @@
+"""``python -m analysis extract`` and ``python -m analysis predict``: a run on any video files.
+
+    python -m analysis extract RUN_DIR VIDEOS --out FEATURES [--stream dorsal] [--level block]
+    python -m analysis predict RUN_DIR VIDEOS [--top 5]
+
+``VIDEOS`` is a folder (searched recursively) or video files. Each video gives one centre
+clip at the run's frame count, stride and size (``config.json``); an unreadable file is
+skipped, counted and named. ``extract`` writes per-area features (``FEATURES.safetensors``
+and ``FEATURES.json`` with the file list, see :class:`analysis.features.Features`);
+``predict`` prints the top-k classes of a finetuned run for each file (and writes them as
+JSON with ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+__all__ = ["main", "video_files", "extract_command", "predict_command"]
+
+
+def video_files(paths: list[str]) -> list[Path]:
+    """The video files named, or found under the folders named (sorted)."""
+    from visualpath.data.contours import find_videos
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += find_videos(p)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ValueError(f"{p}: no such file or folder")
+    if not out:
+        raise ValueError(f"no video files in {', '.join(paths)}")
+    return out
+
+
+def _dataset(run_dir: Path, files: list[Path]):
+    from visualpath.data import VideoDataset
+    from visualpath.data.formats import VideoRecord
+
+    data = json.loads((run_dir / "config.json").read_text())["config"]["data"] \
+        if (run_dir / "config.json").is_file() else {}
+    return VideoDataset([VideoRecord(f, 0) for f in files], ["?"], frames=data.get("frames", 16),
+                        stride=data.get("stride", 4), mode="test", size=data.get("size", 224), clips=1, crops=1,
+                        name="your videos")
+
+
+def extract_command(run_dir: str, videos: list[str], out: str, stream: str | None = None, level: str = "area",
+                    device: str = "cpu") -> Path:
+    from analysis.features import extract, load_run
+
+    files, unreadable = _readable(video_files(videos))
+    if not files:
+        raise ValueError(f"none of the videos could be read ({unreadable[0][1]})")
+    model = load_run(run_dir, device=device)
+    stream = stream or next(s.name for s in model.spec.streams if s.modality == "video")
+    features = extract(model, _dataset(Path(run_dir), files), stream, level=level, device=device)
+    features.meta.update(files=[str(f) for f in files], run=str(run_dir), skipped=len(unreadable),
+                         unreadable=dict((str(f), why) for f, why in unreadable))
+    return features.save(out)
+
+
+def _readable(files: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files that open and hold the frames their header promises; the others with why."""
+    from visualpath.data.decode import VideoError, open_video
+
+    good, bad = [], []
+    for f in files:
+        try:
+            with open_video(f, "auto") as video:
+                if hasattr(video, "check_complete"):
+                    video.check_complete()
+                video.read([0])
+            good.append(f)
+        except VideoError as err:
+            bad.append((f, str(err)))
+            print(f"skipping unreadable file {err}", file=sys.stderr)
+    return good, bad
+
+
+def predict_command(run_dir: str, videos: list[str], top: int = 5, device: str = "cpu") -> list[dict]:
+    from rich.progress import track
+
+    from areas.bimm import run_pathway
+    from visualpath.classifier import Classifier, Encoder
+    from visualpath.engine import load_weights
+
+    run = Path(run_dir)
+    if not (run / "finetune" / "model.safetensors").is_file() or not (run / "classes.json").is_file():
+        raise ValueError(f"{run} holds no finetuned model with its classes (finetune/ and classes.json)")
+    classes = json.loads((run / "classes.json").read_text())
+    config = json.loads((run / "config.json").read_text())["config"]
+    finetune = config.get("finetune", {})
+    graph_of = Path(config["pretrained"]) if config.get("pretrained") and Path(config["pretrained"]).is_dir() \
+        else run  # a run that finetuned another run's encoder stores that graph too (pathway.json)
+    pathway = run_pathway(run if (run / "pathway.json").is_file() else graph_of)
+    encoder = Encoder.from_pathway(pathway.build(), finetune.get("stream", "dorsal"))
+    model = Classifier(encoder, len(classes), pool=finetune.get("pool", "mean"))
+    load_weights(model, run / "finetune" / "model.safetensors")
+    model.eval().to(device)
+    files = video_files(videos)
+    dataset = _dataset(run, files)
+    out = []
+    with torch.no_grad():
+        for i in track(range(len(dataset)), description="predict", console=None, transient=True):
+            item = dataset[i]
+            if int(item["index"]) != i:  # unreadable: the dataset would stand another video in for it
+                out.append({"file": str(files[i]), "error": "unreadable"})
+                continue
+            probs = torch.softmax(model(item["video"].to(device)), dim=-1).mean(0)
+            k = min(top, len(classes))
+            values, indices = probs.topk(k)
+            out.append({"file": str(files[i]), "top": [[classes[j], round(float(v), 4)]
+                                                       for v, j in zip(values, indices.tolist())]})
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("extract", help="per-area features of video files")
+    e.add_argument("run_dir")
+    e.add_argument("videos", nargs="+")
+    e.add_argument("--out", required=True, help="features file (.safetensors, with a .json beside it)")
+    e.add_argument("--stream", default=None)
+    e.add_argument("--level", choices=("area", "block"), default="area")
+    e.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p = sub.add_parser("predict", help="top-k classes of a finetuned run for video files")
+    p.add_argument("run_dir")
+    p.add_argument("videos", nargs="+")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--out", default=None, help="also write the predictions as JSON")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "extract":
+            path = extract_command(args.run_dir, args.videos, args.out, args.stream, args.level, args.device)
+            print(f"wrote {path} and {path.with_suffix('.json')}")
+        else:
+            rows = predict_command(args.run_dir, args.videos, args.top, args.device)
+            for row in rows:
+                shown = row.get("error") or ", ".join(f"{c} {p:.3f}" for c, p in row["top"])
+                print(f"{row['file']}: {shown}")
+            if args.out:
+                Path(args.out).write_text(json.dumps(rows, indent=2))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
