@@ -25,7 +25,6 @@ def finetuned(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-    from visualpath.data.formats import read_ucf101
     from visualpath.data.layouts import video_set
 
     root, records, _ = video_set(None, "ucf101", 1, False, None)
