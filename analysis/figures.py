@@ -235,3 +235,47 @@ def attention_figure(model: PathwayModel, x: Tensor, stream: str, blocks=None, h
     fig.suptitle(f"{stream} stream: attention of the red token (its token-frame shown)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def tuning_distributions(report):
+    """Histograms of OSI (every stream) and DSI (video streams) over every responsive unit of
+    each area: the whole population, not only its median or best units."""
+    rows = [(s, a) for s, areas in report.orientation.items() for a in areas]
+    fig, axes = plt.subplots(2, len(rows), figsize=(2.2 * len(rows), 3.6), squeeze=False, sharey="row")
+    bins = torch.linspace(0, 1, 11).tolist()
+    for col, (stream, area) in enumerate(rows):
+        for row, (name, values) in enumerate((("OSI", report.orientation[stream][area].osi),
+                                              ("DSI", report.direction.get(stream, {}).get(area)))):
+            ax = axes[row, col]
+            if values is not None and not isinstance(values, torch.Tensor):
+                values = values.dsi
+            if values is None:
+                ax.axis("off")
+                continue
+            v = values[~values.isnan()].clamp(0, 1)
+            ax.hist(v.numpy(), bins=bins, color="tab:blue" if row == 0 else "tab:orange")
+            ax.set_title(f"{stream}.{area} {name}\n{len(v)} responsive units", fontsize=7)
+            ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(metrics_file):
+    """Each stage's per-area losses over its steps, from a run's ``metrics.jsonl``."""
+    import json
+    from pathlib import Path
+
+    records = [json.loads(line) for line in Path(metrics_file).read_text().splitlines() if line.strip()]
+    stages = [s for s in dict.fromkeys(r["stage"] for r in records) if s != "test"]
+    fig, axes = plt.subplots(1, max(1, len(stages)), figsize=(4 * max(1, len(stages)), 3), squeeze=False)
+    skip = {"stage", "time", "epoch", "step", "lr", "clips_per_s", "top1", "top5", "count"}
+    for ax, stage in zip(axes[0], stages):
+        rows = [r for r in records if r["stage"] == stage]
+        for key in [k for k in rows[0] if k not in skip]:
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            ax.plot([p[0] for p in points], [p[1] for p in points], label=key, lw=1)
+        ax.set_title(stage, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from analysis.features import Features
 
-__all__ = ["linear_probe", "torch_linear_probe", "knn", "knn_predict"]
+__all__ = ["wilson_interval", "linear_probe", "torch_linear_probe", "knn", "knn_predict"]
 
 
 def _check_labels(train: Features, test: Features) -> None:
@@ -122,3 +122,12 @@ def knn(train: Features, test: Features, areas=None, k: int = 20, temperature: f
     return {name: float((knn_predict(a, train.labels, b, k, temperature, num_classes) == test.labels)
                         .float().mean())
             for name, a, b in _pairs(train, test, areas)}
+
+
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% (``z`` = 1.96) Wilson score interval of an accuracy measured on ``n`` items."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))

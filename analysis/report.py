@@ -2,10 +2,14 @@
 
 For each stream and area: linear-probe and kNN top-1 on the run's video set (features of
 one centre clip per video, pooled over tokens; an image stream sees each clip's middle
-frame), median orientation selectivity (OSI) and circular variance on static gratings, and
-for video streams median direction selectivity (DSI) on drifting gratings. Figures
-(reconstructions, CKA between all areas, tuning curves, attention maps) and
-``results.json`` go to ``RUN_DIR/analysis/``.
+frame) with their 95% Wilson intervals, the same probe on the same graph with random
+weights (the baseline any learning must beat), median orientation selectivity (OSI) and
+circular variance on static gratings, and for video streams median direction selectivity
+(DSI) on drifting gratings, with the share of responsive units and the quartiles of their
+distributions. A warning names the areas whose CKA is saturated (one principal component
+holding most of the variance). Figures (per-area loss curves from ``metrics.jsonl``,
+reconstructions, CKA between all areas, tuning curves and OSI/DSI histograms over every
+responsive unit, attention maps) and ``results.json`` go to ``RUN_DIR/analysis/``.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from pathlib import Path
 import torch
 
 from analysis.features import extract, load_run, run_dataset
-from analysis.readouts import knn, linear_probe
-from analysis.similarity import similarity_matrix
+from analysis.readouts import knn, linear_probe, wilson_interval
+from analysis.similarity import similarity_matrix, top_component_share
 from analysis.tuning import tuning_report
 
 __all__ = ["analyse_run", "main"]
@@ -38,6 +42,8 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
     train_set, test_set = run_dataset(run_dir, train=True, limit=limit), run_dataset(run_dir, train=False, limit=limit)
     tuning = tuning_report(model, size=data["size"], frames=data["frames"])
     tuning_rows = {(r["stream"], r["area"]): r for r in tuning.table()}
+    torch.manual_seed(0)
+    random_init = model.spec.build().to(device).eval()  # the same graph, never trained
     rows, test_feats = [], {}
     for stream in model.streams:
         train = extract(model, train_set, stream, device=device, progress=progress)
@@ -46,19 +52,46 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
         test.save(out_dir / f"features_{stream}_test")
         test_feats[stream] = test
         probe, neighbours = linear_probe(train, test), knn(train, test)
+        baseline = linear_probe(extract(random_init, train_set, stream, device=device, progress=False),
+                                extract(random_init, test_set, stream, device=device, progress=False))
         for area in train.names:
             t = tuning_rows[(stream, area)]
-            rows.append({"stream": stream, "area": area, "probe_top1": probe[area], "knn_top1": neighbours[area],
-                         "osi": t["osi"], "circular_variance": t["circular_variance"], "dsi": t.get("dsi"),
-                         "train_items": len(train), "test_items": len(test)})
+            row = {"stream": stream, "area": area, "probe_top1": probe[area], "knn_top1": neighbours[area],
+                   "probe_ci95": wilson_interval(probe[area], len(test)),
+                   "knn_ci95": wilson_interval(neighbours[area], len(test)),
+                   "random_init_probe_top1": baseline[area],
+                   "osi": t["osi"], "circular_variance": t["circular_variance"], "dsi": t.get("dsi"),
+                   "responsive": t["responsive"], "train_items": len(train), "test_items": len(test),
+                   "top_component_share": top_component_share(test[area])}
+            row.update(_quartiles(tuning, stream, area))
+            rows.append(row)
     joined = {f"{s}.{a}": f for s, feats in test_feats.items() for a, f in feats.areas.items()}
     cka = similarity_matrix(joined, measure="cka")
+    saturated = [f"{r['stream']}.{r['area']}" for r in rows if r["top_component_share"] > SATURATED]
+    warnings = [f"CKA is saturated for {', '.join(saturated)}: one principal component holds over "
+                f"{100 * SATURATED:.0f}% of the variance of their features, so CKA with them mostly compares that "
+                "one direction"] if saturated else []
     result = {"run_dir": str(run_dir), "rows": rows, "chance": 1 / len(test_set.classes),
-              "cka": {"names": cka.rows, "values": cka.values.tolist()}, "figures": []}
+              "cka": {"names": cka.rows, "values": cka.values.tolist()}, "warnings": warnings, "figures": []}
     if figures:
-        result["figures"] = _figures(model, cka, tuning, test_set, out_dir)
+        result["figures"] = _figures(model, cka, tuning, test_set, out_dir, run_dir)
     (out_dir / "results.json").write_text(json.dumps(_finite(result), indent=1))
     return result
+
+
+SATURATED = 0.9  # share of the variance on one principal component above which CKA is called saturated
+
+
+def _quartiles(tuning, stream: str, area: str) -> dict:
+    """25th and 75th percentiles of OSI (and DSI) over the area's responsive units."""
+    out = {}
+    pairs = [("osi", tuning.orientation[stream][area].osi)]
+    if area in tuning.direction.get(stream, {}):
+        pairs.append(("dsi", tuning.direction[stream][area].dsi))
+    for name, values in pairs:
+        v = values[~values.isnan()].double()
+        out[f"{name}_quartiles"] = [float(v.quantile(0.25)), float(v.quantile(0.75))] if len(v) else None
+    return out
 
 
 def _finite(value):
@@ -72,10 +105,11 @@ def _finite(value):
     return value
 
 
-def _figures(model, cka, tuning, test_set, out_dir: Path) -> list[str]:
+def _figures(model, cka, tuning, test_set, out_dir: Path, run_dir: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
-    from analysis.figures import attention_figure, cka_heatmap, reconstruction_figure, tuning_curves
+    from analysis.figures import (attention_figure, cka_heatmap, loss_curves, reconstruction_figure,
+                                  tuning_distributions, tuning_curves)
 
     written = []
     clip = test_set[0]["video"][:1]  # (1, C, T, H, W) uint8
@@ -92,7 +126,20 @@ def _figures(model, cka, tuning, test_set, out_dir: Path) -> list[str]:
         save(tuning_curves(tuning, stream), f"tuning_{stream}.png")
         save(attention_figure(model, clip, stream), f"attention_{stream}.png")
     save(cka_heatmap(cka, "linear CKA between areas (test clips)"), "cka.png")
+    save(tuning_distributions(tuning), "tuning_distributions.png")
+    if (run_dir / "metrics.jsonl").is_file():
+        save(loss_curves(run_dir / "metrics.jsonl"), "losses.png")
     return written
+
+
+def _range(pair) -> str:
+    return "-" if not pair else f"{pair[0]:.2f}-{pair[1]:.2f}"
+
+
+def _with_ci(value, interval) -> str:
+    if value is None or interval is None or interval[0] is None:
+        return _fmt(value, True)
+    return f"{100 * value:.1f} [{100 * interval[0]:.0f}-{100 * interval[1]:.0f}]"
 
 
 def _fmt(value, percent=False) -> str:
@@ -107,12 +154,22 @@ def print_table(result: dict, console=None) -> None:
 
     console = console or Console()
     table = Table(title=f"what each area learned: {result['run_dir']} (chance {100 * result['chance']:.1f}%)")
-    for col in ("stream", "area", "probe top-1 %", "kNN top-1 %", "OSI", "circ. var.", "DSI"):
+    for col in ("stream", "area", "probe top-1 % [95% CI]", "random init %", "kNN top-1 % [95% CI]"):
         table.add_column(col, justify="left" if col in ("stream", "area") else "right")
     for r in result["rows"]:
-        table.add_row(r["stream"], r["area"], _fmt(r["probe_top1"], True), _fmt(r["knn_top1"], True),
-                      _fmt(r["osi"]), _fmt(r["circular_variance"]), _fmt(r["dsi"]))
+        table.add_row(r["stream"], r["area"], _with_ci(r["probe_top1"], r.get("probe_ci95")),
+                      _fmt(r.get("random_init_probe_top1"), True), _with_ci(r["knn_top1"], r.get("knn_ci95")))
     console.print(table)
+    tuning = Table(title="tuning to gratings (medians over responsive units; OSI/DSI quartiles)")
+    for col in ("stream", "area", "OSI", "OSI 25-75%", "circ. var.", "DSI", "DSI 25-75%", "responsive %"):
+        tuning.add_column(col, justify="left" if col in ("stream", "area") else "right")
+    for r in result["rows"]:
+        tuning.add_row(r["stream"], r["area"], _fmt(r["osi"]), _range(r.get("osi_quartiles")),
+                       _fmt(r["circular_variance"]), _fmt(r["dsi"]), _range(r.get("dsi_quartiles")),
+                       _fmt(r.get("responsive"), True))
+    console.print(tuning)
+    for warning in result.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}")
     if result["figures"]:
         console.print("figures: " + ", ".join(Path(f).name for f in result["figures"]))
 

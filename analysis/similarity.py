@@ -22,7 +22,7 @@ from torch import Tensor
 
 from analysis.features import Features
 
-__all__ = ["gram_linear", "gram_rbf", "hsic", "cka", "rdm", "rsa", "spearman", "SimilarityMatrix",
+__all__ = ["top_component_share", "gram_linear", "gram_rbf", "hsic", "cka", "rdm", "rsa", "spearman", "SimilarityMatrix",
            "similarity_matrix"]
 
 
@@ -166,3 +166,13 @@ def similarity_matrix(a: Features | Mapping[str, Tensor], b: Features | Mapping[
     fn = _MEASURES[measure]
     values = torch.tensor([[fn(x, y) for y in fb.values()] for x in fa.values()], dtype=torch.float64)
     return SimilarityMatrix(values, [prefix[0] + k for k in fa], [prefix[1] + k for k in fb], measure)
+
+
+def top_component_share(x: Tensor) -> float:
+    """The share of the variance of ``(n, D)`` features along their first principal component.
+    Near 1, linear CKA between such features mostly compares that one direction (saturated)."""
+    x = _flat(x).double()
+    x = x - x.mean(0, keepdim=True)
+    s = torch.linalg.svdvals(x)
+    total = float((s ** 2).sum())
+    return float(s[0] ** 2 / total) if total > 0 else float("nan")

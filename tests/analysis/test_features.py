@@ -93,5 +93,11 @@ def test_the_command_line_prints_the_per_area_table_and_writes_figures(tiny_run,
     assert all(r["dsi"] is None for r in result["rows"] if r["stream"] == "ventral")
     names = {p.rsplit("/", 1)[1] for p in result["figures"]}
     assert names == {"cka.png", "reconstruction_ventral.png", "reconstruction_dorsal.png", "tuning_ventral.png",
-                     "tuning_dorsal.png", "attention_ventral.png", "attention_dorsal.png"}
+                     "tuning_dorsal.png", "attention_ventral.png", "attention_dorsal.png", "tuning_distributions.png",
+                     "losses.png"}
+    for r in result["rows"]:  # an interval around every probe figure, and the untrained baseline beside it
+        lo, hi = r["probe_ci95"]
+        assert lo <= r["probe_top1"] <= hi and 0 <= r["random_init_probe_top1"] <= 1
+        assert 0 <= r["responsive"] <= 1 and 0 < r["top_component_share"] <= 1
+    assert "random init" in out and "responsive" in out
     assert main(["/nonexistent-run"]) == 2

@@ -43,3 +43,11 @@ def test_probes_reject_token_features_and_missing_labels():
         knn(tokens, tokens)
     with pytest.raises(ValueError, match="labels"):
         linear_probe(Features({"V1": torch.zeros(4, 8)}), tokens)
+
+
+def test_wilson_interval_matches_the_hand_computed_case():
+    from analysis.readouts import wilson_interval
+
+    lo, hi = wilson_interval(0.5, 20)  # p = 0.5, n = 20: 0.5 -/+ 1.96 sqrt(0.0125 + 0.0024) / 1.192
+    assert abs(lo - 0.2993) < 1e-3 and abs(hi - 0.7007) < 1e-3
+    assert wilson_interval(0.0, 10)[0] == 0.0 and wilson_interval(1.0, 10)[1] == 1.0

@@ -65,3 +65,12 @@ def test_similarity_matrices_between_areas():
     assert r["ventral.V4", "dorsal.MT"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="measure must be one of"):
         similarity_matrix(feats, measure="cosine")
+
+
+def test_a_dominant_component_is_measured_for_the_saturation_warning():
+    from analysis.similarity import top_component_share
+
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(200, 16, generator=g)
+    one_way = torch.randn(200, 1, generator=g) * 10 @ torch.ones(1, 16) + 0.1 * torch.randn(200, 16, generator=g)
+    assert top_component_share(spread) < 0.2 and top_component_share(one_way) > 0.95
