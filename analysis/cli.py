@@ -1,13 +1,16 @@
 """``python -m analysis extract`` and ``python -m analysis predict``: a run on any video files.
 
     python -m analysis extract RUN_DIR VIDEOS --out FEATURES [--stream dorsal] [--level block]
+    python -m analysis extract videomae_k400.pth VIDEOS --out FEATURES [--frames 16 --size 224]
     python -m analysis predict RUN_DIR VIDEOS [--top 5]
 
 ``VIDEOS`` is a folder (searched recursively) or video files. Each video gives one centre
 clip at the run's frame count, stride and size (``config.json``); an unreadable file is
 skipped, counted and named. ``extract`` writes per-area features (``FEATURES.safetensors``
 and ``FEATURES.json`` with the file list, see :class:`analysis.features.Features`);
-``predict`` prints the top-k classes of a finetuned run for each file (and writes them as
+a checkpoint file of another library (VideoMAE, Hugging Face, MAE, timm;
+:func:`visualpath.interop.encoder_from_checkpoint`) gives its encoder's output as the one
+area ``encoder``; ``predict`` prints the top-k classes of a finetuned run for each file (and writes them as
 JSON with ``--out``).
 """
 
@@ -40,29 +43,42 @@ def video_files(paths: list[str]) -> list[Path]:
     return out
 
 
-def _dataset(run_dir: Path, files: list[Path]):
+def _dataset(run_dir: Path, files: list[Path], frames: int | None = None, size: int | None = None):
     from visualpath.data import VideoDataset
     from visualpath.data.formats import VideoRecord
 
     data = json.loads((run_dir / "config.json").read_text())["config"]["data"] \
         if (run_dir / "config.json").is_file() else {}
-    return VideoDataset([VideoRecord(f, 0) for f in files], ["?"], frames=data.get("frames", 16),
-                        stride=data.get("stride", 4), mode="test", size=data.get("size", 224), clips=1, crops=1,
-                        name="your videos")
+    return VideoDataset([VideoRecord(f, 0) for f in files], ["?"], frames=frames or data.get("frames", 16),
+                        stride=data.get("stride", 4), mode="test", size=size or data.get("size", 224), clips=1,
+                        crops=1, name="your videos")
 
 
 def extract_command(run_dir: str, videos: list[str], out: str, stream: str | None = None, level: str = "area",
-                    device: str = "cpu") -> Path:
-    from analysis.features import extract, load_run
+                    device: str = "cpu", frames: int | None = None, size: int | None = None) -> Path:
+    from analysis.features import Features, extract, load_run
 
     files, unreadable = _readable(video_files(videos))
     if not files:
         raise ValueError(f"none of the videos could be read ({unreadable[0][1]})")
+    meta = dict(files=[str(f) for f in files], run=str(run_dir), skipped=len(unreadable),
+                unreadable=dict((str(f), why) for f, why in unreadable))
+    if Path(run_dir).is_file():  # another library's checkpoint: its encoder's output
+        from visualpath.interop import encoder_from_checkpoint
+
+        encoder, report = encoder_from_checkpoint(run_dir)
+        encoder.eval().to(device)
+        dataset = _dataset(Path(run_dir).parent, files, frames, size)
+        pooled = []
+        with torch.no_grad():
+            for i in range(len(dataset)):
+                x = dataset[i]["video"].to(device)  # (1, C, T, H, W)
+                pooled.append(encoder(x if encoder.layout.is_video else x[:, :, x.shape[2] // 2]).mean(1).cpu())
+        return Features({"encoder": torch.cat(pooled)}, None, {**meta, "load": str(report)}).save(out)
     model = load_run(run_dir, device=device)
     stream = stream or next(s.name for s in model.spec.streams if s.modality == "video")
-    features = extract(model, _dataset(Path(run_dir), files), stream, level=level, device=device)
-    features.meta.update(files=[str(f) for f in files], run=str(run_dir), skipped=len(unreadable),
-                         unreadable=dict((str(f), why) for f, why in unreadable))
+    features = extract(model, _dataset(Path(run_dir), files, frames, size), stream, level=level, device=device)
+    features.meta.update(meta)
     return features.save(out)
 
 
@@ -131,6 +147,8 @@ def main(argv: list[str]) -> int:
     e.add_argument("--stream", default=None)
     e.add_argument("--level", choices=("area", "block"), default="area")
     e.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    e.add_argument("--frames", type=int, default=None, help="frames per clip (default: the run's, or 16)")
+    e.add_argument("--size", type=int, default=None, help="clip side in pixels (default: the run's, or 224)")
     p = sub.add_parser("predict", help="top-k classes of a finetuned run for video files")
     p.add_argument("run_dir")
     p.add_argument("videos", nargs="+")
@@ -140,7 +158,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "extract":
-            path = extract_command(args.run_dir, args.videos, args.out, args.stream, args.level, args.device)
+            path = extract_command(args.run_dir, args.videos, args.out, args.stream, args.level, args.device,
+                                   args.frames, args.size)
             print(f"wrote {path} and {path.with_suffix('.json')}")
         else:
             rows = predict_command(args.run_dir, args.videos, args.top, args.device)

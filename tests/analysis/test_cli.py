@@ -57,3 +57,14 @@ def test_the_module_dispatches_the_subcommands(finetuned, videos, tmp_path):
     done = subprocess.run([sys.executable, "-m", "analysis", "predict", str(finetuned), str(videos)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "broken.avi: unreadable" in done.stdout
+
+
+def test_extract_reads_another_librarys_checkpoint_too(videos, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=192,
+                                      num_hidden_layers=2, num_attention_heads=3, intermediate_size=384)
+    transformers.VideoMAEModel(cfg).save_pretrained(tmp_path / "hf")
+    assert main(["extract", str(tmp_path / "hf" / "model.safetensors"), str(videos), "--out", str(tmp_path / "f"),
+                 "--frames", "4", "--size", "32"]) == 0
+    features = Features.load(tmp_path / "f")
+    assert features.names == ["encoder"] and tuple(features["encoder"].shape) == (4, 192)

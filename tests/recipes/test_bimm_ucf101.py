@@ -150,6 +150,11 @@ def test_print_config_and_config_files_rerun_a_saved_run(tiny_run, tmp_path, cap
         recipe.main(["--variant", "tiny", "--config", str(settings), "--print-config"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["model"]["video_mask"] == 0.75 and printed["joint"]["optim"]["epochs"] == 3
+    (tmp_path / "mine.yaml").write_text("model:\n  video_mask: 0.5\nstages: [joint, finetune]\n")
+    with pytest.raises(SystemExit):
+        recipe.main(["--variant", "tiny", "--config", str(tmp_path / "mine.yaml"), "--print-config"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["model"]["video_mask"] == 0.5 and printed["stages"] == ["joint", "finetune"]
 
 
 def test_an_unknown_flag_is_an_unknown_option(capsys):
