@@ -43,12 +43,13 @@ def video_files(paths: list[str]) -> list[Path]:
     return out
 
 
-def _dataset(run_dir: Path, files: list[Path], frames: int | None = None, size: int | None = None):
+def _dataset(run_dir: Path | None, files: list[Path], frames: int | None = None, size: int | None = None):
     from visualpath.data import VideoDataset
     from visualpath.data.formats import VideoRecord
 
-    data = json.loads((run_dir / "config.json").read_text())["config"]["data"] \
-        if (run_dir / "config.json").is_file() else {}
+    saved = json.loads((run_dir / "config.json").read_text()) if run_dir and (run_dir / "config.json").is_file() \
+        else {}
+    data = saved.get("config", {}).get("data", {})
     return VideoDataset([VideoRecord(f, 0) for f in files], ["?"], frames=frames or data.get("frames", 16),
                         stride=data.get("stride", 4), mode="test", size=size or data.get("size", 224), clips=1,
                         crops=1, name="your videos")
@@ -68,7 +69,7 @@ def extract_command(run_dir: str, videos: list[str], out: str, stream: str | Non
 
         encoder, report = encoder_from_checkpoint(run_dir)
         encoder.eval().to(device)
-        dataset = _dataset(Path(run_dir).parent, files, frames, size)
+        dataset = _dataset(None, files, frames, size)
         pooled = []
         with torch.no_grad():
             for i in range(len(dataset)):
