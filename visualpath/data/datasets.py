@@ -107,6 +107,16 @@ class _Robust(Dataset):
             f"check that the dataset's files are readable videos/images"
         )
 
+    def _check_maps(self, name: str, what: str) -> None:
+        """Every file has a cache entry for every side map (``self.maps``)."""
+        for key, cache in getattr(self, "maps", {}).items():
+            absent = [r.path for r in self.records if not cache.has(r.path)]
+            if absent:
+                raise DatasetFormatError(
+                    f"{name}: the {key} cache at {cache.root} lacks {len(absent)} of {len(self.records)} "
+                    f"{what} (first: {absent[0]}); finish it with python -m recipes.precompute_maps"
+                )
+
     def _skip(self, j: int, err: Exception) -> None:
         self._bad[j] = str(err)
         self.skipped += 1
@@ -195,13 +205,7 @@ class VideoDataset(_Robust):
         if contours is not None:
             self.maps.setdefault("contour", contours)
         self.backend = backend
-        for key, cache in self.maps.items():
-            absent = [r.path for r in self.records if not cache.has(r.path)]
-            if absent:
-                raise DatasetFormatError(
-                    f"{name}: the {key} cache at {cache.root} lacks {len(absent)} of {len(self.records)} "
-                    f"videos (first: {absent[0]}); finish it with python -m recipes.precompute_maps"
-                )
+        self._check_maps(name, "videos")
 
     def _indices(self, n: int, rng: np.random.Generator | None) -> np.ndarray:
         if self.sampling == "segments":
@@ -298,13 +302,7 @@ class ImageFolder(_Robust):
         self.records, self.missing = _present(records, f"image folder {root}")
         self.transform, self.size = transform, size
         self.maps = dict(maps or {})
-        for key, cache in self.maps.items():
-            absent = [r.path for r in self.records if not cache.has(r.path)]
-            if absent:
-                raise DatasetFormatError(
-                    f"image folder {root}: the {key} cache at {cache.root} lacks {len(absent)} of {len(self.records)} "
-                    f"images (first: {absent[0]}); finish it with python -m recipes.precompute_maps"
-                )
+        self._check_maps(f"image folder {root}", "images")
 
     def _load(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         path = self.records[index].path
