@@ -59,7 +59,8 @@ def extract_command(run_dir: str, videos: list[str], out: str, stream: str | Non
                     device: str = "cpu", frames: int | None = None, size: int | None = None) -> Path:
     from analysis.features import Features, extract, load_run
 
-    files, unreadable = _readable(video_files(videos))
+    base = None if Path(run_dir).is_file() else Path(run_dir)
+    files, unreadable = _readable(video_files(videos), base, frames, size)
     if not files:
         raise ValueError(f"none of the videos could be read ({unreadable[0][1]})")
     meta = dict(files=[str(f) for f in files], run=str(run_dir), skipped=len(unreadable),
@@ -83,17 +84,17 @@ def extract_command(run_dir: str, videos: list[str], out: str, stream: str | Non
     return features.save(out)
 
 
-def _readable(files: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Files that open and hold the frames their header promises; the others with why."""
-    from visualpath.data.decode import VideoError, open_video
+def _readable(files: list[Path], run_dir: Path | None = None, frames: int | None = None,
+              size: int | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files whose clip (as the dataset samples it) decodes; the others with why. A dataset
+    would stand another file in for an unreadable one, so they are taken out first."""
+    from visualpath.data.decode import VideoError
 
     good, bad = [], []
     for f in files:
+        dataset = _dataset(run_dir, [f], frames, size)
         try:
-            with open_video(f, "auto") as video:
-                if hasattr(video, "check_complete"):
-                    video.check_complete()
-                video.read([0])
+            dataset._load(0, None)
             good.append(f)
         except VideoError as err:
             bad.append((f, str(err)))
@@ -121,15 +122,12 @@ def predict_command(run_dir: str, videos: list[str], top: int = 5, device: str =
     model = Classifier(encoder, len(classes), pool=finetune.get("pool", "mean"))
     load_weights(model, run / "finetune" / "model.safetensors")
     model.eval().to(device)
-    files = video_files(videos)
-    dataset = _dataset(run, files)
-    out = []
+    files, unreadable = _readable(video_files(videos), run)
+    out = [{"file": str(f), "error": "unreadable", "reason": why} for f, why in unreadable]
+    dataset = _dataset(run, files) if files else []
     with torch.no_grad():
         for i in track(range(len(dataset)), description="predict", console=None, transient=True):
             item = dataset[i]
-            if int(item["index"]) != i:  # unreadable: the dataset would stand another video in for it
-                out.append({"file": str(files[i]), "error": "unreadable"})
-                continue
             probs = torch.softmax(model(item["video"].to(device)), dim=-1).mean(0)
             k = min(top, len(classes))
             values, indices = probs.topk(k)
@@ -169,7 +167,7 @@ def main(argv: list[str]) -> int:
                 print(f"{row['file']}: {shown}")
             if args.out:
                 Path(args.out).write_text(json.dumps(rows, indent=2))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, StopIteration) as err:
+        print(f"error: {err or 'the run has no video stream'}", file=sys.stderr)
         return 2
     return 0

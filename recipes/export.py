@@ -41,6 +41,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, what: str = "classifier
     if what == "classifier":
         if not (run_dir / "finetune" / "model.safetensors").is_file():
             raise ValueError(f"{run_dir} has no finetuned model; export an encoder with --what encoder")
+        from visualpath.rundir import stage_progress
+
+        progress = stage_progress(run_dir / "finetune")
+        if progress is not None and not progress["finished"]:
+            raise ValueError(f"{run_dir}: finetuning stopped at step {progress['step']} of {progress['total_steps']}; "
+                             "finish it before exporting")
         finetune = saved.get("finetune", {})
         stream = finetune.get("stream", "dorsal")
         cfg = apply_overrides(Config(), {"finetune.stream": stream, "finetune.pool": finetune.get("pool", "mean")})
@@ -52,7 +58,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, what: str = "classifier
         encoder = model.encoder
     else:
         pathway_model = load_run(run_dir)
-        stream = stream or next(s.name for s in pathway_model.spec.streams if s.modality == "video")
+        videos = [s.name for s in pathway_model.spec.streams if s.modality == "video"]
+        stream = stream or (videos[0] if videos else pathway_model.spec.streams[0].name)
+        if stream not in pathway_model.streams:
+            raise ValueError(f"{run_dir} has the streams {list(pathway_model.streams)}, not {stream!r}")
         model = encoder = Encoder.from_pathway(pathway_model, stream)
         classes = None
     if encoder.layout.is_video:

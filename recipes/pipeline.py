@@ -66,6 +66,7 @@ from visualpath.rundir import (
     PATHWAY_FILE,
     CheckpointWriteError,
     RunDirBusy,
+    clear_stage,
     RunLock,
     graph_differences,
     has_checkpoint,
@@ -309,6 +310,11 @@ def _run(cfg: Config, pathway: Pathway) -> dict:
     console = Console(stderr=True, quiet=not runtime.main)  # under torchrun, rank 0 speaks
     run_log = RunLog(cfg.run_dir, runtime, tensorboard=cfg.tensorboard)
     run_log.write_config(to_dict(cfg))
+    if runtime.main and not cfg.resume:  # start again: this stage's and the later stages' checkpoints go
+        first = min(STAGES.index(s) for s in cfg.stages)
+        for stage in STAGES[first:]:
+            clear_stage(run_log.stage_dir(stage))
+    runtime.barrier()
     if runtime.main and (set(cfg.stages) & {"ventral", "joint"} or not Path(cfg.run_dir, PATHWAY_FILE).is_file()):
         write_pathway(run_log.root, pathway)
         ventral = ventral_graph(cfg, pathway) if "ventral" in cfg.stages else None

@@ -15,6 +15,7 @@ config, graph, metrics, checkpoints).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -158,8 +159,7 @@ def fit(
         if runtime.main:
             console.print(f"[bold]{stage}[/]: already complete (step {state.step} of {total})")
         return state
-    if resume and state.step:
-        run.trim_metrics(stage, state.step)  # records logged after the checkpoint are logged again
+    run.trim_metrics(stage, state.step)  # records past the checkpoint (or of a restarted stage) are logged again
     # In a terminal: the bar, count and ETA on one line (they never give way to the losses, which
     # get a line of their own). In a log file (a batch job, nohup, tee): a plain line per record.
     columns = (TextColumn(f"[bold]{stage}", table_column=Column(no_wrap=True)),
@@ -204,8 +204,8 @@ def fit(
                 state.step += 1
                 if state.step % log_every == 0 or state.step == total:
                     values = {k: float(v) / micro for k, v in running.items()}  # host sync here only
+                    values = _all_reduce_mean(values, runtime)  # a NaN on one rank reaches every rank
                     _check_finite(values, stage, state.step)
-                    values = _all_reduce_mean(values, runtime)
                     rate = clips * runtime.world / (time.perf_counter() - window_start)
                     run.metrics(stage, epoch=state.epoch, step=state.step, lr=lr, clips_per_s=rate, **values)
                     shown = " ".join(f"{k}={v:.3f}" for k, v in values.items())
@@ -294,6 +294,9 @@ def _checkpoint(directory: Path, model, optimizer, state: TrainState, runtime: R
             save_checkpoint(directory, model, optimizer, state, rng=rngs)
         except CheckpointWriteError as err:
             failure = err
+        except Exception as err:  # every rank must learn that rank 0 failed, or the others wait forever
+            failure = CheckpointWriteError(errno.EIO, f"cannot write the checkpoint of {directory}: "
+                                                      f"{type(err).__name__}: {err}")
     if runtime.distributed:
         flags = [failure is not None]
         dist.broadcast_object_list(flags, src=0)  # every rank stops when rank 0 could not write

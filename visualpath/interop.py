@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -633,7 +634,15 @@ def export_videomae(model: nn.Module, out_dir: str | Path, *, image_size: int, n
     VideoMAEConfig(**config).save_pretrained(str(out))
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(out / "model.safetensors"),
               metadata={"format": "pt"})
+    _readable_by_all(out / "model.safetensors")
     return notes
+
+
+def _readable_by_all(path: Path) -> None:
+    """safetensors writes 0600; give the file the mode any other file gets under the umask."""
+    from visualpath.rundir import file_mode
+
+    os.chmod(path, file_mode())
 
 
 def export_timm(encoder: Encoder, out_dir: str | Path, img_size: int | tuple[int, int] = 224,
@@ -648,6 +657,7 @@ def export_timm(encoder: Encoder, out_dir: str | Path, img_size: int | tuple[int
     kwargs = timm_kwargs(encoder, img_size)
     save_file({k: v.detach().contiguous().cpu() for k, v in encoder_to_timm(encoder, img_size).items()},
               str(out / "model.safetensors"), metadata={"format": "pt"})
+    _readable_by_all(out / "model.safetensors")
     meta = {"architecture": "vit", "model_args": {k: list(v) if isinstance(v, tuple) else v
                                                  for k, v in kwargs.items()}}
     if classes is not None:

@@ -16,6 +16,7 @@ transfer, benchmarks -- rebuilds the model from ``pathway.json`` (:func:`read_pa
 from __future__ import annotations
 
 import errno
+import logging
 import hashlib
 import json
 import os
@@ -43,6 +44,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "has_checkpoint",
+    "clear_stage",
     "stage_progress",
     "selected_checkpoint",
     "CheckpointWriteError",
@@ -58,6 +60,8 @@ __all__ = [
     "load_model",
     "graph_differences",
 ]
+
+log = logging.getLogger(__name__)
 
 PATHWAY_FILE = "pathway.json"
 
@@ -187,6 +191,9 @@ def _migrate_legacy(directory: Path) -> None:
              and not (directory / n).is_symlink()]
     if not files or (directory / CURRENT).is_symlink():
         return
+    if (directory / "ckpt-legacy").is_dir():  # a migration killed before it selected the unit
+        _select(directory, "ckpt-legacy")
+        return
     tmp = directory / ".ckpt-legacy.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -201,6 +208,15 @@ def _migrate_legacy(directory: Path) -> None:
 
 def _units(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("ckpt-*") if p.is_dir())
+
+
+def clear_stage(directory: Path) -> None:
+    """Remove a stage's checkpoints (``resume=false``: the stage starts again)."""
+    directory = Path(directory)
+    for name in (CURRENT, "model.safetensors", "state.pt"):
+        (directory / name).unlink(missing_ok=True)
+    for unit in [*_units(directory), *directory.glob(".ckpt-*.tmp")]:
+        shutil.rmtree(unit, ignore_errors=True)
 
 
 def has_checkpoint(directory: Path) -> bool:
@@ -299,9 +315,12 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
                     and state.step >= state.extra["total_steps"]}
         (tmp / "progress.json").write_text(json.dumps(progress))
         for f in tmp.iterdir():
+            os.chmod(f, file_mode())  # safetensors writes 0600: readable by colleagues like any other file
             with open(f, "rb") as handle:
                 os.fsync(handle.fileno())
         os.replace(tmp, directory / unit)
+        _fsync_dir(directory / unit)
+        _fsync_dir(directory)
         _fault("unit-complete")
     except (OSError, RuntimeError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -491,10 +510,19 @@ class RunLock:
         except ImportError:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise RunDirBusy(f"run_dir={str(self.path.parent)!r}: cannot open its lock file {self.path} "
+                             f"({err.strerror}); choose a run_dir you can write") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                os.close(fd)  # a filesystem without flock (some NFS or Lustre mounts): run unlocked, and say so
+                log.warning("run_dir %s cannot be locked on this filesystem (%s): make sure one run at a time "
+                            "writes it", self.path.parent, err.strerror)
+                return self
             holder = os.pread(fd, 200, 0).decode(errors="replace").split()
             os.close(fd)
             who = f"PID {holder[0]}" if holder else "another process"

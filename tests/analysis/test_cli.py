@@ -68,3 +68,9 @@ def test_extract_reads_another_librarys_checkpoint_too(videos, tmp_path):
                  "--frames", "4", "--size", "32"]) == 0
     features = Features.load(tmp_path / "f")
     assert features.names == ["encoder"] and tuple(features["encoder"].shape) == (4, 192)
+
+
+def test_predict_on_a_single_unreadable_file_reports_it(finetuned, videos, tmp_path):
+    assert main(["predict", str(finetuned), str(videos / "broken.avi"), "--out", str(tmp_path / "p.json")]) == 0
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert len(rows) == 1 and rows[0]["error"] == "unreadable"

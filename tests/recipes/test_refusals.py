@@ -125,3 +125,14 @@ def test_a_zero_byte_first_test_video_does_not_stop_the_run(tmp_path):
     assert _main(f"run_dir={run}", f"data.root={root}", "data.image_root=frames") == 0
     results = json.loads((run / "results.json").read_text())
     assert results["test_items"] == 19 and (run / "reconstruction_dorsal.png").is_file()  # the 19 readable
+
+
+def test_resume_false_starts_the_stages_again_and_drops_the_later_ones(tmp_path):
+    run = tmp_path / "run"
+    assert _main(f"run_dir={run}") == 0
+    assert (run / "finetune" / "model.safetensors").is_file()
+    assert _main(f"run_dir={run}", "stages=joint", "resume=false") == 0
+    assert not (run / "finetune" / "model.safetensors").exists()  # built on the old encoder: gone
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    joint = [r["step"] for r in steps if r["stage"] == "joint"]
+    assert joint == sorted(set(joint))  # the restarted stage's records replace the old ones

@@ -200,3 +200,31 @@ def test_resuming_with_another_number_of_processes_is_refused(tmp_path):
     model = _model()
     with pytest.raises(ValueError, match=r"trained by 1 process\(es\) and this run has 2: resume it with 1"):
         load_checkpoint(tmp_path / "stage", model, build_optimizer(model, SPEC, CPU), rank=0, world=2)
+
+
+def test_a_migration_killed_before_it_selected_its_unit_completes_on_the_next_write(tmp_path):
+    from tests.visualpath.test_engine import _model
+    from visualpath.rundir import TrainState, save_checkpoint
+
+    stage = tmp_path / "stage"
+    _train(tmp_path, stop_after=4)
+    unit = selected_checkpoint(stage)
+    for name in ("model.safetensors", "state.pt"):  # the old layout...
+        (stage / name).unlink()
+        os.link(unit / name, stage / name)
+    (stage / "current").unlink()
+    os.rename(unit, stage / "ckpt-legacy")  # ...killed after its unit was named, before it was selected
+    model = _model()
+    save_checkpoint(stage, model, None, TrainState(epoch=2, step=5))
+    assert selected_checkpoint(stage).name.startswith("ckpt-000000005")
+
+
+def test_checkpoint_files_are_readable_under_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        _train(tmp_path, stop_after=2)
+    finally:
+        os.umask(old)
+    unit = selected_checkpoint(tmp_path / "stage")
+    assert {f.name: f.stat().st_mode & 0o777 for f in unit.iterdir()} == {
+        "model.safetensors": 0o644, "state.pt": 0o644, "progress.json": 0o644}
