@@ -28,6 +28,11 @@ class MTMotion(Area):
     Attributes:
         normalize: standardise each token's motion values; False predicts the raw
             differences in [0, 1].
+        signed: predict ``f(t+1) - f(t)`` instead of its magnitude (the paper's target).
+            The magnitude is the same for opposite directions of motion; the signed
+            difference is not (an edge moving right brightens where an edge moving left
+            darkens), so it can teach the direction selectivity that motivates MT. The
+            paper's default is False.
     """
 
     modalities: ClassVar[tuple[str, ...]] = ("video",)
@@ -36,6 +41,7 @@ class MTMotion(Area):
     blocks: int = attrs.field(default=8, validator=non_negative)
     decoder: DecoderSpec = attrs.field(factory=lambda: DecoderSpec(width=384, depth=4, heads=6))
     normalize: bool = True
+    signed: bool = False
 
     def target_dim(self, layout: Layout) -> int:
         return layout.pixels_per_token * layout.channels
@@ -44,7 +50,9 @@ class MTMotion(Area):
         x = inp.pixels  # (B, C, T, H, W)
         if x.shape[2] < 2:
             raise ValueError(f"MTMotion needs clips of two or more frames, got {x.shape[2]}")
-        diff = (x[:, :, 1:] - x[:, :, :-1]).abs()  # (B, C, T-1, H, W)
+        diff = x[:, :, 1:] - x[:, :, :-1]  # (B, C, T-1, H, W)
+        if not self.signed:
+            diff = diff.abs()
         motion = torch.cat([diff, diff[:, :, -1:]], dim=2)  # (B, C, T, H, W)
         tokens = inp.layout.patchify(motion)
         return normalize_tokens(tokens) if self.normalize else tokens

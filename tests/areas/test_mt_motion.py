@@ -42,3 +42,32 @@ def test_normalised_target_shape_and_finiteness():
 def test_motion_needs_a_video_stream():
     with pytest.raises(ValueError, match="needs modality video"):
         Stream("ventral", "image", [MTMotion(blocks=12)])
+
+
+def test_the_signed_target_tells_opposite_directions_apart():
+    """A bright bar moving right or left: |f(t+1) - f(t)| is the mirror image, the signed
+    difference changes sign where the bar arrives and leaves."""
+    import torch
+
+    from areas import MTMotion
+    from visualpath import Layout, TargetInput
+
+    def bar(step):
+        clip = torch.zeros(1, 3, 4, 16, 16)
+        for t in range(4):
+            clip[:, :, t, :, 7 + step * t:9 + step * t] = 1.0  # mirror images of each other about the centre
+        return clip
+
+    layout = Layout("video", 16, 2)
+
+    def target(area, clip):
+        return area.target(TargetInput(clip, layout))
+
+    right, left = bar(1), bar(-1)
+    unsigned, signed = MTMotion(normalize=False), MTMotion(normalize=False, signed=True)
+    assert torch.allclose(target(unsigned, right).abs().sum(), target(unsigned, left).abs().sum())
+    r, l = target(signed, right), target(signed, left)
+    assert not torch.allclose(r, l) and r.min() < 0 < r.max()
+    mirrored = target(signed, left.flip(-1))  # the left-moving bar, mirrored, moves right
+    assert torch.allclose(mirrored, r)
+    assert torch.allclose(target(unsigned, right), target(signed, right).abs())
