@@ -105,23 +105,10 @@ def _readable(files: list[Path], run_dir: Path | None = None, frames: int | None
 def predict_command(run_dir: str, videos: list[str], top: int = 5, device: str = "cpu") -> list[dict]:
     from rich.progress import track
 
-    from areas.bimm import run_pathway
-    from visualpath.classifier import Classifier, Encoder
-    from visualpath.engine import load_weights
+    from analysis.features import load_classifier
 
     run = Path(run_dir)
-    if not (run / "finetune" / "model.safetensors").is_file() or not (run / "classes.json").is_file():
-        raise ValueError(f"{run} holds no finetuned model with its classes (finetune/ and classes.json)")
-    classes = json.loads((run / "classes.json").read_text())
-    config = json.loads((run / "config.json").read_text())["config"]
-    finetune = config.get("finetune", {})
-    graph_of = Path(config["pretrained"]) if config.get("pretrained") and Path(config["pretrained"]).is_dir() \
-        else run  # a run that finetuned another run's encoder stores that graph too (pathway.json)
-    pathway = run_pathway(run if (run / "pathway.json").is_file() else graph_of)
-    encoder = Encoder.from_pathway(pathway.build(), finetune.get("stream", "dorsal"))
-    model = Classifier(encoder, len(classes), pool=finetune.get("pool", "mean"))
-    load_weights(model, run / "finetune" / "model.safetensors")
-    model.eval().to(device)
+    model, classes = load_classifier(run, device)
     files, unreadable = _readable(video_files(videos), run)
     out = [{"file": str(f), "error": "unreadable", "reason": why} for f, why in unreadable]
     dataset = _dataset(run, files) if files else []

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from visualpath.pathway import PathwayModel
 
-__all__ = ["Features", "extract", "load_run", "run_dataset", "block_features", "area_features"]
+__all__ = ["Features", "extract", "load_run", "load_classifier", "run_dataset", "block_features", "area_features"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,35 @@ def load_run(run_dir: str | Path, stage: str | None = None, device: str | torch.
     model = load_model(run_dir, stage=stage, device=device, legacy=legacy_pathway)
     log.info("loaded %s (%s)", run_dir, ", ".join(s.name for s in model.spec.streams))
     return model
+
+
+def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """A run's finetuned classifier with its class names, in eval mode: ``(model, classes)``.
+
+    The encoder is rebuilt from the graph the run stored (a run finetuned from another run
+    stores that run's graph) and the classifier head as finetuning built it
+    (``finetune.stream`` and ``finetune.pool`` of its ``config.json``).
+
+    Raises:
+        ValueError: the run has no finetuned model, no class names, or stopped finetuning early.
+    """
+    from areas.bimm import run_pathway
+    from visualpath.classifier import Classifier, Encoder
+    from visualpath.rundir import load_weights, stage_progress
+
+    run = Path(run_dir)
+    if not (run / "finetune" / "model.safetensors").is_file() or not (run / "classes.json").is_file():
+        raise ValueError(f"{run} holds no finetuned model with its classes (finetune/ and classes.json)")
+    progress = stage_progress(run / "finetune")
+    if progress is not None and not progress["finished"]:
+        raise ValueError(f"{run}: finetuning stopped at step {progress['step']} of {progress['total_steps']}; "
+                         "finish it first")
+    classes = json.loads((run / "classes.json").read_text())
+    finetune = json.loads((run / "config.json").read_text())["config"].get("finetune", {})
+    encoder = Encoder.from_pathway(run_pathway(run).build(), finetune.get("stream", "dorsal"))
+    model = Classifier(encoder, len(classes), pool=finetune.get("pool", "mean"))
+    load_weights(model, run / "finetune" / "model.safetensors")
+    return model.to(device).eval(), classes
 
 
 def run_dataset(run_dir: str | Path, train: bool = False, limit: int | None = None) -> Dataset:

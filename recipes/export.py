@@ -24,37 +24,17 @@ __all__ = ["export_run", "main"]
 def export_run(run_dir: str | Path, out_dir: str | Path, what: str = "classifier", stream: str | None = None
                ) -> list[str]:
     """Export ``run_dir``'s finetuned classifier or one stream's pretrained encoder; returns notes."""
-    from analysis.features import load_run
-    from recipes.config import Config
-    from recipes.stages import _classifier, graph_to_finetune
+    from analysis.features import load_classifier, load_run
     from visualpath.classifier import Encoder
-    from visualpath.config import apply_overrides
-    from visualpath.engine import load_weights
     from visualpath.interop import export_timm, export_videomae
 
     run_dir = Path(run_dir)
     saved = json.loads((run_dir / "config.json").read_text())["config"] if (run_dir / "config.json").is_file() else {}
     data = saved.get("data", {})
     size, frames = data.get("size", 224), data.get("frames", 16)
-    classes_file = run_dir / "classes.json"
-    classes = json.loads(classes_file.read_text()) if classes_file.is_file() else None
+    classes = None
     if what == "classifier":
-        if not (run_dir / "finetune" / "model.safetensors").is_file():
-            raise ValueError(f"{run_dir} has no finetuned model; export an encoder with --what encoder")
-        from visualpath.rundir import stage_progress
-
-        progress = stage_progress(run_dir / "finetune")
-        if progress is not None and not progress["finished"]:
-            raise ValueError(f"{run_dir}: finetuning stopped at step {progress['step']} of {progress['total_steps']}; "
-                             "finish it before exporting")
-        finetune = saved.get("finetune", {})
-        stream = finetune.get("stream", "dorsal")
-        cfg = apply_overrides(Config(), {"finetune.stream": stream, "finetune.pool": finetune.get("pool", "mean")})
-        pathway = graph_to_finetune(cfg, run_dir)
-        if classes is None:
-            raise ValueError(f"{run_dir} has no classes.json (runs finetuned before class names were kept)")
-        model = _classifier(cfg, pathway.build(), len(classes))
-        load_weights(model, run_dir / "finetune" / "model.safetensors")
+        model, classes = load_classifier(run_dir)  # says what is missing (--what encoder exports without it)
         encoder = model.encoder
     else:
         pathway_model = load_run(run_dir)

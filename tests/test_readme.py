@@ -70,10 +70,14 @@ def test_the_own_graph_commands_run_in_the_order_a_newcomer_types_them(tmp_path)
         command = command.replace("python -m recipes.bimm_ucf101",
                                   f"{sys.executable} -m recipes.bimm_ucf101 --variant tiny device=cpu")
         command = command.replace("python -m analysis", f"{sys.executable} -m analysis")
-        done = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=600)
-        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        log = tmp_path / "log.txt"  # redirected as a batch job does: 2>log
+        done = subprocess.run(["bash", "-c", f"set -o pipefail; {command} 2>{log}"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{log.read_text()[-4000:]}"
         outputs.append(done.stdout)
+        if "run_dir=runs/my_graph " in command + " " and "--help" not in command and len(outputs) == 2:
+            text = log.read_text()  # the first training run: plain progress lines with every loss in the log
+            assert "joint step" in text and "ventral.V3=" in text and "\x1b[" not in text
     assert "pathway.V3.decoder.depth" in outputs[0]
     results = json.loads((tmp_path / "runs/my_graph/analysis/results.json").read_text())
     assert ("ventral", "V3") in {(r["stream"], r["area"]) for r in results["rows"]}
