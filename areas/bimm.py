@@ -72,6 +72,7 @@ class ModelConfig:
     size: str = attrs.field(default="base", validator=_one_of(SIZES))
     width: int | None = None  # override the size's width (demo models)
     heads: int | None = None
+    patch: int | None = None  # override the size's patch side in pixels (demo models)
     split: tuple[int, int, int] | None = attrs.field(default=None, validator=_split)  # blocks of V1, V2, V4/MT
     decoder_width: int = 384  # every decoder's token width
     decoder_heads: int = 6
@@ -89,7 +90,8 @@ class ModelConfig:
     def encoder(self, depth: int | None = None) -> ViTSpec:
         """The ViT at this config's scale (size, width, heads) with ``depth`` blocks
         (default: the split's sum)."""
-        overrides = {k: v for k, v in (("width", self.width), ("heads", self.heads)) if v is not None}
+        overrides = {k: v for k, v in (("width", self.width), ("heads", self.heads), ("patch", self.patch))
+                     if v is not None}
         return SIZES[self.size](depth=depth or sum(self.blocks), **overrides)
 
     @property

@@ -49,13 +49,13 @@ def test_completed_stages_resume_without_training_again(tiny_run, capsys):
     (["model.video_mask=1.2"], "must be in the open interval"),
     (["data.frames=eight"], "data.frames must be an integer"),
     (["--data-root", "/nonexistent"], "is not a folder; expected it to hold UCF-101/ and ucfTrainTestlist/"),
-    (["data.size=40"], "data.size must be a multiple of 16"),
+    (["data.size=60"], "data.size must be a multiple of 8"),  # the demo's 8 px patches
     (["stages=ventral,pretrain"], "stages must be a non-empty list"),
 ])
-def test_bad_configuration_fails_before_compute(argv, message, capsys, monkeypatch):
+def test_bad_configuration_fails_before_compute(argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
     with pytest.raises((SystemExit, ValueError)) as err:
-        recipe.main(argv)
+        recipe.main([f"run_dir={tmp_path / 'run'}", *argv])
     text = str(err.value) + capsys.readouterr().err
     assert message in text
 

@@ -125,8 +125,8 @@ def test_a_three_stream_graph_trains_finetunes_and_is_probed(tmp_path):
     assert model.stage("slow", "V1") is model.stage("dorsal", "V1") is model.stage("ventral", "V1")
     assert model.stage("slow", "MT") is not model.stage("dorsal", "MT")
     clip = torch.randint(0, 255, (1, 3, 4, 48, 48), dtype=torch.uint8)
-    assert model.features(clip, "slow")["MT"].shape[1] == 9  # half the frames: 1 x 3 x 3 tokens
-    assert model.features(clip, "dorsal")["MT"].shape[1] == 18
+    assert model.features(clip, "slow")["MT"].shape[1] == 36  # half the frames: 1 x 6 x 6 tokens (8 px patches)
+    assert model.features(clip, "dorsal")["MT"].shape[1] == 72
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("slow.MT" in m for m in metrics if m["stage"] == "joint")
     assert json.loads((run_dir / "results.json").read_text())["test_items"] == 20

@@ -223,7 +223,7 @@ def test_joint_pretraining_can_start_from_a_videomae_checkpoint(tmp_path, capsys
 
     cfg = _tiny("bimm_ucf101", tmp_path, stages=("joint",))
     m = cfg.model
-    hf = VideoMAEModel(VideoMAEConfig(image_size=cfg.data.size, patch_size=16, num_frames=cfg.data.frames,
+    hf = VideoMAEModel(VideoMAEConfig(image_size=cfg.data.size, patch_size=m.patch, num_frames=cfg.data.frames,
                                       tubelet_size=2, hidden_size=m.width, num_hidden_layers=sum(m.split),
                                       num_attention_heads=m.heads, intermediate_size=4 * m.width,
                                       layer_norm_eps=1e-6, use_mean_pooling=True))
@@ -241,7 +241,7 @@ def test_finetuning_can_start_from_a_videomae_checkpoint(tmp_path, capsys):
 
     cfg = _tiny("bimm_hmdb51", tmp_path)
     m = cfg.model
-    hf = VideoMAEModel(VideoMAEConfig(image_size=cfg.data.size, patch_size=16, num_frames=cfg.data.frames,
+    hf = VideoMAEModel(VideoMAEConfig(image_size=cfg.data.size, patch_size=m.patch, num_frames=cfg.data.frames,
                                       tubelet_size=2, hidden_size=m.width, num_hidden_layers=sum(m.split),
                                       num_attention_heads=m.heads, intermediate_size=4 * m.width,
                                       layer_norm_eps=1e-6, use_mean_pooling=True))
@@ -275,7 +275,7 @@ def test_an_mae_or_timm_image_checkpoint_starts_the_ventral_stage(tmp_path, caps
 
     cfg = _tiny("bimm_ucf101", tmp_path, stages=("ventral",))
     m = cfg.model
-    vit = VisionTransformer(img_size=cfg.data.size, embed_dim=m.width, depth=sum(m.split), num_heads=m.heads,
+    vit = VisionTransformer(img_size=cfg.data.size, patch_size=m.patch, embed_dim=m.width, depth=sum(m.split), num_heads=m.heads,
                             num_classes=0)
     torch.save({"model": vit.state_dict()}, tmp_path / "mae.pth")
     pipeline.run(attrs.evolve(cfg, init=str(tmp_path / "mae.pth")))

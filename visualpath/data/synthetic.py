@@ -18,8 +18,21 @@ Motion fills every token of a clip, which a small ViT learns to read within minu
 training on a CPU; an object moving over a static background left most tokens without
 signal and a 4-block ViT did not learn it in the demo's budget. As in UCF101, where a
 group's clips share actor and scene, the scene is drawn per (group, clip) and shared by all
-classes: appearance carries no information about the class. Speed, phase, the view's start
-and sensor noise are drawn per video.
+classes: appearance carries no information about the class. Speed, phase and the view's
+start are drawn per video.
+
+The scene is made so that each area's target carries the structure the area is meant to
+learn, rather than noise:
+
+- the photograph behind the objects is blurred (``BACKGROUND_BLUR``) and muted: shading,
+  not texture. A sharp textured photograph made every frame difference (MT) a map of the
+  background's grain and fired the edge detector (V2's fallback) all over it;
+- ``OBJECTS`` large (``RADIUS``) outlined shapes, lit as domes and filled with solid colour
+  or low-frequency stripes and checks (``TEXTURE_FREQ``): long smooth contours for V2,
+  orientation energy at a few scales for V1, colour regions a masked patch can be inferred
+  from for V4, and frame differences concentrated on the moving contours for MT;
+- sensor noise is half a grey level (``NOISE``): per-token standardised targets (V1, V4,
+  MT) turn any noise in a flat patch into a unit-variance target no model can predict.
 
 The set is generated once, deterministically from a seed (same seed, same frames), as
 MPEG-4 AVI files (the codec family of UCF101's XviD files) with ``classInd.txt``,
@@ -57,10 +70,14 @@ CLASSES = (
 SHAPES = ("ellipse", "rectangle", "triangle", "cross")
 TEXTURES = ("solid", "stripes", "checks")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "grass", "gravel", "brick", "coins", "hubble_deep_field")
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 BACKGROUND_CONTRAST = 0.5
+BACKGROUND_BLUR = 0.03  # Gaussian sigma of the scene's photograph, in scene sides: shading, not texture
+NOISE = 0.002  # sensor noise (standard deviation, in [0, 1] intensity), half a grey level
 CANVAS = 2.0  # scene side in frame sides: room for the camera's travel, roll and zoom
-OBJECTS = 3  # outlined, textured shapes placed in each scene
+OBJECTS = 6  # outlined, shaded shapes placed in each scene (one to three in view)
+RADIUS = (0.2, 0.35)  # object radius range, in frame sides
+TEXTURE_FREQ = (0.6, 1.5)  # stripe / check frequency range, in cycles per object radius
 RIM = 0.15  # width of the object's dark or light outline, in object radii
 
 
@@ -122,9 +139,11 @@ def _backgrounds(size: int) -> list[np.ndarray]:
     return out
 
 
-def _background(photos: list[np.ndarray], side: int, rng: np.random.Generator) -> np.ndarray:
+def _background(photos: list[np.ndarray], side: int, rng: np.random.Generator, blur: float = 0.0) -> np.ndarray:
     """A random square crop of a photograph, flipped half the time, ``side`` pixels wide, with
-    its contrast muted so the scene's object stands out."""
+    its contrast muted so the scene's objects stand out; ``blur`` (Gaussian sigma as a fraction
+    of ``side``) keeps only its shading."""
+    from scipy import ndimage
     from skimage import transform
 
     photo = photos[rng.integers(len(photos))]
@@ -135,6 +154,8 @@ def _background(photos: list[np.ndarray], side: int, rng: np.random.Generator) -
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     crop = transform.resize(crop, (side, side), anti_aliasing=True).astype(np.float32)
+    if blur:
+        crop = ndimage.gaussian_filter(crop, sigma=(blur * side, blur * side, 0), mode="reflect")
     mean = crop.mean(axis=(0, 1), keepdims=True)
     return mean + BACKGROUND_CONTRAST * (crop - mean)
 
@@ -151,8 +172,12 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _texture(kind: str, u: np.ndarray, v: np.ndarray, color: np.ndarray, rng_params: dict) -> np.ndarray:
+    """The fill at canonical coordinates ``u, v``, lit as a dome from ``rng_params["light"]``:
+    shading varies smoothly across every patch of an object, so no patch of it is flat."""
+    lx, ly = rng_params["light"]
+    light = np.clip(0.75 + 0.25 * (lx * u + ly * v) - 0.2 * (u**2 + v**2), 0.3, 1.0)[..., None]
     if kind == "solid":
-        return np.broadcast_to(color, u.shape + (3,))
+        return np.clip(color * light, 0, 1)
     if kind == "stripes":
         a = rng_params["angle"]
         phase = np.cos(2 * np.pi * rng_params["freq"] * (u * np.cos(a) + v * np.sin(a)))
@@ -160,19 +185,20 @@ def _texture(kind: str, u: np.ndarray, v: np.ndarray, color: np.ndarray, rng_par
         f = rng_params["freq"]
         phase = np.sign(np.sin(2 * np.pi * f * u) * np.sin(2 * np.pi * f * v))
     shade = 0.65 + 0.35 * phase[..., None]
-    return np.clip(color * shade, 0, 1)
+    return np.clip(color * shade * light, 0, 1)
 
 
 def _draw_object(canvas: np.ndarray, shape: str, size: int, rng: np.random.Generator,
                  centre: tuple[float, float] | None = None) -> np.ndarray:
-    """``canvas`` with one textured, outlined ``shape`` of radius 10-18% of ``size`` on it."""
+    """``canvas`` with one textured, outlined ``shape`` of radius ``RADIUS`` times ``size`` on it."""
     side = canvas.shape[0]
     ys, xs = np.mgrid[0:side, 0:side].astype(np.float32) + 0.5
     texture = TEXTURES[rng.integers(len(TEXTURES))]
     color = rng.uniform(0.15, 1.0, 3).astype(np.float32)
     rim = np.float32(0.0 if color.mean() > 0.5 else 1.0)  # an outline that contrasts with the fill
-    tex = {"angle": rng.uniform(0, np.pi), "freq": rng.uniform(1.0, 2.5)}
-    radius = size * rng.uniform(0.1, 0.18)
+    light = rng.uniform(0, 2 * np.pi)
+    tex = {"angle": rng.uniform(0, np.pi), "freq": rng.uniform(*TEXTURE_FREQ), "light": (np.cos(light), np.sin(light))}
+    radius = size * rng.uniform(*RADIUS)
     cx, cy = centre if centre is not None else rng.uniform(0.2 * side, 0.8 * side, 2)
     theta = rng.uniform(0, 2 * np.pi)
     dx, dy = xs - cx, ys - cy
@@ -187,7 +213,7 @@ def _scene(spec: SyntheticSpec, photos, rng: np.random.Generator) -> np.ndarray:
     """The static world a group's clips film: a photograph with ``OBJECTS`` textured, outlined
     shapes on it, ``CANVAS`` times the frame's side so the camera never leaves it."""
     side = int(round(CANVAS * spec.size))
-    canvas = _background(photos, side, rng)
+    canvas = _background(photos, side, rng, blur=BACKGROUND_BLUR)
     for _ in range(OBJECTS):
         canvas = _draw_object(canvas, SHAPES[rng.integers(len(SHAPES))], spec.size, rng)
     return canvas.astype(np.float32)
@@ -232,7 +258,7 @@ def _render(label: str, spec: SyntheticSpec, scene: np.ndarray, rng: np.random.G
     start = rng.uniform(-0.12, 0.12, 2) * S  # where the camera points at mid-clip
     centre = scene.shape[0] / 2
     ys, xs = np.mgrid[0:S, 0:S].astype(np.float64) + 0.5 - S / 2  # frame coordinates about its centre
-    noise = rng.normal(0, 0.015, (N, S, S, 3)).astype(np.float32)
+    noise = rng.normal(0, NOISE, (N, S, S, 3)).astype(np.float32)
     video = np.empty((N, S, S, 3), dtype=np.uint8)
     for i in range(N):
         # screen point p shows scene point centre + start + R(-roll) (p - shift) / zoom

@@ -1,0 +1,47 @@
+"""benchmarks.demo_compare: summaries over seeds and the tables written from them."""
+
+import pytest
+
+from benchmarks import demo_compare
+
+
+def _seed(top1, probe, fit):
+    pretrained = {"fit": {"joint": {"dorsal": {"MT": fit}}},
+                  "probes": {"dorsal.V1": {"probe": probe / 2, "knn": 0.2, "random_probe": 0.1, "dsi": 0.05, "osi": 0.3},
+                             "dorsal.MT": {"probe": probe, "knn": 0.3, "random_probe": 0.12, "dsi": 0.1, "osi": 0.2}}}
+    return {"bimm": {"top1": top1, "wall_s": 600.0, "chance": 0.1, **pretrained},
+            "videomae": {"top1": top1 - 0.1, "wall_s": 420.0, "chance": 0.1, **pretrained},
+            "scratch": {"top1": top1 - 0.2, "wall_s": 300.0, "chance": 0.1}}
+
+
+def test_summary_means_and_spreads():
+    per_seed = {"0": _seed(0.6, 0.4, 0.7), "1": _seed(0.7, 0.5, 0.8), "2": _seed(0.8, 0.3, 0.75)}
+    s = demo_compare.summarise(per_seed)
+    assert s["seeds"] == [0, 1, 2]
+    assert s["top1"]["bimm"]["mean"] == pytest.approx(0.7)
+    assert s["top1"]["bimm"]["spread"] == pytest.approx(0.2)
+    assert s["top1"]["scratch"]["values"] == pytest.approx([0.4, 0.5, 0.6])
+    assert s["fit"]["bimm"]["joint"]["dorsal"]["MT"]["mean"] == pytest.approx(0.75)
+    assert s["probes"]["videomae"]["dorsal.MT"]["probe"]["spread"] == pytest.approx(0.2)
+
+
+def test_tables_show_every_seed():
+    per_seed = {"0": _seed(0.6, 0.4, 0.7), "1": _seed(0.7, 0.5, 0.8)}
+    s = demo_compare.summarise(per_seed)
+    block = demo_compare.readme_block(s)
+    assert "65.0 ± 5.0 (60.0 / 70.0)" in block  # BIMM top-1: mean ± half range (each seed)
+    assert "45.0 ± 5.0 (40.0 / 50.0) (MT)" in block  # the last dorsal area's probe
+    assert "(random weights)" in block  # the no-pretraining row's probe
+    table = demo_compare.render(s, {"command": "python -m benchmarks.demo_compare", "machine": "x", "date": "d"})
+    assert "| bimm | joint | dorsal | MT | 0.75 (0.70 / 0.80) |" in table
+    assert table.count("\n| videomae | dorsal.") == 2
+
+
+def test_readme_block_replaced(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{demo_compare.README_START}\nold\n{demo_compare.README_END}\nrest\n")
+    demo_compare.update_readme(readme, "new table")
+    assert readme.read_text() == f"intro\n{demo_compare.README_START}\nnew table\n{demo_compare.README_END}\nrest\n"
+    readme.write_text("no block\n")
+    with pytest.raises(SystemExit, match="demo-results"):
+        demo_compare.update_readme(readme, "x")
