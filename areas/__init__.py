@@ -4,11 +4,16 @@
 - :class:`V2Contour` -- contour maps (SAM cache, or an edge detector), blocks 3-4.
 - :class:`V4Color` -- normalised RGB pixels (ventral), blocks 5-12.
 - :class:`MTMotion` -- frame differences (dorsal, video only), blocks 5-12.
+
+Beyond the paper:
+
+- :class:`V3DynamicForm` -- orientation energy of frame differences (video only).
 """
 
 from areas.mt_motion import MTMotion
 from areas.v1_gabor import V1Gabor
 from areas.v2_contour import V2Contour
+from areas.v3_dynamic_form import V3DynamicForm
 from areas.v4_color import V4Color
 
-__all__ = ["MTMotion", "V1Gabor", "V2Contour", "V4Color"]
+__all__ = ["MTMotion", "V1Gabor", "V2Contour", "V3DynamicForm", "V4Color"]

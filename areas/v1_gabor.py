@@ -193,6 +193,12 @@ def gabor_responses(lum: Tensor, bank: tuple[Tensor, ...], mode: str = "fft", ch
     raise ValueError(f"V1Gabor.mode must be 'fft' or 'direct', got {mode!r}")
 
 
+def _wavelengths(instance, attribute, value) -> None:
+    if not value or any(not w > 2 for w in value):
+        raise ValueError(f"{type(instance).__name__}.wavelengths must be a non-empty tuple of pixel wavelengths > 2 "
+                         f"(below Nyquist otherwise), got {value!r}")
+
+
 def _mode(instance, attribute, value) -> None:
     if value not in ("fft", "direct"):
         raise ValueError(f"V1Gabor.mode must be 'fft' or 'direct', got {value!r}")
@@ -218,19 +224,12 @@ class V1Gabor(Area):
     blocks: int = attrs.field(default=2, validator=non_negative)
     decoder: DecoderSpec = attrs.field(factory=lambda: DecoderSpec(width=384, depth=1, heads=6))
     orientations: int = attrs.field(default=8, validator=positive)
-    wavelengths: tuple[float, ...] = attrs.field(default=(4.0, 8.0, 16.0), converter=tuple)
+    wavelengths: tuple[float, ...] = attrs.field(default=(4.0, 8.0, 16.0), converter=tuple, validator=_wavelengths)
     bandwidth: float = attrs.field(default=1.0, validator=positive_float)
     cells: int = attrs.field(default=4, validator=positive)
     mode: str = attrs.field(default="fft", validator=_mode)
     normalize: bool = True
     chunk: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive))
-
-    def __attrs_post_init__(self) -> None:
-        if not self.wavelengths or any(not w > 2 for w in self.wavelengths):
-            raise ValueError(
-                f"V1Gabor.wavelengths must be a non-empty tuple of pixel wavelengths > 2 "
-                f"(below Nyquist otherwise), got {self.wavelengths!r}"
-            )
 
     @property
     def channels(self) -> int:

@@ -128,7 +128,7 @@ def _minutes(stat: dict) -> str:
     return f"{stat['mean'] / 60:.1f} min" if stat["mean"] is not None else "–"
 
 
-def readme_block(summary: dict) -> str:
+def readme_block(summary: dict, note: str | None = None) -> str:
     """The README's results table: finetuned top-1 and the dorsal probes, with seeds and spread."""
     seeds = ", ".join(str(s) for s in summary["seeds"])
     lines = [
@@ -149,6 +149,8 @@ def readme_block(summary: dict) -> str:
             probe = f"{_pct(summary['probes']['bimm'][key]['random_probe'])} (random weights)"
         lines.append(f"| {LABELS[kind]} | {_pct(summary['top1'][kind])} | {probe} | "
                      f"{_minutes(summary['wall_s'][kind])} |")
+    if note:
+        lines += ["", note]
     return "\n".join(lines)
 
 
@@ -161,10 +163,11 @@ def render(summary: dict, meta: dict) -> str:
         f"{', '.join(str(s) for s in summary['seeds'])}. Every cell is the mean ± half the range over seeds, "
         "with each seed's value in brackets. Chance is "
         f"{100 * summary['chance']:.0f}%.",
+        *([ "", meta["note"]] if meta.get("note") else []),
         "",
         "## Finetuned top-1 and wall time",
         "",
-        readme_block(summary).split("\n\n", 1)[1],
+        readme_block(summary).split("\n\n", 2)[1],
         "",
         "Wall time is the whole command (pretraining, finetuning, testing), the built-in set already generated.",
         "",
@@ -213,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variant", default="demo", help="the recipes' variant (demo; tiny for a smoke test)")
     parser.add_argument("--out", default="runs/demo_compare", help="folder for the runs, logs and tables")
+    parser.add_argument("--note", default=None, help="a paragraph written under the tables' header (e.g. the machine was shared)")
     parser.add_argument("--docs", action="store_true",
                         help="also write docs/demo_results.md, docs/demo_reconstruction.png and the README block")
     args = parser.parse_args(argv)
@@ -242,9 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"seed {seed} {kind}: top-1 {100 * result['top1']:.1f}% in {result['wall_s'] / 60:.1f} min")
     chosen = {str(s): per_seed[str(s)] for s in args.seeds}
     summary = summarise(chosen)
-    meta = {"command": "python -m benchmarks.demo_compare " + " ".join(argv if argv is not None else sys.argv[1:]),
+    command = (f"python -m benchmarks.demo_compare --seeds {' '.join(map(str, args.seeds))} --variant {args.variant} "
+               f"--out {args.out}" + (" --docs" if args.docs else ""))
+    meta = {"command": command,
             "machine": f"{platform.machine()} CPU, {_cores()} cores, torch {_torch_version()}",
-            "date": time.strftime("%Y-%m-%d")}
+            "date": time.strftime("%Y-%m-%d"), "note": args.note}
     state["summary"], state["meta"] = summary, meta
     state_file.write_text(json.dumps(state, indent=1))
     table = render(summary, meta)
@@ -254,9 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         (ROOT / "docs" / "demo_results.md").write_text(table)
         (ROOT / "docs" / "demo_results.json").write_text(json.dumps({"summary": summary, "meta": meta}, indent=1) + "\n")
         figure = Path(chosen[str(args.seeds[0])]["bimm"]["run_dir"]) / "reconstruction_dorsal.png"
-        if figure.exists():
-            shutil.copyfile(figure, ROOT / "docs" / "demo_reconstruction.png")
-        update_readme(ROOT / "README.md", readme_block(summary))
+        if figure.exists():  # a 256-colour copy: a fifth of the size, the same figure to the eye
+            from PIL import Image
+
+            Image.open(figure).convert("RGB").quantize(256).save(ROOT / "docs" / "demo_reconstruction.png", optimize=True)
+        update_readme(ROOT / "README.md", readme_block(summary, meta.get("note")))
     return 0
 
 

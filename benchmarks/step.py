@@ -2,7 +2,7 @@
 
     python -m benchmarks.step [--size small] [--frames 16] [--res 112] [--batch 8] [--repeats 7]
                               [--device auto] [--compile] [--checkpointing] [--decoder-keep 1.0]
-                              [--pathway FILE.py:FN | module:FN | graph.json | RUN_DIR]
+                              [--pathway FILE.py:FN | module:FN | graph.json | RUN_DIR] [--feedback MT>V1]
 
 One process; the contenders are interleaved repeat by repeat on the same inputs, each step a
 full forward, backward and AdamW update:
@@ -17,6 +17,9 @@ full forward, backward and AdamW update:
   dorsal V1 -> V2 -> MT, V1/V2 shared, decoders 1/2/4 blocks) at the same encoder size, or
   the joint step of the graph ``--pathway`` names (a builder that takes an argument gets the
   benchmark's ``ModelConfig``; a stored graph or a run's keeps its own size).
+
+``--feedback MT>V1`` adds ``ours-bimm+feedback``, the same graph with that top-down link (a
+second pass of the stages from V1 on), and prints its cost as a ratio to ``ours-bimm``.
 
 It also times each area's target (the paper's: V1 Gabor, V2 contours, V4 RGB, MT motion) on
 the step's inputs, in every stream that reads it, to give the share of a step spent computing
@@ -64,6 +67,7 @@ class Setup:
     checkpointing: bool = False
     decoder_keep: float = 1.0
     pathway: str | None = None
+    feedback: str | None = None
 
 
 def _sync(device):
@@ -161,6 +165,23 @@ def ours_bimm(s: Setup):
     return _ours(s, graph(s))
 
 
+def feedback_graph(s: Setup) -> Pathway:
+    """:func:`graph` with the ``--feedback`` links (``MT>V1``, ...) in every stream holding both ends."""
+    from visualpath.spec import apply_overrides
+
+    base = graph(s)
+    links = [part.split(">") for part in s.feedback.split(",")]
+    edits = [f"{stream.name}.feedback={s.feedback}" for stream in base.streams
+             if all(end.strip() in [a.name for a in stream.areas] for link in links for end in link)]
+    if not edits:
+        raise SystemExit(f"--feedback {s.feedback}: no stream of the graph holds both ends of every link")
+    return apply_overrides(base, edits)
+
+
+def ours_feedback(s: Setup):
+    return _ours(s, feedback_graph(s))
+
+
 def target_timers(s: Setup, pathway: Pathway):
     """Callables computing each area's target on a step's inputs, in every stream that reads
     it, as the joint step does (an image stream on one frame of each clip)."""
@@ -229,7 +250,8 @@ def _memory_child(args_json: str) -> None:
     a = json.loads(args_json)
     s = _setup(argparse.Namespace(**a))
     video = _video(s)
-    build = {"hf-videomae": hf_videomae, "ours-videomae": ours_videomae, "ours-bimm": ours_bimm}[a["which"]]
+    build = {"hf-videomae": hf_videomae, "ours-videomae": ours_videomae, "ours-bimm": ours_bimm,
+             "ours-bimm+feedback": ours_feedback}[a["which"]]
     _, step = build(s)
     before = _rss_mib("VmRSS")
     for _ in range(2):
@@ -256,7 +278,7 @@ def _setup(args) -> Setup:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     autocast = torch.bfloat16 if device.type == "cuda" else None
     return Setup(args.size, args.frames, args.res, args.batch, device, autocast, args.compile, args.checkpointing,
-                 args.decoder_keep, getattr(args, "pathway", None))
+                 args.decoder_keep, getattr(args, "pathway", None), getattr(args, "feedback", None))
 
 
 def _stats(values: list[float]) -> tuple[float, float, float]:
@@ -279,6 +301,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="fraction of masked tokens the V1/V2 decoders reconstruct (running cell)")
     parser.add_argument("--pathway", default=None,
                         help="the graph to time instead of the paper's: FILE.py:FN, module:FN, graph.json or a run")
+    parser.add_argument("--feedback", default=None,
+                        help="also time the graph with these feedback links (e.g. MT>V1): the cost of the second pass")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -293,6 +317,8 @@ def main(argv: list[str] | None = None) -> dict:
     _, mine_step = ours_videomae(s, hf_model)
     _, bimm_step = ours_bimm(s)
     steps = {"hf-videomae": hf_step, "ours-videomae": mine_step, "ours-bimm": bimm_step}
+    if s.feedback:
+        steps["ours-bimm+feedback"] = ours_feedback(s)[1]
     targets = {f"target {k}": v for k, v in target_timers(s, graph(s)).items()}
     runs = {**steps, **targets}
     for _ in range(args.warmup):
@@ -336,6 +362,8 @@ def main(argv: list[str] | None = None) -> dict:
         "ours-bimm / ours-videomae (target <= 1.8)": med["ours-bimm"][0] / med["ours-videomae"][0],
         "targets / ours-bimm (target <= 0.10)": target_total / med["ours-bimm"][0],
     }
+    if s.feedback:
+        ratios[f"ours-bimm+feedback ({s.feedback}) / ours-bimm"] = med["ours-bimm+feedback"][0] / med["ours-bimm"][0]
     for k in targets:
         ratios[f"  {k} / ours-bimm"] = med[k][0] / med["ours-bimm"][0]
     for k, v in ratios.items():

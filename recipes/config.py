@@ -148,7 +148,7 @@ def demo_of(paper: Config, name: str) -> Config:
     finetuned, sampling, test views) and shrinks the rest: a 4-block width-128 ViT with 8 px
     patches (64 tokens per 64x64 frame, so a 0.9 tube mask still leaves about 6 visible
     positions per frame, where 16 px patches left 1 or 2), 8-frame clips of a 960-video set
-    generated at 64 px, 5 ventral and 15 joint epochs (about 1,000 steps) and 30 finetuning
+    generated at 64 px, 5 ventral and 15 joint epochs (785 steps) and 30 finetuning
     epochs. Flips are off: the built-in classes include left/right and clockwise/anticlockwise
     motion. Peak learning rates are 1e-3 (``base_lr`` 1.6e-2 at batch 16, by the linear
     scaling rule). Finetuning runs without layer-wise decay and with mild crops: after

@@ -7,6 +7,7 @@ pathway graph. The paper's cortical areas live in the ``areas`` package.
 from visualpath.area import Area, Decoder, DecoderSpec, Stage, TargetInput
 from visualpath.masking import Mask, RandomMask, TubeMask
 from visualpath.pathway import (
+    Feedback,
     IMAGENET_MEAN,
     IMAGENET_STD,
     Pathway,
@@ -35,6 +36,7 @@ __all__ = [
     "PathwayOutput",
     "RandomMask",
     "Stage",
+    "Feedback",
     "Stream",
     "StreamOutput",
     "TargetInput",

@@ -21,7 +21,7 @@ The core never imports a particular area.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import attrs
@@ -48,6 +48,13 @@ class DecoderSpec:
             masking). Below 1 the decoder predicts, and the loss covers, a running-cell
             subset of the masked tokens (:func:`visualpath.masking.running_cell_subset`),
             which cuts its cost roughly in proportion; 1 reconstructs them all (the paper).
+        reads: cross-layer connections: earlier areas of the same stream whose stage
+            outputs this decoder reads besides its own area's (e.g. MT's decoder reading V1,
+            ``reads=("V1",)``). Empty (the paper): its own area's output only.
+        fusion: how the inputs of ``reads`` join the area's own: ``"learned"`` adds each
+            source through its own LayerNorm and linear map into the decoder width;
+            ``"mean"`` averages the sources with the area's output before the decoder's
+            input map (fixed, no parameters).
     """
 
     width: int = attrs.field(default=384, validator=positive)
@@ -55,6 +62,18 @@ class DecoderSpec:
     heads: int = attrs.field(default=6, validator=positive)
     mlp_ratio: float = attrs.field(default=4.0, validator=positive_float)
     keep: float = attrs.field(default=1.0)
+    reads: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    fusion: str = attrs.field(default="learned")
+
+    @reads.validator
+    def _reads(self, attribute, value) -> None:
+        if any(not isinstance(v, str) or not v for v in value) or len(set(value)) != len(value):
+            raise ValueError(f"DecoderSpec.reads must be distinct area names, got {list(value)!r}")
+
+    @fusion.validator
+    def _fusion(self, attribute, value) -> None:
+        if value not in ("learned", "mean"):
+            raise ValueError(f"DecoderSpec.fusion must be 'learned' or 'mean', got {value!r}")
 
     @keep.validator
     def _keep(self, attribute, value) -> None:
@@ -214,11 +233,19 @@ class Decoder(nn.Module):
         )
         self.norm = nn.LayerNorm(spec.width, eps=norm_eps)
         self.head = nn.Linear(spec.width, out_dim)
+        self.fusion = spec.fusion
+        self.n_sources = len(spec.reads)
+        # cross-layer inputs (DecoderSpec.reads), each mapped into the decoder width
+        self.sources = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(in_width, eps=norm_eps), nn.Linear(in_width, spec.width))
+            for _ in (spec.reads if spec.fusion == "learned" else ())
+        )
 
     def positions(self, grid: tuple[int, ...], like: Tensor) -> Tensor:
         return cached_position_table(self.pos_embed, grid, self.embed.out_features, like.device)
 
-    def forward(self, x: Tensor, keep: Tensor, masked: Tensor, grid: tuple[int, ...]) -> Tensor:
+    def forward(self, x: Tensor, keep: Tensor, masked: Tensor, grid: tuple[int, ...],
+                sources: Sequence[Tensor] = ()) -> Tensor:
         """Predict masked tokens.
 
         Args:
@@ -226,12 +253,20 @@ class Decoder(nn.Module):
             keep: ``(B, N_visible)`` indices of those tokens in the full grid.
             masked: ``(B, N_masked)`` indices of the tokens to predict.
             grid: token grid, for the position table.
+            sources: the outputs of the stages ``DecoderSpec.reads`` names, in its order,
+                each ``(B, N_visible, D)`` at the same tokens as ``x``.
 
         Returns:
             ``(B, N_masked, P)`` predictions, in the order of ``masked``.
         """
+        if len(sources) != self.n_sources:
+            raise ValueError(f"this decoder reads {self.n_sources} other stages, got {len(sources)}")
         pos = self.positions(grid, x)  # (N, W)
+        if self.fusion == "mean" and sources:
+            x = torch.stack([x, *sources]).mean(0)
         x = self.embed(self.norm_in(x)) + pos[keep]
+        for source, h in zip(self.sources, sources):
+            x = x + source(h)
         queries = self.mask_token.to(x.dtype) + pos[masked]  # (B, N_masked, W)
         x = torch.cat([x, queries], dim=1)
         for block in self.blocks:

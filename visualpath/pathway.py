@@ -44,6 +44,7 @@ from visualpath.tokens import (  # noqa: F401 (IMAGENET_* re-exported)
 from visualpath.vit import ViTSpec, init_embedding, init_weights
 
 __all__ = [
+    "Feedback",
     "Stream",
     "Pathway",
     "PathwayModel",
@@ -69,6 +70,30 @@ def _modality(instance, attribute, value) -> None:
 
 
 @attrs.frozen
+class Feedback:
+    """A top-down (feedback) link of a stream, from a later area's stage to an earlier one's.
+
+    The stream runs its encoder once up to ``source``; then ``target``'s stage runs again on
+    its input plus a gated map of ``source``'s output, ``tanh(g) * W LN(h_source)``, and every
+    stage after ``target`` runs again on that. Decoders and features read the second pass
+    from ``target`` on. It stays one masked-modeling step: both passes see only the visible
+    tokens, and the targets are unchanged. The gate ``g`` starts at 0, so a graph with
+    feedback starts as the same graph without it and learns how much to use (decision X3).
+
+    Attributes:
+        source: the later area whose stage output is sent back.
+        target: the earlier area whose stage input receives it.
+    """
+
+    source: str = attrs.field(validator=area_name)
+    target: str = attrs.field(validator=area_name)
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}_to_{self.target}"
+
+
+@attrs.frozen
 class Stream:
     """One branch: a modality, its masking rule and an ordered list of areas.
 
@@ -84,6 +109,7 @@ class Stream:
             for images and ``"flat"`` for videos, each branch's reference convention.
         frame_step: a video stream sees every ``frame_step``-th frame of the clip (a
             stream at a lower frame rate beside one at the full rate); 1 for images.
+        feedback: top-down links (:class:`Feedback`) from later areas to earlier ones.
 
     Batch keys read: an image stream reads ``batch["image"]`` ``(B, C, H, W)``; when the
     batch has no image it takes one random frame per clip from ``batch["video"]``, as in
@@ -102,6 +128,7 @@ class Stream:
     weight: float = attrs.field(default=1.0, kw_only=True, validator=non_negative_float)
     pos_embed: str | None = attrs.field(default=None, kw_only=True)
     frame_step: int = attrs.field(default=1, kw_only=True, validator=positive)
+    feedback: tuple[Feedback, ...] = attrs.field(default=(), kw_only=True, converter=tuple)
 
     def __attrs_post_init__(self) -> None:
         if self.frame_step != 1 and self.modality != "video":
@@ -118,14 +145,35 @@ class Stream:
                 )
             area_name(area, attrs.fields(type(area)).name, area.name)
         names = [a.name for a in self.areas]
-        for area in self.areas:
+        for i, area in enumerate(self.areas):
             if names.count(area.name) > 1:
                 raise ValueError(f"stream {self.name!r} lists area {area.name!r} twice")
+            bad = [r for r in area.decoder.reads if r not in names[:i]] if area.has_readout else []
+            if bad:
+                raise ValueError(
+                    f"stream {self.name!r}: {area.name}'s decoder reads {bad[0]!r}, which is not an area before "
+                    f"{area.name} in this stream (areas before it: {names[:i] or 'none'})"
+                )
             if self.modality not in area.modalities:
                 raise ValueError(
                     f"area {area.name!r} ({type(area).__name__}) needs modality "
                     f"{' or '.join(area.modalities)}, but stream {self.name!r} is {self.modality!r}"
                 )
+        for link in self.feedback:
+            if not isinstance(link, Feedback):
+                raise ValueError(f"stream {self.name!r}: feedback must be Feedback(source, target) links, got {link!r}")
+            for end in (link.source, link.target):
+                if end not in names:
+                    raise ValueError(f"stream {self.name!r}: feedback {link.source} -> {link.target} names {end!r}, "
+                                     f"which is not an area of this stream ({names})")
+            if names.index(link.target) >= names.index(link.source):
+                raise ValueError(f"stream {self.name!r}: feedback {link.source} -> {link.target} must run from a "
+                                 f"later area to an earlier one")
+            if self.area(link.target).blocks < 1:
+                raise ValueError(f"stream {self.name!r}: feedback target {link.target} has no blocks to run again")
+        keys = [link.key for link in self.feedback]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"stream {self.name!r} lists a feedback link twice: {keys}")
         if self.mask is None:
             default = RandomMask(0.75) if self.modality == "image" else TubeMask(0.9)
             object.__setattr__(self, "mask", default)
@@ -411,8 +459,23 @@ class StreamModule(nn.Module):
             }
         )
 
+        self.feedback = nn.ModuleDict({link.key: TopDown(spec.width, spec.norm_eps) for link in stream.feedback})
+
     def positions(self, grid: tuple[int, ...], kind: str, like: Tensor) -> Tensor:
         return cached_position_table(kind, grid, self.embed.proj.out_channels, like.device)
+
+
+class TopDown(nn.Module):
+    """The map of a :class:`Feedback` link: ``tanh(gate) * Linear(LayerNorm(h))``, gate 0 at first."""
+
+    def __init__(self, width: int, norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width, eps=norm_eps)
+        self.proj = nn.Linear(width, width)
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.tanh(self.gate).to(h.dtype) * self.proj(self.norm(h))
 
 
 class PathwayModel(nn.Module):
@@ -581,10 +644,12 @@ class PathwayModel(nn.Module):
         inp = TargetInput(pixels=pixels, layout=module.layout, batch=batch, maps=maps)
         targets, sources, predicted = self.forward_targets(stream, inp, mask, grid, generator)
         h = _gather(self._tokens(stream, pixels, grid), mask.keep)  # (B, N_visible, D)
-        losses, predictions, loss = {}, {}, None
+        losses, predictions, loss, outputs = {}, {}, None, {}
         for name, h in self.forward_encoder(stream.name, h):
+            outputs[name] = h
             if name in targets:
-                pred = self.forward_decoder(stream.name, name, h, mask.keep, predicted[name], grid)
+                reads = [outputs[r] for r in stream.area(name).decoder.reads]  # cross-layer inputs
+                pred = self.forward_decoder(stream.name, name, h, mask.keep, predicted[name], grid, reads)
                 predictions[name] = pred
                 losses[name] = self.forward_loss(pred, targets[name])
                 weighted = stream.area(name).weight * losses[name]
@@ -624,22 +689,56 @@ class PathwayModel(nn.Module):
         backward pass when ``checkpointing`` is on (training only)."""
         if by not in ("area", "block"):
             raise ValueError(f"by must be 'area' or 'block', got {by!r}")
+        spec = self.spec._stream(stream)
+        if not spec.feedback:
+            yield from self._run_stages(stream, spec.areas, h, by)
+            return
+        # Feedback: a first pass up to the last source, then a second from the first target on,
+        # each target's input plus the gated top-down map of its sources' first-pass outputs.
+        names = [a.name for a in spec.areas]
+        first = min(names.index(link.target) for link in spec.feedback)
+        last = max(names.index(link.source) for link in spec.feedback)
+        before = 1 + sum(a.blocks for a in spec.areas[:first])  # block numbers go on from here
+        inputs, outputs = {}, {}
+        first_pass = list(self._run_stages(stream, spec.areas[:last + 1], h, by, inputs, outputs))
+        yield from first_pass[:first if by == "area" else before - 1]  # the stages below every target
+        top_down = self.streams[stream].feedback
+        extra = {}
+        for link in spec.feedback:
+            signal = top_down[link.key](outputs[link.source])
+            extra[link.target] = signal if link.target not in extra else extra[link.target] + signal
+        yield from self._run_stages(stream, spec.areas[first:], inputs[names[first]], by, extra=extra,
+                                    start=before)
+
+    def _run_stages(self, stream: str, areas, h: Tensor, by: str, inputs: dict | None = None,
+                    outputs: dict | None = None, extra: Mapping[str, Tensor] | None = None, start: int = 1
+                    ) -> Iterator[tuple[str, Tensor]]:
+        """Run the stages of ``areas`` in order on ``h``, blocks numbered from ``start``;
+        ``extra[name]`` is added to a stage's input; ``inputs`` / ``outputs`` keep each
+        stage's input and output by area name."""
         recompute = self.checkpointing and self.training
-        index = 0
-        for area in self.spec._stream(stream).areas:
+        index = start - 1
+        for area in areas:
+            if extra and area.name in extra:
+                h = h + extra[area.name]
+            if inputs is not None:
+                inputs[area.name] = h
             for block in self.stage(stream, area.name):
                 h = checkpoint(block, h, use_reentrant=False) if recompute else block(h)
                 index += 1
                 if by == "block":
                     yield f"block{index}", h
+            if outputs is not None:
+                outputs[area.name] = h
             if by == "area":
                 yield area.name, h
 
     def forward_decoder(self, stream: str, area: str, h: Tensor, keep: Tensor, predicted: Tensor,
-                        grid: tuple[int, ...]) -> Tensor:
-        """``area``'s decoder: visible tokens ``h`` at ``keep`` -> ``(B, K, P)`` predictions at
-        the token indices ``predicted``."""
-        return self.streams[stream].decoders[area](h, keep, predicted, grid)
+                        grid: tuple[int, ...], sources: Sequence[Tensor] = ()) -> Tensor:
+        """``area``'s decoder: visible tokens ``h`` at ``keep`` (and the outputs of the stages
+        its ``DecoderSpec.reads`` names, ``sources``) -> ``(B, K, P)`` predictions at the
+        token indices ``predicted``."""
+        return self.streams[stream].decoders[area](h, keep, predicted, grid, sources)
 
     @staticmethod
     def forward_loss(pred: Tensor, target: Tensor) -> Tensor:

@@ -187,6 +187,7 @@ def pathway_to_dict(pathway) -> dict:
             "weight": s.weight,
             "pos_embed": s.pos_embed,
             "frame_step": s.frame_step,
+            "feedback": [_plain(link) for link in s.feedback],
             "areas": [{"type": class_ref(type(a)), **_plain(a)} for a in s.areas],
         })
     return {"format": FORMAT, "encoder": _plain(pathway.encoder), "streams": streams, "share": _plain(pathway.share)}
@@ -277,7 +278,7 @@ def _stream_from_dict(d: Any, i: int):
     where = f"streams[{i}]"
     if not isinstance(d, Mapping):
         raise SpecError(f"{where} must be a mapping, got {d!r}")
-    known = ("name", "modality", "areas", "mask", "weight", "pos_embed", "frame_step")
+    known = ("name", "modality", "areas", "mask", "weight", "pos_embed", "frame_step", "feedback")
     unknown = [k for k in d if k not in known]
     if unknown:
         close = difflib.get_close_matches(unknown[0], known, n=1)
@@ -304,6 +305,13 @@ def _stream_from_dict(d: Any, i: int):
         mask = _build({"RandomMask": RandomMask, "TubeMask": TubeMask}[m["type"]],
                       {k: v for k, v in m.items() if k != "type"}, f"{where}.mask")
     kwargs = {k: d[k] for k in ("weight", "pos_embed", "frame_step") if k in d}
+    if d.get("feedback"):
+        from visualpath.pathway import Feedback
+
+        if not isinstance(d["feedback"], Sequence) or isinstance(d["feedback"], str):
+            raise SpecError(f"{where}.feedback must be a list of {{'source': A, 'target': B}}, got {d['feedback']!r}")
+        kwargs["feedback"] = tuple(_build(Feedback, f, f"{where}.feedback[{j}]") if isinstance(f, Mapping) else f
+                                   for j, f in enumerate(d["feedback"]))
     try:
         return Stream(d["name"], d["modality"], areas, mask=mask, **kwargs)
     except (ValueError, TypeError) as err:
@@ -362,7 +370,7 @@ def override_keys(pathway) -> dict[str, Any]:
     """Every key :func:`apply_overrides` accepts, with its current value.
 
     ``encoder.F``; ``share``; ``S.F`` for a stream ``S`` (``weight``, ``pos_embed``,
-    ``frame_step``, ``mask.ratio``); ``S.A.F`` for area ``A`` of stream ``S``
+    ``frame_step``, ``mask.ratio``, ``feedback`` as ``MT>V1,...``); ``S.A.F`` for area ``A`` of stream ``S``
     (``decoder.F`` for its decoder); and ``A.F``, which sets the field in every stream that
     has area ``A`` (shared areas stay identical that way).
     """
@@ -374,6 +382,7 @@ def override_keys(pathway) -> dict[str, Any]:
         for f in _stream_fields():
             keys[f"{s['name']}.{f}"] = s[f]
         keys[f"{s['name']}.mask.ratio"] = s["mask"]["ratio"]
+        keys[f"{s['name']}.feedback"] = ",".join(f"{f['source']}>{f['target']}" for f in s["feedback"]) or "none"
         for a in s["areas"]:
             for k, v in _leaves(a, ("type", "name")):
                 keys[f"{s['name']}.{a['name']}.{k}"] = v
@@ -454,6 +463,8 @@ def apply_overrides(pathway, overrides: Sequence[str] | Mapping[str, Any]):
                 if text and raw not in ("none", "partial", "all") else raw
         elif parts[0] in streams and parts[1:] == ["mask", "ratio"]:
             streams[parts[0]]["mask"]["ratio"] = _parse_text(raw, float, key) if text else raw
+        elif parts[0] in streams and parts[1:] == ["feedback"]:
+            streams[parts[0]]["feedback"] = _feedback_links(raw, key) if text else _plain(raw)
         elif parts[0] in streams and len(parts) == 2 and parts[1] in _stream_fields():
             streams[parts[0]][parts[1]] = _parse_text(raw, _stream_fields()[parts[1]], key) if text else raw
         else:
@@ -472,6 +483,19 @@ def apply_overrides(pathway, overrides: Sequence[str] | Mapping[str, Any]):
         return pathway_from_dict(spec)
     except SpecError as err:
         raise SpecError(f"graph override rejected: {err}") from None
+
+
+def _feedback_links(text: str, key: str) -> list[dict]:
+    """``"MT>V1,V4>V2"`` (or ``none``) -> ``[{"source": "MT", "target": "V1"}, ...]``."""
+    if text.strip().lower() in ("", "none"):
+        return []
+    links = []
+    for part in text.split(","):
+        ends = [e.strip() for e in part.split(">")]
+        if len(ends) != 2 or not all(ends):
+            raise SpecError(f"{key} takes SOURCE>TARGET links separated by commas (e.g. MT>V1), or none; got {text!r}")
+        links.append({"source": ends[0], "target": ends[1]})
+    return links
 
 
 def _unknown(key: str, pathway) -> typing.NoReturn:

@@ -45,3 +45,16 @@ def test_readme_block_replaced(tmp_path):
     readme.write_text("no block\n")
     with pytest.raises(SystemExit, match="demo-results"):
         demo_compare.update_readme(readme, "x")
+
+
+def test_the_readme_shows_the_measured_table():
+    """The README's results block is the one the script wrote from docs/demo_results.json."""
+    import json
+    from pathlib import Path
+
+    root = Path(demo_compare.__file__).resolve().parents[1]
+    stored = json.loads((root / "docs" / "demo_results.json").read_text())
+    block = demo_compare.readme_block(stored["summary"], stored["meta"].get("note"))
+    text = (root / "README.md").read_text()
+    assert f"{demo_compare.README_START}\n{block}\n{demo_compare.README_END}" in text
+    assert (root / "docs" / "demo_reconstruction.png").stat().st_size > 10_000

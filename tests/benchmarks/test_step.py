@@ -27,3 +27,19 @@ def test_the_step_benchmark_times_a_user_graph_and_its_own_targets():
                    "--warmup", "0", "--no-memory", "--device", "cpu", "--pathway", f"{graph}:build"])
     assert {"target V1", "target V2", "target V3", "target V4", "target MT"} <= set(result["rows"])
     assert result["rows"]["ours-bimm"]["median_s"] > 0
+
+
+def test_the_step_benchmark_prices_a_feedback_link():
+    import argparse
+
+    from benchmarks.step import _setup, feedback_graph, main
+
+    args = ["--size", "tiny", "--frames", "4", "--res", "64", "--batch", "2", "--repeats", "1", "--warmup", "0",
+            "--no-memory", "--device", "cpu", "--feedback", "MT>V1"]
+    result = main(args)
+    assert result["rows"]["ours-bimm+feedback"]["median_s"] > 0
+    assert any(k.startswith("ours-bimm+feedback (MT>V1) / ours-bimm") for k in result["ratios"])
+    s = _setup(argparse.Namespace(size="tiny", frames=4, res=64, batch=2, device="cpu", compile=False,
+                                  checkpointing=False, decoder_keep=1.0, pathway=None, feedback="MT>V1"))
+    graph = feedback_graph(s)
+    assert [len(st.feedback) for st in graph.streams] == [0, 1]  # only the dorsal stream has MT
