@@ -167,12 +167,12 @@ def ours_bimm(s: Setup):
 
 def feedback_graph(s: Setup) -> Pathway:
     """:func:`graph` with the ``--feedback`` links (``MT>V1``, ...) in every stream holding both ends."""
-    from visualpath.spec import apply_overrides
+    from visualpath.spec import _feedback_links, apply_overrides
 
     base = graph(s)
-    links = [part.split(">") for part in s.feedback.split(",")]
+    ends = {end for link in _feedback_links(s.feedback, "--feedback") for end in link.values()}
     edits = [f"{stream.name}.feedback={s.feedback}" for stream in base.streams
-             if all(end.strip() in [a.name for a in stream.areas] for link in links for end in link)]
+             if ends <= {a.name for a in stream.areas}]
     if not edits:
         raise SystemExit(f"--feedback {s.feedback}: no stream of the graph holds both ends of every link")
     return apply_overrides(base, edits)
