@@ -66,7 +66,9 @@ class ModelConfig:
     intermediate blocks"); ``shared_blocks=k`` shares the first ``k`` encoder blocks wherever
     the decoders read (Table 7d's "12" row keeps the default's 4; decision D14).
     ``targets="RGB"`` is the VideoMAE baseline: one pixel target (V4's normalised RGB) read
-    from the last block by a 4-block decoder.
+    from the last block by a 4-block decoder. ``dorsal_contrast`` is the gain of the video
+    stream's own temporal-difference filters kept when its patch embedding is inflated from
+    the ventral one (0, the default: repeat over the tube and divide; decision D21).
     """
 
     size: str = attrs.field(default="base", validator=_one_of(SIZES))
@@ -85,6 +87,7 @@ class ModelConfig:
     targets: str = attrs.field(default="V1-V2-V4&MT", validator=_one_of(TARGETS))
     dorsal_weight: float = 1.0  # lambda of Eq. 4
     dorsal_init: str = attrs.field(default="ventral", validator=_one_of(("ventral", "none")))
+    dorsal_contrast: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))  # >= 0; D21
     decoder_keep: float = 1.0  # V1/V2 decoders reconstruct this fraction of masked tokens (running cell)
 
     def encoder(self, depth: int | None = None) -> ViTSpec:

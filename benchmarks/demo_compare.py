@@ -16,8 +16,11 @@ and measures, for each pretrained run, the fraction of each area's target varian
 decoder leaves unexplained at masked tokens after each stage (:mod:`analysis.fit`, on the
 test videos) and the frozen-feature linear probe and kNN of every area
 (:func:`analysis.report.analyse_run`, whose random-weight column is the graph before any
-pretraining). It writes ``OUT/compare.json`` and ``OUT/compare.md``; with ``--docs`` also
-``docs/demo_results.md`` (and ``.json``), ``docs/demo_reconstruction.png`` (the first seed's BIMM figure)
+pretraining), and once per graph the fraction of each target left by the mean of a token's
+8 neighbours' true targets (:func:`analysis.fit.neighbour_fit`), a reference of how much
+the targets' local redundancy gives away. It writes ``OUT/compare.json`` and ``OUT/compare.md``; with ``--docs`` also
+``docs/demo_results.md`` (and ``.json``), ``docs/demo_reconstruction.png`` and
+``docs/demo_reconstruction_ventral.png`` (the first seed's BIMM figures, dorsal and ventral)
 and the README's results block, so the README's numbers are this script's.
 """
 
@@ -80,6 +83,14 @@ def _measure(run_dir: Path, kind: str) -> dict:
                                             "dsi": r.get("dsi"), "osi": r.get("osi")}
               for r in report["rows"]}
     return {"fit": fit, "probes": probes}
+
+
+def _neighbour_reference(run_dir: Path) -> dict:
+    """:func:`analysis.fit.neighbour_fit` of a run's graph on its test videos."""
+    from analysis.features import load_run, run_dataset
+    from analysis.fit import neighbour_fit
+
+    return neighbour_fit(load_run(run_dir, stage="joint"), run_dataset(run_dir, train=False), batches=None)
 
 
 def _stats(values: list[float]) -> dict:
@@ -174,16 +185,21 @@ def render(summary: dict, meta: dict) -> str:
         "## Pretraining: fraction of each target's variance left at masked tokens",
         "",
         "1 is no better than the average target, 0 is exact (`analysis.fit.target_fit` on every test video, "
-        "masks from a fixed seed).",
+        "masks from a fixed seed). The last column is a reference that needs no training "
+        "(`analysis.fit.neighbour_fit`): what is left when each token's target is predicted from the mean of "
+        "its 8 neighbours' true targets, as if every neighbour were visible.",
         "",
-        "| run | after stage | stream | area | unexplained variance |",
-        "|---|---|---|---|---|",
+        "| run | after stage | stream | area | unexplained variance | 8 neighbours' targets |",
+        "|---|---|---|---|---|---|",
     ]
+    reference = summary.get("neighbour_fit", {})
     for kind, stages in summary["fit"].items():
         for stage, streams in stages.items():
             for stream, areas in streams.items():
                 for area, stat in areas.items():
-                    lines.append(f"| {kind} | {stage} | {stream} | {area} | {_frac(stat)} |")
+                    ref = reference.get(kind, {}).get(stream, {}).get(area)
+                    lines.append(f"| {kind} | {stage} | {stream} | {area} | {_frac(stat)} | "
+                                 f"{'–' if ref is None else f'{ref:.2f}'} |")
     lines += [
         "",
         "## Frozen features of the pretrained encoder, per area",
@@ -218,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/demo_compare", help="folder for the runs, logs and tables")
     parser.add_argument("--note", default=None, help="a paragraph written under the tables' header (e.g. the machine was shared)")
     parser.add_argument("--docs", action="store_true",
-                        help="also write docs/demo_results.md, docs/demo_reconstruction.png and the README block")
+                        help="also write docs/demo_results.md, the reconstruction figures in docs/ and the README block")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -245,7 +261,13 @@ def main(argv: list[str] | None = None) -> int:
             state_file.write_text(json.dumps(state, indent=1))
             log(f"seed {seed} {kind}: top-1 {100 * result['top1']:.1f}% in {result['wall_s'] / 60:.1f} min")
     chosen = {str(s): per_seed[str(s)] for s in args.seeds}
+    reference = state.setdefault("neighbour_fit", {})
+    for kind in ("bimm", "videomae"):
+        if kind not in reference:  # the targets' own local redundancy: the same for every seed
+            reference[kind] = _neighbour_reference(Path(chosen[str(args.seeds[0])][kind]["run_dir"]))
+            state_file.write_text(json.dumps(state, indent=1))
     summary = summarise(chosen)
+    summary["neighbour_fit"] = reference
     command = (f"python -m benchmarks.demo_compare --seeds {' '.join(map(str, args.seeds))} --variant {args.variant} "
                f"--out {args.out}" + (" --docs" if args.docs else ""))
     meta = {"command": command,
@@ -259,11 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.docs:
         (ROOT / "docs" / "demo_results.md").write_text(table)
         (ROOT / "docs" / "demo_results.json").write_text(json.dumps({"summary": summary, "meta": meta}, indent=1) + "\n")
-        figure = Path(chosen[str(args.seeds[0])]["bimm"]["run_dir"]) / "reconstruction_dorsal.png"
-        if figure.exists():  # a 256-colour copy: a fifth of the size, the same figure to the eye
-            from PIL import Image
+        from PIL import Image
 
-            Image.open(figure).convert("RGB").quantize(256).save(ROOT / "docs" / "demo_reconstruction.png", optimize=True)
+        run_dir = Path(chosen[str(args.seeds[0])]["bimm"]["run_dir"])
+        for stream, name in (("dorsal", "demo_reconstruction.png"), ("ventral", "demo_reconstruction_ventral.png")):
+            figure = run_dir / f"reconstruction_{stream}.png"
+            if figure.exists():  # a 256-colour copy: a fifth of the size, the same figure to the eye
+                Image.open(figure).convert("RGB").quantize(256).save(ROOT / "docs" / name, optimize=True)
         update_readme(ROOT / "README.md", readme_block(summary, meta.get("note")))
     return 0
 

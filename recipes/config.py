@@ -131,9 +131,10 @@ def demo_optim(epochs, batch, lr, warmup, **kw) -> OptimSpec:
 
 
 def demo_model(model: ModelConfig) -> ModelConfig:
-    """``model`` at demo scale: a 4-block width-128 ViT (split 1/1/2), 64-wide 1-block decoders."""
+    """``model`` at demo scale: a 4-block width-128 ViT (split 1/1/2), 64-wide 1-block decoders,
+    and a dorsal patch embedding that keeps temporal contrast when inflated (decision D21)."""
     return attrs.evolve(model, size="tiny", width=128, heads=4, patch=8, split=(1, 1, 2), decoder_width=64,
-                        decoder_heads=2, decoder_depths=(1, 1, 1))
+                        decoder_heads=2, decoder_depths=(1, 1, 1), dorsal_contrast=4.0)
 
 
 def tiny_model(model: ModelConfig) -> ModelConfig:
@@ -148,12 +149,15 @@ def demo_of(paper: Config, name: str) -> Config:
     finetuned, sampling, test views) and shrinks the rest: a 4-block width-128 ViT with 8 px
     patches (64 tokens per 64x64 frame, so a 0.9 tube mask still leaves about 6 visible
     positions per frame, where 16 px patches left 1 or 2), 8-frame clips of a 960-video set
-    generated at 64 px, 5 ventral and 15 joint epochs (785 steps) and 30 finetuning
-    epochs. Flips are off: the built-in classes include left/right and clockwise/anticlockwise
-    motion. Peak learning rates are 1e-3 (``base_lr`` 1.6e-2 at batch 16, by the linear
-    scaling rule). Finetuning runs without layer-wise decay and with mild crops: after
-    minutes of pretraining the early blocks have little to protect. What this budget buys is
-    measured by ``python -m benchmarks.demo_compare`` (docs/demo_results.md).
+    generated at 64 px, 20 ventral and 15 joint epochs (440 + 675 steps), then 30 finetuning
+    epochs (1,350 steps). The dorsal patch embedding keeps temporal contrast when it is
+    inflated from the ventral one (decision D21): inflated by repeating alone, it started
+    motion-blind and finetuning sat at chance for its first few hundred steps. Flips are off: the built-in classes include
+    left/right and clockwise/anticlockwise motion. Peak learning rates are 1e-3 (``base_lr``
+    1.6e-2 at batch 16, by the linear scaling rule). Finetuning runs without layer-wise decay
+    and with mild crops: after minutes of pretraining the early blocks have little to
+    protect. What this budget buys is measured by ``python -m benchmarks.demo_compare``
+    (docs/demo_results.md; decision S1).
     """
     images = "builtin" if paper.finetune.stream == "ventral" else "frames"
     ft_epochs = 15 if paper.finetune.stream == "ventral" else 30
@@ -163,7 +167,7 @@ def demo_of(paper: Config, name: str) -> Config:
         model=demo_model(paper.model),
         data=attrs.evolve(paper.data, root=None, image_root=images, frames=8, stride=4, size=64, workers=2,
                           synthetic_clips=12, synthetic_size=64),
-        ventral=PretrainConfig(optim=demo_optim(5, 32, 1.6e-2, 1), flip=False),
+        ventral=PretrainConfig(optim=demo_optim(20, 32, 1.6e-2, 1), flip=False),
         joint=PretrainConfig(optim=demo_optim(15, 16, 1.6e-2, 1), flip=False),
         finetune=attrs.evolve(paper.finetune, optim=demo_optim(ft_epochs, 16, 1.6e-2, ft_epochs // 10,
                                                                betas=(0.9, 0.999), layer_decay=1.0),

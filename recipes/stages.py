@@ -195,7 +195,7 @@ def run_joint(cfg: Config, runtime, run: RunLog, console: Console):
                       + (f", not in the joint graph: {', '.join(report['skipped'])}" if report["skipped"] else ""))
         if cfg.model.dorsal_init == "ventral":
             for dst, src in inherit_sources(pathway).items():
-                report = inherit_stream(model, dst=dst, src=src)
+                report = inherit_stream(model, dst=dst, src=src, temporal_contrast=cfg.model.dorsal_contrast)
                 console.print(f"  {dst} from {src}: {len(report['copied'])} copied, {len(report['shared'])} "
                               f"shared, inflated {report['inflated']}")
     elif cfg.init is None:
@@ -427,24 +427,37 @@ def run_test(cfg: Config, runtime, run: RunLog, console: Console, model=None):
 
 
 def figure(joint, cfg: Config, run_log: RunLog, runtime, console: Console | None = None) -> None:
-    """``reconstruction_<stream>.png`` for the first video stream of a trained joint model,
-    on a clip of the evaluation set with the side maps its areas read."""
+    """``reconstruction_<stream>.png`` for every stream of a trained joint model that has a
+    video stream, on a clip of the evaluation set (an image stream sees its middle frame)
+    with the side maps its areas read."""
+    import matplotlib.pyplot as plt
+
     from analysis.figures import reconstruction_figure
 
-    videos = [s.name for s in joint.spec.streams if s.modality == "video"]
-    if not videos:
+    if not any(s.modality == "video" for s in joint.spec.streams):
         return
     root, records, classes = video_records(cfg, train=False)
     whole = TrainTransform(size=cfg.data.size, crop="resized", area=(1.0, 1.0), flip=False)  # the whole frame
+    say = (console or Console(stderr=True)).print
     try:
         # the whole evaluation set, so that an unreadable first video is replaced by a readable one
         dataset = VideoDataset(records, classes, frames=cfg.data.frames, stride=cfg.data.stride,
                                transform=whole, maps=side_maps(cfg, joint.spec, root), seed=cfg.seed)
         item = dataset[0]
-        batch = {k: v[None].to(runtime.device) for k, v in item.items()
-                 if isinstance(v, torch.Tensor) and k not in ("label", "index", "skipped")}
-        fig = reconstruction_figure(joint, batch, stream=videos[0])
     except (ValueError, VideoError) as err:  # e.g. a map the evaluation videos have no cache for
-        (console or Console(stderr=True)).print(f"  no reconstruction figure: {err}")
+        say(f"  no reconstruction figure: {err}")
         return
-    fig.savefig(run_log.root / f"reconstruction_{videos[0]}.png", dpi=110)
+    batch = {k: v[None].to(runtime.device) for k, v in item.items()
+             if isinstance(v, torch.Tensor) and k not in ("label", "index", "skipped")}
+    middle = batch["video"].shape[2] // 2
+    for key in [k for k in batch if k != "video"]:  # what an image stream reads: the middle frame and its maps
+        batch[f"image_{key}"] = batch[key][:, middle]
+    batch["image"] = batch["video"][:, :, middle]
+    for s in joint.spec.streams:
+        try:
+            fig = reconstruction_figure(joint, batch, stream=s.name)
+        except ValueError as err:
+            say(f"  no reconstruction figure for {s.name}: {err}")
+            continue
+        fig.savefig(run_log.root / f"reconstruction_{s.name}.png", dpi=110)
+        plt.close(fig)

@@ -846,7 +846,7 @@ def copy_streams(dst: PathwayModel, src: PathwayModel) -> dict[str, list[str]]:
 
 @torch.no_grad()
 def inherit_stream(
-    model: PathwayModel, dst: str, src: str, source: PathwayModel | None = None
+    model: PathwayModel, dst: str, src: str, source: PathwayModel | None = None, temporal_contrast: float = 0.0
 ) -> dict[str, list[str]]:
     """Initialise stream ``dst`` from stream ``src`` (BIMM: dorsal from the trained ventral).
 
@@ -857,16 +857,27 @@ def inherit_stream(
     the paper initialises only the encoder. Stages that ``dst`` already shares with ``src``
     are left alone.
 
+    Repeating a 2-D kernel over the tube averages the tube's frames, so the inflated
+    embedding cannot tell a moving patch from a still one. ``temporal_contrast > 0`` adds
+    back that many times the part of ``dst``'s own current kernel that varies over the tube
+    (its kernel minus its mean over time): a still clip still embeds exactly as its frame did,
+    since that part sums to zero over identical frames, while frame differences reach the
+    encoder through the fresh initialisation's temporal filters (decision D21).
+
     Args:
         model: the model whose stream ``dst`` is overwritten.
         dst: stream to initialise.
         src: stream to copy from.
         source: model holding ``src``; defaults to ``model`` itself (e.g. a joint model after
             loading a ventral-only checkpoint).
+        temporal_contrast: gain of ``dst``'s own temporal-difference filters kept in an
+            inflated kernel; 0 (the default) is the plain repeat-and-divide inflation.
 
     Returns:
         ``{"copied": [...], "shared": [...], "inflated": [...]}`` parameter names of ``dst``.
     """
+    if temporal_contrast < 0:
+        raise ValueError(f"temporal_contrast must be >= 0, got {temporal_contrast}")
     source = source or model
     for m, name in ((model, dst), (source, src)):
         if name not in m.streams:
@@ -889,7 +900,11 @@ def inherit_stream(
     if weight.ndim == 4 and w_dst.weight.ndim == 5:
         t = w_dst.weight.shape[2]
         weight = weight.unsqueeze(2).repeat(1, 1, t, 1, 1) / t
-        report["inflated"].append("embed.proj.weight")
+        if temporal_contrast:
+            own = w_dst.weight.detach()
+            weight = weight + temporal_contrast * (own - own.mean(2, keepdim=True))
+        report["inflated"].append("embed.proj.weight" + (f" (+{temporal_contrast:g} x its own temporal differences)"
+                                                         if temporal_contrast and t > 1 else ""))
     elif weight.ndim == 5 and w_dst.weight.ndim == 4:
         weight = weight.sum(2)
         report["inflated"].append("embed.proj.weight (summed over time)")

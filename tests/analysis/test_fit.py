@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from analysis.fit import target_fit
@@ -52,3 +53,80 @@ def test_restores_training_mode():
     model = _Fixed(1.0).train()
     target_fit(model, torch.rand(2, 3, 2, 4, 4))
     assert model.training
+
+
+def test_neighbour_mean_by_hand():
+    from analysis.fit import _neighbour_mean
+
+    x = torch.arange(9.0).reshape(1, 3, 3, 1)  # one frame, 3x3 grid, one value per token
+    n = _neighbour_mean(x)[0, ..., 0]
+    assert n[1, 1] == (36 - 4) / 8  # every other token
+    assert n[0, 0] == (1 + 3 + 4) / 3  # the three inside the grid
+    assert n[0, 1] == (0 + 2 + 3 + 4 + 5) / 5
+
+
+class _Targets(torch.nn.Module):
+    """A graph whose one target per token is given: ``targets(batch, stream)`` only."""
+
+    def __init__(self, field) -> None:
+        super().__init__()
+        self.field = field
+        self.streams = {"dorsal": SimpleNamespace(layout=SimpleNamespace(is_video=True, grid=lambda shape: (2, 6, 6)))}
+        self.spec = SimpleNamespace(stream=lambda name: SimpleNamespace(frame_step=1))
+
+    def targets(self, batch, stream):
+        return {"MT": self.field(batch["video"].shape[0])}
+
+
+def test_neighbour_fit_separates_smooth_from_independent_targets():
+    from analysis.fit import neighbour_fit
+
+    torch.manual_seed(0)
+    rows, cols = torch.meshgrid(torch.arange(6.0), torch.arange(6.0), indexing="ij")
+
+    def smooth(b):  # each clip a plane of random slope: a token's neighbours average to it inside the grid
+        slopes = torch.randn(b, 1, 1, 1, 2)
+        plane = slopes[..., 0] * rows + slopes[..., 1] * cols  # (b, 1, 6, 6)
+        return plane.expand(b, 2, 6, 6).reshape(b, 72, 1)
+
+    def noise(b):
+        return torch.randn(b, 72, 3)
+
+    clips = torch.zeros(32, 3, 4, 12, 12)
+    assert neighbour_fit(_Targets(smooth), clips, batches=None, batch_size=8)["dorsal"]["MT"] < 0.1
+    assert neighbour_fit(_Targets(noise), clips, batches=None, batch_size=8)["dorsal"]["MT"] > 0.97
+
+
+def test_neighbour_mean_keeps_tokens_and_channels_apart_in_clips():
+    from analysis.fit import _neighbour_mean
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, 6)  # (B, T, H, W, P): a clip grid with 6 values per token
+    got = _neighbour_mean(x)
+    expected = torch.empty_like(x)
+    for b in range(2):
+        for t in range(3):
+            for i in range(4):
+                for j in range(5):
+                    around = [x[b, t, i + di, j + dj] for di in (-1, 0, 1) for dj in (-1, 0, 1)
+                              if (di or dj) and 0 <= i + di < 4 and 0 <= j + dj < 5]
+                    expected[b, t, i, j] = torch.stack(around).mean(0)
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("frame_step", [1, 2])
+def test_neighbour_fit_of_a_real_graph_reads_what_each_stream_sees(frame_step):
+    """Every area of both streams, on the grid the stream sees (every ``frame_step``-th frame)."""
+    import attrs
+
+    from analysis.fit import neighbour_fit
+    from tests.conftest import random_batch, tiny_pathway
+    from visualpath import Pathway
+
+    spec = tiny_pathway(share="none")
+    spec = Pathway(encoder=spec.encoder, streams=[spec.streams[0], attrs.evolve(spec.streams[1], frame_step=frame_step)])
+    clips = random_batch(b=4, t=8)["video"]
+    fit = neighbour_fit(spec.build().eval(), clips, batches=None, batch_size=2)
+    assert {s: set(a) for s, a in fit.items()} == {"ventral": {"V1", "V2", "V4"}, "dorsal": {"V1", "V2", "MT"}}
+    # independent random pixels: no token's target is given away by its neighbours'
+    assert all(0.9 < v < 1.1 for areas in fit.values() for v in areas.values()), fit

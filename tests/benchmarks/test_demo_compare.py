@@ -33,7 +33,11 @@ def test_tables_show_every_seed():
     assert "45.0 ± 5.0 (40.0 / 50.0) (MT)" in block  # the last dorsal area's probe
     assert "(random weights)" in block  # the no-pretraining row's probe
     table = demo_compare.render(s, {"command": "python -m benchmarks.demo_compare", "machine": "x", "date": "d"})
-    assert "| bimm | joint | dorsal | MT | 0.75 (0.70 / 0.80) |" in table
+    assert "| bimm | joint | dorsal | MT | 0.75 (0.70 / 0.80) | – |" in table
+    s["neighbour_fit"] = {"bimm": {"dorsal": {"MT": 0.981}}}  # the reference column, once per graph
+    table = demo_compare.render(s, {"command": "python -m benchmarks.demo_compare", "machine": "x", "date": "d"})
+    assert "| bimm | joint | dorsal | MT | 0.75 (0.70 / 0.80) | 0.98 |" in table
+    assert "| videomae | joint | dorsal | MT | 0.75 (0.70 / 0.80) | – |" in table
     assert table.count("\n| videomae | dorsal.") == 2
 
 
@@ -57,4 +61,27 @@ def test_the_readme_shows_the_measured_table():
     block = demo_compare.readme_block(stored["summary"], stored["meta"].get("note"))
     text = (root / "README.md").read_text()
     assert f"{demo_compare.README_START}\n{block}\n{demo_compare.README_END}" in text
-    assert (root / "docs" / "demo_reconstruction.png").stat().st_size > 10_000
+    for name in ("demo_reconstruction.png", "demo_reconstruction_ventral.png"):
+        assert (root / "docs" / name).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_the_comparison_runs_end_to_end_at_tiny_scale(tmp_path):
+    """Every run as the user's command, the measurements and the tables, at the tiny variant."""
+    import json
+
+    out = tmp_path / "compare"
+    assert demo_compare.main(["--seeds", "0", "--variant", "tiny", "--out", str(out)]) == 0
+    state = json.loads((out / "compare.json").read_text())
+    seed = state["per_seed"]["0"]
+    assert set(seed) == {"bimm", "videomae", "scratch"}
+    assert set(seed["bimm"]["fit"]) == {"ventral", "joint"} and set(seed["videomae"]["fit"]) == {"joint"}
+    reference = state["neighbour_fit"]
+    assert set(reference["bimm"]) == {"ventral", "dorsal"} and set(reference["videomae"]["dorsal"]) == {"V4"}
+    assert all(0 <= v <= 1.5 for s in reference.values() for areas in s.values() for v in areas.values())
+    table = (out / "compare.md").read_text()
+    assert "8 neighbours' targets" in table and "| bimm | joint | dorsal | MT |" in table
+    # a second call measures nothing again
+    before = (out / "bimm-s0.log").stat().st_mtime
+    assert demo_compare.main(["--seeds", "0", "--variant", "tiny", "--out", str(out)]) == 0
+    assert (out / "bimm-s0.log").stat().st_mtime == before

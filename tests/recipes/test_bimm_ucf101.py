@@ -26,7 +26,8 @@ def test_tiny_variant_runs_every_stage_and_leaves_a_run_directory(tiny_run):
     assert stages == {"ventral", "joint", "finetune", "test"}
     for stage in ("ventral", "joint", "finetune"):
         assert (run_dir / stage / "model.safetensors").is_file() and (run_dir / stage / "state.pt").is_file()
-    assert (run_dir / "reconstruction_dorsal.png").stat().st_size > 10_000
+    for stream in ("ventral", "dorsal"):
+        assert (run_dir / f"reconstruction_{stream}.png").stat().st_size > 10_000
     assert json.loads((run_dir / "results.json").read_text())["top1"] == results["top1"]
 
 

@@ -132,6 +132,34 @@ def test_dorsal_initialised_from_ventral_copies_blocks_and_inflates_the_embeddin
     torch.testing.assert_close(ventral_tokens, dorsal_tokens, atol=1e-6, rtol=1e-5)
 
 
+def test_temporal_contrast_inflation_keeps_still_clips_and_the_streams_own_frame_differences():
+    torch.manual_seed(0)
+    model = tiny_pathway(share="partial").build()
+    fresh = model.streams["dorsal"].embed.proj.weight.detach().clone()  # (D, C, 2, p, p)
+    report = inherit_stream(model, dst="dorsal", src="ventral", temporal_contrast=3.0)
+    assert report["inflated"] == ["embed.proj.weight (+3 x its own temporal differences)"]
+    w2d = model.streams["ventral"].embed.proj.weight.detach()
+    # Hand-computed: frame t's kernel is w2d / 2 + 3 * (fresh[t] - mean over t of fresh).
+    expected = w2d[:, :, None] / 2 + 3.0 * (fresh - fresh.mean(2, keepdim=True))
+    torch.testing.assert_close(model.streams["dorsal"].embed.proj.weight.detach(), expected)
+    # A still clip embeds exactly as its frame does ...
+    frame = torch.rand(1, 3, 32, 32)
+    still = frame[:, :, None].repeat(1, 1, 2, 1, 1)
+    torch.testing.assert_close(model.streams["ventral"].embed(frame), model.streams["dorsal"].embed(still),
+                               atol=1e-5, rtol=1e-5)
+    # ... and a moving one differs from the plain inflation by the fresh kernel's response to
+    # the frame difference, which the plain inflation cannot see.
+    moving = torch.stack([frame, frame.roll(2, dims=-1)], dim=2)
+    plain = tiny_pathway(share="partial").build()
+    inherit_stream(plain, dst="dorsal", src="ventral", source=model)
+    diff = (moving[:, :, 0] - moving[:, :, 1]) / 2
+    response = torch.nn.functional.conv2d(diff, 3.0 * (fresh[:, :, 0] - fresh[:, :, 1]), stride=fresh.shape[-1])
+    got = model.streams["dorsal"].embed(moving) - plain.streams["dorsal"].embed(moving)
+    torch.testing.assert_close(got, response.flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="temporal_contrast"):
+        inherit_stream(model, dst="dorsal", src="ventral", temporal_contrast=-1.0)
+
+
 def test_inherit_from_a_separate_ventral_model():
     torch.manual_seed(0)
     joint = tiny_pathway(share="none")
