@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from analysis.features import _batches
+from analysis.features import _batches, _stream_input
 from visualpath.pathway import PathwayModel
 
 __all__ = ["target_fit", "neighbour_fit"]
@@ -91,8 +91,10 @@ def neighbour_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_s
         batch = {"video": x, "image": x[:, :, x.shape[2] // 2]}
         for stream in model.streams:
             layout = model.streams[stream].layout
-            step = model.spec.stream(stream).frame_step
-            grid = layout.grid(x[:, :, ::step].shape if layout.is_video else batch["image"].shape)  # what it sees
+            seen = _stream_input(model, stream, x)  # an image stream's middle frame, as batch["image"]
+            if layout.is_video:
+                seen = seen[:, :, ::model.spec.stream(stream).frame_step]
+            grid = layout.grid(seen.shape)
             for area, t in model.targets(batch, stream).items():
                 y = t.double().reshape(t.shape[0], *grid, t.shape[-1])
                 n = _neighbour_mean(y).reshape(-1, t.shape[-1])
