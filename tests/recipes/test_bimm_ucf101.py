@@ -163,3 +163,11 @@ def test_an_unknown_flag_is_an_unknown_option(capsys):
         recipe.main(["--varaint", "tiny"])
     assert exit_info.value.code == 2
     assert "unknown option --varaint" in capsys.readouterr().err
+
+
+def test_the_demo_inflates_the_dorsal_embedding_with_temporal_contrast_and_the_paper_does_not():
+    """What each variant builds (decision D21): the demo and tiny runs keep the video stream's
+    own frame-difference filters; the paper's settings inflate by repeating alone."""
+    assert recipe.VARIANTS["demo"].model.dorsal_contrast == 4.0
+    assert recipe.VARIANTS["tiny"].model.dorsal_contrast == 4.0
+    assert recipe.VARIANTS["paper"].model.dorsal_contrast == 0.0
