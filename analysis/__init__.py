@@ -5,6 +5,8 @@
 - :mod:`analysis.readouts` -- linear probes (scikit-learn; MAE's BatchNorm head) and DINO kNN.
 - :mod:`analysis.similarity` -- CKA (linear/RBF, biased/unbiased), RDMs, RSA.
 - :mod:`analysis.tuning` -- orientation, spatial-frequency and direction tuning of units.
+- :mod:`analysis.fit` -- how much of each target a decoder explains at masked tokens, and
+  two references that need no training (neighbours, visible tokens).
 - :mod:`analysis.figures` -- predictions vs targets, CKA heatmaps, tuning curves, attention.
 - :mod:`analysis.report` -- everything for one run: ``python -m analysis RUN_DIR``.
 

@@ -16,7 +16,7 @@ import torch
 from analysis.features import _batches, _stream_input
 from visualpath.pathway import PathwayModel
 
-__all__ = ["target_fit", "neighbour_fit"]
+__all__ = ["target_fit", "neighbour_fit", "visible_fit"]
 
 
 @torch.no_grad()
@@ -69,6 +69,23 @@ def _neighbour_mean(x: torch.Tensor) -> torch.Tensor:
     return (total / count).permute(0, 2, 3, 1).reshape(*lead, H, W, P)
 
 
+def _stream_batches(model: PathwayModel, data, batches: int | None, batch_size: int, device):
+    """``(stream, batch, grid)`` for every stream of every batch of ``data``: the batch holds
+    the clips and their middle frames (what an image stream reads), the grid is the token
+    grid the stream sees (every ``frame_step``-th frame of a clip)."""
+    for i, (x, _) in enumerate(_batches(data, batch_size, workers=0)):
+        if batches is not None and i >= batches:
+            break
+        x = x.to(device)
+        batch = {"video": x, "image": x[:, :, x.shape[2] // 2]}
+        for stream in model.streams:
+            layout = model.streams[stream].layout
+            seen = _stream_input(model, stream, x)  # an image stream's middle frame, as batch["image"]
+            if layout.is_video:
+                seen = seen[:, :, ::model.spec.stream(stream).frame_step]
+            yield stream, batch, layout.grid(seen.shape)
+
+
 @torch.no_grad()
 def neighbour_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_size: int = 16,
                   device: str | torch.device = "cpu") -> dict[str, dict[str, float]]:
@@ -84,31 +101,27 @@ def neighbour_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_s
     token has no neighbours (NaN).
     """
     sums: dict[tuple[str, str], dict] = {}  # (stream, area) -> running sums
-    for i, (x, _) in enumerate(_batches(data, batch_size, workers=0)):
-        if batches is not None and i >= batches:
-            break
-        x = x.to(device)
-        batch = {"video": x, "image": x[:, :, x.shape[2] // 2]}
-        for stream in model.streams:
-            layout = model.streams[stream].layout
-            seen = _stream_input(model, stream, x)  # an image stream's middle frame, as batch["image"]
-            if layout.is_video:
-                seen = seen[:, :, ::model.spec.stream(stream).frame_step]
-            grid = layout.grid(seen.shape)
-            for area, t in model.targets(batch, stream).items():
-                y = t.double().reshape(t.shape[0], *grid, t.shape[-1])
-                n = _neighbour_mean(y).reshape(-1, t.shape[-1])
-                y = y.reshape(-1, t.shape[-1])
-                acc = sums.setdefault((stream, area), {"yn": 0.0, "nn": 0.0, "yy": 0.0, "sy": 0.0, "sn": 0.0, "count": 0})
-                acc["yn"] += float((y * n).sum())
-                acc["nn"] += float((n * n).sum())
-                acc["yy"] += float((y * y).sum())
-                acc["sy"] = acc["sy"] + y.sum(0)
-                acc["sn"] = acc["sn"] + n.sum(0)
-                acc["count"] += y.shape[0]
+    for stream, batch, grid in _stream_batches(model, data, batches, batch_size, device):
+        for area, t in model.targets(batch, stream).items():
+            y = t.double().reshape(t.shape[0], *grid, t.shape[-1])
+            n = _neighbour_mean(y).reshape(-1, t.shape[-1])
+            y = y.reshape(-1, t.shape[-1])
+            _accumulate(sums.setdefault((stream, area), {}), y, n)
+    return _scaled_fractions(sums)
+
+
+def _accumulate(acc: dict, y: torch.Tensor, n: torch.Tensor) -> None:
+    """Add ``(K, P)`` targets ``y`` and their references ``n`` to the running sums ``acc``."""
+    for key, value in (("yn", float((y * n).sum())), ("nn", float((n * n).sum())), ("yy", float((y * y).sum())),
+                       ("sy", y.sum(0)), ("sn", n.sum(0)), ("count", y.shape[0])):
+        acc[key] = acc.get(key, 0) + value
+
+
+def _scaled_fractions(sums: dict) -> dict[str, dict[str, float]]:
+    """``{stream: {area: fraction}}`` left by each reference scaled by its best single factor,
+    on target_fit's per-dimension-centred scale (an offset is not structure): 1 - r^2."""
     result: dict[str, dict[str, float]] = {}
     for (stream, area), a in sums.items():
-        # centred on their per-dimension means, as target_fit's denominator: an offset is not structure
         k = a["count"]
         yn = a["yn"] - float((a["sy"] * a["sn"]).sum()) / k
         nn = a["nn"] - float((a["sn"] ** 2).sum()) / k
@@ -116,3 +129,61 @@ def neighbour_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_s
         value = float("nan") if yy <= 0 else 1.0 - (yn ** 2 / (nn * yy) if nn > 0 else 0.0)
         result.setdefault(stream, {})[area] = value
     return result
+
+
+def _grid_coords(grid: tuple[int, ...], device) -> torch.Tensor:
+    """``(N, len(grid))`` float64 coordinates of a token grid, in token units, in token order."""
+    axes = torch.meshgrid(*[torch.arange(n, dtype=torch.float64, device=device) for n in grid], indexing="ij")
+    return torch.stack(axes, dim=-1).reshape(-1, len(grid))
+
+
+def interpolate_visible(targets: torch.Tensor, keep: torch.Tensor, masked: torch.Tensor, coords: torch.Tensor,
+                        power: float = 2.0) -> torch.Tensor:
+    """Each masked token's target as the inverse-distance-weighted mean of the visible tokens'.
+
+    Args:
+        targets: ``(B, N, P)`` every token's target.
+        keep, masked: ``(B, N_visible)``, ``(B, N_masked)`` token indices (a :class:`Mask`).
+        coords: ``(N, G)`` token coordinates on the grid.
+        power: weights are ``distance ** -power``.
+
+    Returns:
+        ``(B, N_masked, P)``.
+    """
+    seen = coords[keep]  # (B, Nv, G)
+    hidden = coords[masked]  # (B, Nm, G)
+    weights = torch.cdist(hidden, seen).clamp_min(1e-12) ** -power  # no masked token sits on a visible one
+    weights = weights / weights.sum(-1, keepdim=True)
+    visible = torch.gather(targets, 1, keep[..., None].expand(-1, -1, targets.shape[-1]))
+    return torch.bmm(weights.to(targets.dtype), visible)
+
+
+@torch.no_grad()
+def visible_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_size: int = 16, seed: int = 0,
+                power: float = 2.0, device: str | torch.device = "cpu") -> dict[str, dict[str, float]]:
+    """How much of each target the visible tokens give away: ``{stream: {area: fraction}}``.
+
+    Each masked token's target is predicted by the inverse-distance-weighted mean
+    (``distance ** -power``, in token units over the stream's whole grid, time included) of
+    the true targets of the tokens the stream's own mask rule leaves visible, scaled by the
+    best single factor as :func:`neighbour_fit` scales its mean (so that noise scores 1, not
+    worse), on :func:`target_fit`'s per-dimension-centred scale.
+    Unlike :func:`neighbour_fit`, it sees only what a masked model sees (a 0.9 tube mask
+    leaves a token's nearest visible neighbour two or three tokens away); unlike a decoder,
+    it knows nothing of the scene but those targets. A reference, not a bound, needing no
+    training: a target that this interpolation leaves at about 1 has to be inferred (shapes
+    continued, motion followed), which takes a model many steps to learn (decision S6).
+    Masks are drawn from a fixed seed; an image stream reads each clip's middle frame.
+    """
+    generator = torch.Generator(device=device).manual_seed(seed)
+    sums: dict[tuple[str, str], dict] = {}  # (stream, area) -> running sums
+    for stream, batch, grid in _stream_batches(model, data, batches, batch_size, device):
+        mask = model.spec.stream(stream).mask(batch["video"].shape[0], grid, device=device, generator=generator)
+        coords = _grid_coords(grid, device)
+        for area, t in model.targets(batch, stream).items():
+            t = t.double()
+            pred = interpolate_visible(t, mask.keep, mask.masked, coords, power)
+            truth = torch.gather(t, 1, mask.masked[..., None].expand(-1, -1, t.shape[-1]))
+            _accumulate(sums.setdefault((stream, area), {}), truth.reshape(-1, t.shape[-1]),
+                        pred.reshape(-1, t.shape[-1]))
+    return _scaled_fractions(sums)

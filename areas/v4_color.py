@@ -22,12 +22,18 @@ class V4Color(Area):
     Attributes:
         normalize: standardise each patch (MAE norm-pix / VideoMAE per-channel); False
             predicts raw pixels in [0, 1].
+        per_channel: for tubes, standardise each colour channel on its own (VideoMAE, the
+            default); False standardises the tube as a whole, as MAE does an image patch.
+            Per-channel standardisation removes a patch's colour (a flat red patch and a flat
+            blue one both become their noise), which is most of what a small model can
+            predict at a masked tube (decision S6). Images always use MAE's rule.
     """
 
     name: str = attrs.field(default="V4", validator=area_name)
     blocks: int = attrs.field(default=8, validator=non_negative)
     decoder: DecoderSpec = attrs.field(factory=lambda: DecoderSpec(width=384, depth=4, heads=6))
     normalize: bool = True
+    per_channel: bool = True
 
     def target_dim(self, layout: Layout) -> int:
         return layout.pixels_per_token * layout.channels
@@ -36,7 +42,7 @@ class V4Color(Area):
         x = inp.layout.patchify(inp.pixels)  # (B, N, P) with P ordered (tube, ph, pw, C)
         if not self.normalize:
             return x
-        if not inp.layout.is_video:
+        if not inp.layout.is_video or not self.per_channel:
             return normalize_tokens(x)
         B, N, P = x.shape
         C = inp.layout.channels

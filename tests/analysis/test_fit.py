@@ -130,3 +130,62 @@ def test_neighbour_fit_of_a_real_graph_reads_what_each_stream_sees(frame_step):
     assert {s: set(a) for s, a in fit.items()} == {"ventral": {"V1", "V2", "V4"}, "dorsal": {"V1", "V2", "MT"}}
     # independent random pixels: no token's target is given away by its neighbours'
     assert all(0.9 < v < 1.1 for areas in fit.values() for v in areas.values()), fit
+
+
+def test_interpolate_visible_by_hand():
+    from analysis.fit import _grid_coords, interpolate_visible
+
+    coords = _grid_coords((1, 4), "cpu")  # one row of four tokens
+    assert coords.tolist() == [[0, 0], [0, 1], [0, 2], [0, 3]]
+    t = torch.tensor([[[1.0], [10.0], [3.0], [7.0]]], dtype=torch.float64)
+    keep, masked = torch.tensor([[0, 3]]), torch.tensor([[1, 2]])
+    got = interpolate_visible(t, keep, masked, coords)[0, :, 0]
+    # token 1: distances 1 and 2, weights 1 and 1/4; token 2: distances 2 and 1
+    assert torch.allclose(got, torch.tensor([(1 + 7 / 4) / 1.25, (1 / 4 + 7) / 1.25], dtype=torch.float64))
+    got = interpolate_visible(t, keep, masked, coords, power=1.0)[0, :, 0]
+    assert torch.allclose(got, torch.tensor([(1 + 7 / 2) / 1.5, (1 / 2 + 7) / 1.5], dtype=torch.float64))
+
+
+class _Masked(_Targets):
+    """A graph with given targets and one fixed mask: tokens of even column visible."""
+
+    def __init__(self, field) -> None:
+        super().__init__(field)
+        from visualpath.masking import Mask
+
+        def rule(b, grid, device=None, generator=None):
+            hidden = (torch.arange(72) % 2 == 1).expand(b, 72)
+            return Mask.from_hidden(hidden.clone())
+
+        self.spec = SimpleNamespace(stream=lambda name: SimpleNamespace(frame_step=1, mask=rule))
+
+
+def test_visible_fit_separates_smooth_from_independent_targets():
+    from analysis.fit import visible_fit
+
+    torch.manual_seed(0)
+    rows, cols = torch.meshgrid(torch.arange(6.0), torch.arange(6.0), indexing="ij")
+
+    def rows_only(b):  # constant along each row: the visible tokens beside a masked one equal it
+        level = torch.randn(b, 1, 6, 1) * rows[None, None]
+        return level.expand(b, 2, 6, 6).reshape(b, 72, 1)
+
+    def noise(b):
+        return torch.randn(b, 72, 3)
+
+    clips = torch.zeros(32, 3, 4, 12, 12)
+    assert visible_fit(_Masked(rows_only), clips, batches=None, batch_size=8)["dorsal"]["MT"] < 0.35
+    assert visible_fit(_Masked(noise), clips, batches=None, batch_size=8)["dorsal"]["MT"] > 0.97
+
+
+def test_visible_fit_of_a_real_graph_uses_each_stream_s_mask():
+    from analysis.fit import visible_fit
+    from tests.conftest import random_batch, tiny_pathway
+
+    model = tiny_pathway(share="none").build().eval()
+    clips = random_batch(b=4, t=4)["video"]
+    fit = visible_fit(model, clips, batches=None, batch_size=2)
+    assert {s: set(a) for s, a in fit.items()} == {"ventral": {"V1", "V2", "V4"}, "dorsal": {"V1", "V2", "MT"}}
+    # independent random pixels: the visible tokens give nothing away
+    assert all(0.9 < v <= 1.0 for areas in fit.values() for v in areas.values()), fit
+    assert fit == visible_fit(model, clips, batches=None, batch_size=2)  # masks from a fixed seed

@@ -1,0 +1,264 @@
+"""Why the demo's pretraining learns so little: what its targets give away, what a step
+costs, and how fast each stream learns with nothing else in the way.
+
+    python -m benchmarks.demo_diagnosis                 # the demo's graphs, about 6 min on 2 CPU cores
+    python -m benchmarks.demo_diagnosis --docs          # also writes docs/demo_diagnosis.md (and .json)
+    python -m benchmarks.demo_diagnosis --variant tiny --steps 2 --out /tmp/diagnosis
+
+It measures, on the built-in set of the variant (split 1), for the graphs of
+``recipes.bimm_ucf101`` and ``recipes.videomae_ucf101``, the latter also with V4's tubes
+standardised as a whole (``pathway.dorsal.V4.per_channel=false``):
+
+1. **References that need no training** (:mod:`analysis.fit`, test videos): the fraction
+   of each target's variance left when a masked token's target is interpolated from the
+   tokens the stream's mask leaves visible (``visible_fit``), and from its 8 neighbours
+   as if all were visible (``neighbour_fit``).
+2. **Step cost** per stream, in this process: each area's target computation and the
+   whole forward and backward pass, at the recipe's joint batch size; target times are
+   also given as a share of the step.
+3. **Learning with the clips in memory** (``--steps``): each stream trained alone from
+   random weights with AdamW at the peak learning rate and batch size of the recipe's
+   stage that first trains it (ventral for images, joint for videos) (linear warm-up over 10%
+   of the steps, cosine decay), one centre clip per training video held decoded in memory
+   (no decoding, no augmentation), then ``target_fit`` on the test videos. It isolates
+   what the objective and the model learn in a number of steps from the data pipeline and
+   from the two-stage schedule.
+
+Decision S6 in docs/decisions.md records what these figures showed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import attrs
+import torch
+
+__all__ = ["GRAPHS", "main", "render"]
+
+ROOT = Path(__file__).resolve().parents[1]
+# (label, recipe module, pathway overrides)
+GRAPHS = (
+    ("bimm", "recipes.bimm_ucf101", ()),
+    ("videomae", "recipes.videomae_ucf101", ()),
+    ("videomae, whole-tube V4", "recipes.videomae_ucf101", ("pathway.dorsal.V4.per_channel=false",)),
+)
+
+
+def _config(module: str, variant: str, overrides: tuple[str, ...]):
+    import importlib
+
+    cfg = importlib.import_module(module).VARIANTS[variant]
+    return attrs.evolve(cfg, pathway_overrides=cfg.pathway_overrides + overrides)
+
+
+def _clips(cfg, train: bool) -> torch.Tensor:
+    """One centre clip per video of split ``cfg.data.split``, decoded: ``(N, 3, T, H, W)`` uint8."""
+    from torch.utils.data import DataLoader
+
+    from visualpath.data import VideoDataset
+    from visualpath.data.layouts import video_set
+    from visualpath.data.synthetic import SyntheticSpec
+
+    d = cfg.data
+    spec = SyntheticSpec(groups=d.synthetic_groups, clips=d.synthetic_clips, size=d.synthetic_size)
+    _, records, classes = video_set(d.root, d.format, d.split, train, spec)
+    data = VideoDataset(records, classes, frames=d.frames, stride=d.stride, mode="test", size=d.size, clips=1,
+                        crops=1, name="training videos" if train else "test videos")
+    out = []
+    for batch in DataLoader(data, batch_size=32, num_workers=0):
+        x = batch["video"]
+        out.append(x[:, 0] if x.ndim == 6 else x)
+    return torch.cat(out)
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up: caches, allocator
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def step_cost(model, clips: torch.Tensor, batch_size: int, repeats: int = 5) -> dict:
+    """``{stream: {"step_s": ..., "targets_s": {area: ...}}}``: medians over ``repeats``."""
+    from visualpath.area import TargetInput
+
+    x = clips[:batch_size]
+    out = {}
+    for name in model.streams:
+        single = model.spec.select([name]).build().train()  # a step costs the same whatever the weights
+        layout = single.streams[name].layout
+        stream = single.spec.stream(name)
+        pixels = x.float() / 255 if layout.is_video else x[:, :, x.shape[2] // 2].float() / 255
+        if layout.is_video:
+            pixels = pixels[:, :, ::stream.frame_step]
+        inp = TargetInput(pixels=pixels, layout=layout, batch={"video": x})
+        targets = {a.name: _median_time(lambda a=a: a.target(inp), repeats) for a in stream.areas if a.has_readout}
+        batch = {"video": x, "image": x[:, :, x.shape[2] // 2]}
+
+        def step(single=single, batch=batch):
+            single.zero_grad(set_to_none=True)
+            single(batch).loss.backward()
+
+        out[name] = {"step_s": _median_time(step, repeats), "targets_s": targets}
+    return out
+
+
+def learn(cfg, stream: str, train: torch.Tensor, test: torch.Tensor, steps: int, seed: int = 0, log=print) -> dict:
+    """Train ``stream`` of ``cfg``'s graph alone on clips in memory; its target fit after."""
+    from analysis.fit import target_fit
+    from recipes.graph import build_graph
+
+    torch.manual_seed(seed)
+    model = build_graph(cfg).select([stream]).build().train()
+    # the schedule of the stage that trains the stream first: the ventral stage's for images
+    optim = cfg.ventral.optim if not model.streams[stream].layout.is_video else cfg.joint.optim
+    lr = optim.base_lr * optim.batch_size / 256
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    warmup = max(1, steps // 10)
+    losses = []
+    start = time.perf_counter()
+    for step in range(steps):
+        factor = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for group in opt.param_groups:
+            group["lr"] = lr * factor
+        x = train[torch.randint(len(train), (optim.batch_size,), generator=generator)]
+        out = model({"video": x}, generator=generator)  # an image stream takes a random frame of each clip
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        losses.append({a: float(v.detach()) for a, v in out.streams[stream].losses.items()})
+    wall = time.perf_counter() - start
+    fit = target_fit(model.eval(), test, batches=None)[stream]
+    log(f"  {stream}: {steps} steps in {wall:.0f} s; fraction left {', '.join(f'{a} {v:.3f}' for a, v in fit.items())}")
+    return {"steps": steps, "lr": lr, "batch_size": optim.batch_size, "wall_s": wall, "fit": fit,
+            "last_loss": losses[-1] if losses else {}}
+
+
+def measure(variant: str, steps: int, log=print) -> dict:
+    from analysis.fit import neighbour_fit, visible_fit
+    from recipes.graph import build_graph
+
+    results = {}
+    clips = {}
+    for label, module, overrides in GRAPHS:
+        cfg = _config(module, variant, overrides)
+        key = (cfg.data.frames, cfg.data.stride, cfg.data.size, cfg.data.synthetic_clips, cfg.data.synthetic_groups)
+        if key not in clips:
+            log(f"decoding the built-in set ({variant}) into memory")
+            clips[key] = _clips(cfg, True), _clips(cfg, False)
+        train, test = clips[key]
+        torch.manual_seed(0)
+        model = build_graph(cfg).build().eval()
+        log(f"{label}: references, step cost")
+        entry = {
+            "command": f"python -m {module} --variant {variant}" + "".join(f" {o}" for o in overrides),
+            "visible_fit": visible_fit(model, test, batches=None),
+            "neighbour_fit": neighbour_fit(model, test, batches=None),
+            "cost": step_cost(model.train(), train, cfg.joint.optim.batch_size),
+            "learn": {},
+        }
+        if steps:
+            log(f"{label}: learning, {steps} steps per stream")
+            for stream in model.streams:
+                entry["learn"][stream] = learn(cfg, stream, train, test, steps, log=log)
+        results[label] = entry
+    return results
+
+
+def render(results: dict, meta: dict) -> str:
+    lines = [
+        "# Why the demo's pretraining learns so little",
+        "",
+        f"Measured by `{meta['command']}` on {meta['machine']}, {meta['date']}. Fractions are of each target's "
+        "variance left at masked tokens (1: no better than the average target; 0: exact), on the test videos "
+        "of split 1. Decision S6 in [decisions.md](decisions.md) says what they show.",
+        "",
+        "## What the targets give away, before any training",
+        "",
+        "`visible_fit`: each masked token's target interpolated from the tokens the stream's own mask leaves "
+        "visible (inverse squared distance on the token grid); `neighbour_fit`: from the mean of its 8 "
+        "neighbours, as if every one were visible. Both are scaled by their best single factor.",
+        "",
+        "| graph | stream | area | from the visible tokens | from all 8 neighbours |",
+        "|---|---|---|---|---|",
+    ]
+    for label, r in results.items():
+        for stream, areas in r["visible_fit"].items():
+            for area, v in areas.items():
+                lines.append(f"| {label} | {stream} | {area} | {v:.2f} | {r['neighbour_fit'][stream][area]:.2f} |")
+    lines += [
+        "",
+        "## What a step costs",
+        "",
+        "Median seconds of one training step of each stream alone (forward and backward, AdamW not included) at "
+        "the recipe's joint batch size, and of each area's target within it.",
+        "",
+        "| graph | stream | step | targets (share of the step) |",
+        "|---|---|---|---|",
+    ]
+    for label, r in results.items():
+        for stream, c in r["cost"].items():
+            targets = ", ".join(f"{a} {t:.3f} s ({100 * t / c['step_s']:.0f}%)" for a, t in c["targets_s"].items())
+            lines.append(f"| {label} | {stream} | {c['step_s']:.3f} s | {targets} |")
+    if any(r["learn"] for r in results.values()):
+        lines += [
+            "",
+            "## How fast each stream learns, with the clips in memory",
+            "",
+            "Each stream trained alone from random weights on one decoded centre clip per training video "
+            "(no decoding, no augmentation), AdamW at the peak learning rate and batch size of the recipe's stage "
+            "that first trains the stream (ventral for images, joint for videos), then `target_fit` on the test "
+            "videos.",
+            "",
+            "| graph | stream | steps (batch, peak lr) | wall time | fraction left per area |",
+            "|---|---|---|---|---|",
+        ]
+        for label, r in results.items():
+            for stream, m in r["learn"].items():
+                fit = ", ".join(f"{a} {v:.3f}" for a, v in m["fit"].items())
+                lines.append(f"| {label} | {stream} | {m['steps']} ({m['batch_size']}, {m['lr']:.0e}) | "
+                             f"{m['wall_s']:.0f} s | {fit} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.demo_diagnosis", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", default="demo", help="recipe variant whose graphs and set are measured (demo)")
+    parser.add_argument("--steps", type=int, default=500, help="training steps per stream in memory; 0 skips (500)")
+    parser.add_argument("--out", default="runs/demo_diagnosis", help="folder for diagnosis.json and diagnosis.md")
+    parser.add_argument("--docs", action="store_true", help="also write docs/demo_diagnosis.md and .json")
+    args = parser.parse_args(argv)
+    if args.steps < 0:
+        parser.error(f"--steps must be >= 0, got {args.steps}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = measure(args.variant, args.steps, log=lambda m: print(m, flush=True))
+    command = "python -m benchmarks.demo_diagnosis" + "".join(
+        f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    meta = {"command": command, "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"}
+    text = render(results, meta)
+    payload = json.dumps({"meta": meta, "results": results}, indent=2)
+    (out / "diagnosis.json").write_text(payload)
+    (out / "diagnosis.md").write_text(text)
+    if args.docs:
+        (ROOT / "docs" / "demo_diagnosis.json").write_text(payload)
+        (ROOT / "docs" / "demo_diagnosis.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""benchmarks.demo_diagnosis: the references, step costs and in-memory learning it measures."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import demo_diagnosis
+
+ROOT = Path(demo_diagnosis.__file__).resolve().parents[1]
+
+
+def _entry(visible, cost):
+    return {"visible_fit": {"dorsal": {"MT": visible}}, "neighbour_fit": {"dorsal": {"MT": 0.99}},
+            "cost": {"dorsal": {"step_s": cost, "targets_s": {"MT": cost / 4}}},
+            "learn": {"dorsal": {"steps": 500, "batch_size": 16, "lr": 1e-3, "wall_s": 35.0, "fit": {"MT": 0.97}}}}
+
+
+def test_render_shows_every_measurement():
+    text = demo_diagnosis.render({"bimm": _entry(1.004, 0.2)}, {"command": "c", "machine": "m", "date": "d"})
+    assert "| bimm | dorsal | MT | 1.00 | 0.99 |" in text
+    assert "| bimm | dorsal | 0.200 s | MT 0.050 s (25%) |" in text
+    assert "| bimm | dorsal | 500 (16, 1e-03) | 35 s | MT 0.970 |" in text
+
+
+def test_render_without_training_has_no_learning_table():
+    entry = _entry(0.5, 0.1)
+    entry["learn"] = {}
+    assert "How fast each stream learns" not in demo_diagnosis.render({"x": entry}, {"command": "c", "machine": "m",
+                                                                                    "date": "d"})
+
+
+def test_the_stored_diagnosis_is_the_rendered_one():
+    """docs/demo_diagnosis.md is what the script renders from docs/demo_diagnosis.json."""
+    stored = json.loads((ROOT / "docs" / "demo_diagnosis.json").read_text())
+    assert (ROOT / "docs" / "demo_diagnosis.md").read_text() == demo_diagnosis.render(stored["results"], stored["meta"])
+    assert set(stored["results"]) == {label for label, _, _ in demo_diagnosis.GRAPHS}
+
+
+@pytest.mark.slow
+def test_the_diagnosis_runs_as_a_user_types_it(tmp_path):
+    """The command line at the tiny variant, its output redirected to a file."""
+    out = tmp_path / "diagnosis"
+    log = tmp_path / "diagnosis.log"
+    with open(log, "w") as f:
+        subprocess.run([sys.executable, "-m", "benchmarks.demo_diagnosis", "--variant", "tiny", "--steps", "3",
+                        "--out", str(out)], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=True)
+    results = json.loads((out / "diagnosis.json").read_text())["results"]
+    assert set(results) == {label for label, _, _ in demo_diagnosis.GRAPHS}
+    assert set(results["bimm"]["visible_fit"]) == {"ventral", "dorsal"}
+    assert set(results["bimm"]["learn"]) == {"ventral", "dorsal"}
+    assert results["bimm"]["learn"]["dorsal"]["steps"] == 3
+    for r in results.values():  # scaled references never score worse than the average target
+        assert all(0 <= v <= 1 + 1e-9 for s in r["visible_fit"].values() for v in s.values())
+        assert all(c["step_s"] > 0 for c in r["cost"].values())
+    assert "What a step costs" in (out / "diagnosis.md").read_text()
+    assert "What a step costs" in log.read_text()  # the table printed at the end reads in a log file
+    with pytest.raises(subprocess.CalledProcessError):
+        subprocess.run([sys.executable, "-m", "benchmarks.demo_diagnosis", "--steps", "-1"], cwd=ROOT,
+                       capture_output=True, check=True)
