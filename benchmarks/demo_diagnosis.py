@@ -4,10 +4,12 @@ costs, and how fast each stream learns with nothing else in the way.
     python -m benchmarks.demo_diagnosis                 # the demo's graphs, about 6 min on 2 CPU cores
     python -m benchmarks.demo_diagnosis --docs          # also writes docs/demo_diagnosis.md (and .json)
     python -m benchmarks.demo_diagnosis --variant tiny --steps 2 --out /tmp/diagnosis
+    python -m benchmarks.demo_diagnosis --steps 3000 --only bimm:dorsal --out runs/diagnosis-3000
 
 It measures, on the built-in set of the variant (split 1), for the graphs of
 ``recipes.bimm_ucf101`` and ``recipes.videomae_ucf101``, the latter also with V4's tubes
-standardised as a whole (``pathway.dorsal.V4.per_channel=false``):
+standardised as a whole (``pathway.dorsal.V4.per_channel=false``, labelled
+``videomae-whole-tube``):
 
 1. **References that need no training** (:mod:`analysis.fit`, test videos): the fraction
    of each target's variance left when a masked token's target is interpolated from the
@@ -48,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = (
     ("bimm", "recipes.bimm_ucf101", ()),
     ("videomae", "recipes.videomae_ucf101", ()),
-    ("videomae, whole-tube V4", "recipes.videomae_ucf101", ("pathway.dorsal.V4.per_channel=false",)),
+    ("videomae-whole-tube", "recipes.videomae_ucf101", ("pathway.dorsal.V4.per_channel=false",)),
 )
 
 
@@ -146,7 +148,9 @@ def learn(cfg, stream: str, train: torch.Tensor, test: torch.Tensor, steps: int,
             "last_loss": losses[-1] if losses else {}}
 
 
-def measure(variant: str, steps: int, log=print) -> dict:
+def measure(variant: str, steps: int, only: tuple[str, ...] = (), log=print) -> dict:
+    """Every figure of every graph; ``only`` (``LABEL`` or ``LABEL:STREAM`` entries) limits
+    the learning runs, the slow part, to those graphs and streams."""
     from analysis.fit import neighbour_fit, visible_fit
     from recipes.graph import build_graph
 
@@ -169,10 +173,11 @@ def measure(variant: str, steps: int, log=print) -> dict:
             "cost": step_cost(model.train(), train, cfg.joint.optim.batch_size),
             "learn": {},
         }
-        if steps:
+        if steps and (not only or any(o.split(":")[0] == label for o in only)):
             log(f"{label}: learning, {steps} steps per stream")
             for stream in model.streams:
-                entry["learn"][stream] = learn(cfg, stream, train, test, steps, log=log)
+                if not only or label in only or f"{label}:{stream}" in only:
+                    entry["learn"][stream] = learn(cfg, stream, train, test, steps, log=log)
         results[label] = entry
     return results
 
@@ -237,14 +242,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.demo_diagnosis", description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="demo", help="recipe variant whose graphs and set are measured (demo)")
     parser.add_argument("--steps", type=int, default=500, help="training steps per stream in memory; 0 skips (500)")
+    parser.add_argument("--only", nargs="+", default=(), metavar="LABEL[:STREAM]",
+                        help=f"train only these graphs or streams (labels: {', '.join(g[0] for g in GRAPHS)})")
     parser.add_argument("--out", default="runs/demo_diagnosis", help="folder for diagnosis.json and diagnosis.md")
     parser.add_argument("--docs", action="store_true", help="also write docs/demo_diagnosis.md and .json")
     args = parser.parse_args(argv)
     if args.steps < 0:
         parser.error(f"--steps must be >= 0, got {args.steps}")
+    labels = {g[0] for g in GRAPHS}
+    unknown = [o for o in args.only if o.split(":")[0] not in labels]
+    if unknown:
+        parser.error(f"--only {unknown[0]!r}: no such graph; the labels are {sorted(labels)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = measure(args.variant, args.steps, log=lambda m: print(m, flush=True))
+    results = measure(args.variant, args.steps, tuple(args.only), log=lambda m: print(m, flush=True))
     command = "python -m benchmarks.demo_diagnosis" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     meta = {"command": command, "date": time.strftime("%Y-%m-%d"),

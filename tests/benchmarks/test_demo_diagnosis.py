@@ -60,3 +60,17 @@ def test_the_diagnosis_runs_as_a_user_types_it(tmp_path):
     with pytest.raises(subprocess.CalledProcessError):
         subprocess.run([sys.executable, "-m", "benchmarks.demo_diagnosis", "--steps", "-1"], cwd=ROOT,
                        capture_output=True, check=True)
+    # --only trains just the streams it names; every graph is still measured
+    assert demo_diagnosis.main(["--variant", "tiny", "--steps", "1", "--only", "bimm:dorsal", "videomae",
+                                "--out", str(tmp_path / "only")]) == 0
+    results = json.loads((tmp_path / "only" / "diagnosis.json").read_text())["results"]
+    assert {label: set(r["learn"]) for label, r in results.items()} == {
+        "bimm": {"dorsal"}, "videomae": {"dorsal"}, "videomae-whole-tube": set()}
+    assert all(r["visible_fit"] for r in results.values())
+
+
+def test_unknown_graph_is_refused_before_any_compute(capsys):
+    with pytest.raises(SystemExit) as err:
+        demo_diagnosis.main(["--only", "bimm:dorsal", "nope:dorsal", "--out", "/nonexistent/never"])
+    assert err.value.code == 2
+    assert "'nope:dorsal': no such graph" in capsys.readouterr().err
