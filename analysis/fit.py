@@ -16,7 +16,7 @@ import torch
 from analysis.features import _batches, _stream_input
 from visualpath.pathway import PathwayModel
 
-__all__ = ["target_fit", "neighbour_fit", "visible_fit"]
+__all__ = ["target_fit", "neighbour_fit", "visible_fit", "interpolate_visible"]
 
 
 @torch.no_grad()
@@ -150,6 +150,8 @@ def interpolate_visible(targets: torch.Tensor, keep: torch.Tensor, masked: torch
     Returns:
         ``(B, N_masked, P)``.
     """
+    if not power > 0:
+        raise ValueError(f"power must be > 0, got {power!r}")
     seen = coords[keep]  # (B, Nv, G)
     hidden = coords[masked]  # (B, Nm, G)
     weights = torch.cdist(hidden, seen).clamp_min(1e-12) ** -power  # no masked token sits on a visible one

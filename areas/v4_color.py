@@ -1,7 +1,8 @@
 """V4: colour and shape from RGB pixels (BIMM section 3.2, "V4 ... RGB pixels").
 
 Images use MAE's normalised-pixel target (each 16x16x3 patch standardised as a whole);
-clips use VideoMAE's target (each 2x16x16 tube standardised per colour channel).
+clips use VideoMAE's target (each 2x16x16 tube standardised per colour channel), or with
+``per_channel=False`` each tube standardised as a whole, as MAE does a patch.
 """
 
 from __future__ import annotations

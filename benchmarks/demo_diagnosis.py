@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import sys
@@ -59,6 +58,19 @@ def _config(module: str, variant: str, overrides: tuple[str, ...]):
 
     cfg = importlib.import_module(module).VARIANTS[variant]
     return attrs.evolve(cfg, pathway_overrides=cfg.pathway_overrides + overrides)
+
+
+def _variants() -> set[str]:
+    from recipes.bimm_ucf101 import VARIANTS
+
+    return set(VARIANTS)
+
+
+def _graph(label: str, variant: str):
+    from recipes.graph import build_graph
+
+    _, module, overrides = next(g for g in GRAPHS if g[0] == label)
+    return build_graph(_config(module, variant, overrides))
 
 
 def _clips(cfg, train: bool) -> torch.Tensor:
@@ -117,28 +129,35 @@ def step_cost(model, clips: torch.Tensor, batch_size: int, repeats: int = 5) -> 
 
 
 def learn(cfg, stream: str, train: torch.Tensor, test: torch.Tensor, steps: int, seed: int = 0, log=print) -> dict:
-    """Train ``stream`` of ``cfg``'s graph alone on clips in memory; its target fit after."""
+    """Train ``stream`` of ``cfg``'s graph alone on clips in memory; its target fit after.
+
+    The optimiser is the recipes' (AdamW over :func:`visualpath.optim.param_groups`, the
+    stage's betas, weight decay, gradient clipping and floor, linear warm-up over a tenth of
+    the steps, then cosine decay), without gradient accumulation."""
     from analysis.fit import target_fit
     from recipes.graph import build_graph
+    from visualpath.optim import lr_at, param_groups
 
     torch.manual_seed(seed)
     model = build_graph(cfg).select([stream]).build().train()
     # the schedule of the stage that trains the stream first: the ventral stage's for images
     optim = cfg.ventral.optim if not model.streams[stream].layout.is_video else cfg.joint.optim
     lr = optim.base_lr * optim.batch_size / 256
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    groups = param_groups(model, optim.weight_decay)  # the recipes' groups: no decay on norms, biases, tokens
+    opt = torch.optim.AdamW(groups, lr=lr, betas=optim.betas)
     generator = torch.Generator().manual_seed(seed)
     warmup = max(1, steps // 10)
     losses = []
     start = time.perf_counter()
     for step in range(steps):
-        factor = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in opt.param_groups:
-            group["lr"] = lr * factor
+            group["lr"] = lr_at(step, steps, warmup, lr, optim.min_lr) * group["lr_scale"]
         x = train[torch.randint(len(train), (optim.batch_size,), generator=generator)]
         out = model({"video": x}, generator=generator)  # an image stream takes a random frame of each clip
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
+        if optim.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), optim.clip_grad)
         opt.step()
         losses.append({a: float(v.detach()) for a, v in out.streams[stream].losses.items()})
     wall = time.perf_counter() - start
@@ -194,7 +213,8 @@ def render(results: dict, meta: dict) -> str:
         "",
         "`visible_fit`: each masked token's target interpolated from the tokens the stream's own mask leaves "
         "visible (inverse squared distance on the token grid); `neighbour_fit`: from the mean of its 8 "
-        "neighbours, as if every one were visible. Both are scaled by their best single factor.",
+        "neighbours, as if every one were visible. Both are scaled by their best single factor. An image stream "
+        "reads each clip's middle frame here; `target_fit`, below, a random frame of each clip.",
         "",
         "| graph | stream | area | from the visible tokens | from all 8 neighbours |",
         "|---|---|---|---|---|",
@@ -250,9 +270,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 0:
         parser.error(f"--steps must be >= 0, got {args.steps}")
     labels = {g[0] for g in GRAPHS}
-    unknown = [o for o in args.only if o.split(":")[0] not in labels]
-    if unknown:
-        parser.error(f"--only {unknown[0]!r}: no such graph; the labels are {sorted(labels)}")
+    for o in args.only:
+        label, _, stream = o.partition(":")
+        if label not in labels:
+            parser.error(f"--only {o!r}: no such graph; the labels are {sorted(labels)}")
+        streams = {s.name for s in _graph(label, args.variant).streams} if args.variant in _variants() else set()
+        if stream and stream not in streams:
+            parser.error(f"--only {o!r}: graph {label!r} has the streams {sorted(streams)}")
+    if args.variant not in _variants():
+        parser.error(f"--variant {args.variant!r}: the recipes' variants are {sorted(_variants())}")
+    if args.docs and (args.only or args.variant != "demo" or args.steps == 0):
+        parser.error("--docs writes the stored diagnosis: run it with every graph, the demo variant and "
+                     "training steps (no --only, --variant tiny or --steps 0)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = measure(args.variant, args.steps, tuple(args.only), log=lambda m: print(m, flush=True))

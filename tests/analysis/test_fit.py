@@ -1,5 +1,6 @@
 """analysis.fit.target_fit: the unexplained fraction of each target's variance, by hand."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -178,14 +179,50 @@ def test_visible_fit_separates_smooth_from_independent_targets():
     assert visible_fit(_Masked(noise), clips, batches=None, batch_size=8)["dorsal"]["MT"] > 0.97
 
 
-def test_visible_fit_of_a_real_graph_uses_each_stream_s_mask():
+@pytest.mark.parametrize("frame_step", [1, 2])
+def test_visible_fit_of_a_real_graph_uses_each_stream_s_mask(frame_step):
+    import attrs
+
     from analysis.fit import visible_fit
     from tests.conftest import random_batch, tiny_pathway
+    from visualpath import Pathway
 
-    model = tiny_pathway(share="none").build().eval()
-    clips = random_batch(b=4, t=4)["video"]
+    spec = tiny_pathway(share="none")
+    spec = Pathway(encoder=spec.encoder, streams=[spec.streams[0], attrs.evolve(spec.streams[1], frame_step=frame_step)])
+    model = spec.build().eval()
+    clips = random_batch(b=4, t=8)["video"]
     fit = visible_fit(model, clips, batches=None, batch_size=2)
     assert {s: set(a) for s, a in fit.items()} == {"ventral": {"V1", "V2", "V4"}, "dorsal": {"V1", "V2", "MT"}}
     # independent random pixels: the visible tokens give nothing away
     assert all(0.9 < v <= 1.0 for areas in fit.values() for v in areas.values()), fit
     assert fit == visible_fit(model, clips, batches=None, batch_size=2)  # masks from a fixed seed
+
+
+def test_visible_fit_draws_each_stream_s_own_mask_on_its_grid(monkeypatch):
+    """The rule of each stream is called with the grid that stream sees (frames every
+    ``frame_step``), and only its visible tokens feed the interpolation."""
+    import attrs
+
+    import analysis.fit as fit
+    from tests.conftest import random_batch, tiny_pathway
+    from visualpath import Pathway
+
+    spec = tiny_pathway(share="none")
+    spec = Pathway(encoder=spec.encoder, streams=[spec.streams[0], attrs.evolve(spec.streams[1], frame_step=2)])
+    model = spec.build().eval()
+    seen = []
+    real = fit.interpolate_visible
+
+    def spy(targets, keep, masked, coords, power=2.0):
+        seen.append((targets.shape[1], keep.shape[1], masked.shape[1], len(coords)))
+        return real(targets, keep, masked, coords, power)
+
+    monkeypatch.setattr(fit, "interpolate_visible", spy)
+    clips = random_batch(b=2, t=8)["video"]
+    fit.visible_fit(model, clips, batches=None, batch_size=2)
+    ventral_grid = model.streams["ventral"].layout.grid(clips[:, :, 0].shape)
+    dorsal_grid = model.streams["dorsal"].layout.grid(clips[:, :, ::2].shape)
+    for (n, keep, masked, coords), grid, rule in zip(seen[::3], (ventral_grid, dorsal_grid), spec.streams):
+        tokens = math.prod(grid)
+        assert n == coords == tokens and keep + masked == tokens
+        assert masked == rule.mask.count(grid)

@@ -74,3 +74,10 @@ def test_unknown_graph_is_refused_before_any_compute(capsys):
         demo_diagnosis.main(["--only", "bimm:dorsal", "nope:dorsal", "--out", "/nonexistent/never"])
     assert err.value.code == 2
     assert "'nope:dorsal': no such graph" in capsys.readouterr().err
+    for argv, says in ((["--only", "bimm:dorsl"], "graph 'bimm' has the streams ['dorsal', 'ventral']"),
+                       (["--variant", "nope"], "the recipes' variants are ['demo', 'paper', 'tiny']"),
+                       (["--docs", "--steps", "0"], "--docs writes the stored diagnosis"),
+                       (["--docs", "--only", "bimm"], "--docs writes the stored diagnosis")):
+        with pytest.raises(SystemExit):
+            demo_diagnosis.main([*argv, "--out", "/nonexistent/never"])
+        assert says in capsys.readouterr().err, argv
