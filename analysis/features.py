@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from visualpath.pathway import PathwayModel
 
-__all__ = ["Features", "extract", "load_run", "load_classifier", "run_dataset", "block_features", "area_features"]
+__all__ = ["Features", "extract", "load_run", "load_classifier", "run_dataset", "clip_dataset", "block_features", "area_features"]
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +135,17 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu"):
 def run_dataset(run_dir: str | Path, train: bool = False, limit: int | None = None) -> Dataset:
     """The video set a run was trained on (training or evaluation part), one centre clip
     per video at the run's frame count and size, for feature extraction."""
+    data = json.loads(Path(run_dir, "config.json").read_text())["config"]["data"]
+    return clip_dataset(data, train, limit)
+
+
+def clip_dataset(data: Mapping, train: bool = False, limit: int | None = None) -> Dataset:
+    """The video set a recipe's ``data`` settings (``config.json``'s ``"data"`` mapping, or
+    ``attrs.asdict(cfg.data)``) name, one centre clip per video, as :func:`run_dataset`."""
     from visualpath.data import VideoDataset
     from visualpath.data.layouts import video_set
     from visualpath.data.synthetic import SyntheticSpec
 
-    data = json.loads(Path(run_dir, "config.json").read_text())["config"]["data"]
     spec = SyntheticSpec(groups=data["synthetic_groups"], clips=data["synthetic_clips"], size=data["synthetic_size"])
     _, records, classes = video_set(data["root"], data["format"], data["split"], train, spec)
     if limit is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from analysis.features import _batches, _stream_input
+from analysis.features import _batches
 from visualpath.pathway import PathwayModel
 
 __all__ = ["target_fit", "neighbour_fit", "visible_fit", "interpolate_visible"]
@@ -70,20 +70,17 @@ def _neighbour_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 def _stream_batches(model: PathwayModel, data, batches: int | None, batch_size: int, device):
-    """``(stream, batch, grid)`` for every stream of every batch of ``data``: the batch holds
-    the clips and their middle frames (what an image stream reads), the grid is the token
-    grid the stream sees (every ``frame_step``-th frame of a clip)."""
+    """``(stream, grid, targets)`` for every stream of every batch of ``data``: each clip's
+    middle frame is what an image stream reads; the grid is the token grid the stream sees
+    (the model's own rule: every ``frame_step``-th frame of a clip)."""
     for i, (x, _) in enumerate(_batches(data, batch_size, workers=0)):
         if batches is not None and i >= batches:
             break
         x = x.to(device)
         batch = {"video": x, "image": x[:, :, x.shape[2] // 2]}
         for stream in model.streams:
-            layout = model.streams[stream].layout
-            seen = _stream_input(model, stream, x)  # an image stream's middle frame, as batch["image"]
-            if layout.is_video:
-                seen = seen[:, :, ::model.spec.stream(stream).frame_step]
-            yield stream, batch, layout.grid(seen.shape)
+            inp = model.target_input(batch, stream)
+            yield stream, inp.layout.grid(inp.pixels.shape), model.targets(batch, stream, inp)
 
 
 @torch.no_grad()
@@ -101,8 +98,8 @@ def neighbour_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_s
     token has no neighbours (NaN).
     """
     sums: dict[tuple[str, str], dict] = {}  # (stream, area) -> running sums
-    for stream, batch, grid in _stream_batches(model, data, batches, batch_size, device):
-        for area, t in model.targets(batch, stream).items():
+    for stream, grid, targets in _stream_batches(model, data, batches, batch_size, device):
+        for area, t in targets.items():
             y = t.double().reshape(t.shape[0], *grid, t.shape[-1])
             n = _neighbour_mean(y).reshape(-1, t.shape[-1])
             y = y.reshape(-1, t.shape[-1])
@@ -179,10 +176,12 @@ def visible_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_siz
     """
     generator = torch.Generator(device=device).manual_seed(seed)
     sums: dict[tuple[str, str], dict] = {}  # (stream, area) -> running sums
-    for stream, batch, grid in _stream_batches(model, data, batches, batch_size, device):
-        mask = model.spec.stream(stream).mask(batch["video"].shape[0], grid, device=device, generator=generator)
+    for stream, grid, targets in _stream_batches(model, data, batches, batch_size, device):
         coords = _grid_coords(grid, device)
-        for area, t in model.targets(batch, stream).items():
+        mask = None
+        for area, t in targets.items():
+            if mask is None:  # one mask per stream and batch, as in training
+                mask = model.spec.stream(stream).mask(t.shape[0], grid, device=device, generator=generator)
             t = t.double()
             pred = interpolate_visible(t, mask.keep, mask.masked, coords, power)
             truth = torch.gather(t, 1, mask.masked[..., None].expand(-1, -1, t.shape[-1]))

@@ -75,22 +75,9 @@ def _graph(label: str, variant: str):
 
 def _clips(cfg, train: bool) -> torch.Tensor:
     """One centre clip per video of split ``cfg.data.split``, decoded: ``(N, 3, T, H, W)`` uint8."""
-    from torch.utils.data import DataLoader
+    from analysis.features import _batches, clip_dataset
 
-    from visualpath.data import VideoDataset
-    from visualpath.data.layouts import video_set
-    from visualpath.data.synthetic import SyntheticSpec
-
-    d = cfg.data
-    spec = SyntheticSpec(groups=d.synthetic_groups, clips=d.synthetic_clips, size=d.synthetic_size)
-    _, records, classes = video_set(d.root, d.format, d.split, train, spec)
-    data = VideoDataset(records, classes, frames=d.frames, stride=d.stride, mode="test", size=d.size, clips=1,
-                        crops=1, name="training videos" if train else "test videos")
-    out = []
-    for batch in DataLoader(data, batch_size=32, num_workers=0):
-        x = batch["video"]
-        out.append(x[:, 0] if x.ndim == 6 else x)
-    return torch.cat(out)
+    return torch.cat([x for x, _ in _batches(clip_dataset(attrs.asdict(cfg.data), train), 32, workers=0)])
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -103,24 +90,20 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def step_cost(model, clips: torch.Tensor, batch_size: int, repeats: int = 5) -> dict:
-    """``{stream: {"step_s": ..., "targets_s": {area: ...}}}``: medians over ``repeats``."""
-    from visualpath.area import TargetInput
-
+def step_cost(spec, clips: torch.Tensor, batch_size: int, repeats: int = 5) -> dict:
+    """``{stream: {"step_s": ..., "targets_s": {area: ...}}}`` of the graph ``spec``, each
+    stream alone with fresh weights (a step costs the same whatever they are): medians over
+    ``repeats``."""
     x = clips[:batch_size]
+    batch = {"video": x, "image": x[:, :, x.shape[2] // 2]}
     out = {}
-    for name in model.streams:
-        single = model.spec.select([name]).build().train()  # a step costs the same whatever the weights
-        layout = single.streams[name].layout
-        stream = single.spec.stream(name)
-        pixels = x.float() / 255 if layout.is_video else x[:, :, x.shape[2] // 2].float() / 255
-        if layout.is_video:
-            pixels = pixels[:, :, ::stream.frame_step]
-        inp = TargetInput(pixels=pixels, layout=layout, batch={"video": x})
-        targets = {a.name: _median_time(lambda a=a: a.target(inp), repeats) for a in stream.areas if a.has_readout}
-        batch = {"video": x, "image": x[:, :, x.shape[2] // 2]}
+    for name in (s.name for s in spec.streams):
+        single = spec.select([name]).build().train()
+        inp = single.target_input(batch, name)
+        targets = {a.name: _median_time(lambda a=a: a.target(inp), repeats)
+                   for a in single.spec.stream(name).areas if a.has_readout}
 
-        def step(single=single, batch=batch):
+        def step(single=single):
             single.zero_grad(set_to_none=True)
             single(batch).loss.backward()
 
@@ -142,12 +125,11 @@ def learn(cfg, stream: str, train: torch.Tensor, test: torch.Tensor, steps: int,
     model = build_graph(cfg).select([stream]).build().train()
     # the schedule of the stage that trains the stream first: the ventral stage's for images
     optim = cfg.ventral.optim if not model.streams[stream].layout.is_video else cfg.joint.optim
-    lr = optim.base_lr * optim.batch_size / 256
+    lr = optim.peak_lr(world=1)
     groups = param_groups(model, optim.weight_decay)  # the recipes' groups: no decay on norms, biases, tokens
     opt = torch.optim.AdamW(groups, lr=lr, betas=optim.betas)
     generator = torch.Generator().manual_seed(seed)
     warmup = max(1, steps // 10)
-    losses = []
     start = time.perf_counter()
     for step in range(steps):
         for group in opt.param_groups:
@@ -159,12 +141,12 @@ def learn(cfg, stream: str, train: torch.Tensor, test: torch.Tensor, steps: int,
         if optim.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), optim.clip_grad)
         opt.step()
-        losses.append({a: float(v.detach()) for a, v in out.streams[stream].losses.items()})
     wall = time.perf_counter() - start
+    last = {a: float(v.detach()) for a, v in out.streams[stream].losses.items()} if steps else {}
     fit = target_fit(model.eval(), test, batches=None)[stream]
     log(f"  {stream}: {steps} steps in {wall:.0f} s; fraction left {', '.join(f'{a} {v:.3f}' for a, v in fit.items())}")
     return {"steps": steps, "lr": lr, "batch_size": optim.batch_size, "wall_s": wall, "fit": fit,
-            "last_loss": losses[-1] if losses else {}}
+            "last_loss": last}
 
 
 def measure(variant: str, steps: int, only: tuple[str, ...] = (), log=print) -> dict:
@@ -189,14 +171,14 @@ def measure(variant: str, steps: int, only: tuple[str, ...] = (), log=print) -> 
             "command": f"python -m {module} --variant {variant}" + "".join(f" {o}" for o in overrides),
             "visible_fit": visible_fit(model, test, batches=None),
             "neighbour_fit": neighbour_fit(model, test, batches=None),
-            "cost": step_cost(model.train(), train, cfg.joint.optim.batch_size),
+            "cost": step_cost(model.spec, train, cfg.joint.optim.batch_size),
             "learn": {},
         }
-        if steps and (not only or any(o.split(":")[0] == label for o in only)):
+        trained = [s for s in model.streams if not only or label in only or f"{label}:{s}" in only] if steps else []
+        if trained:
             log(f"{label}: learning, {steps} steps per stream")
-            for stream in model.streams:
-                if not only or label in only or f"{label}:{stream}" in only:
-                    entry["learn"][stream] = learn(cfg, stream, train, test, steps, log=log)
+        for stream in trained:
+            entry["learn"][stream] = learn(cfg, stream, train, test, steps, log=log)
         results[label] = entry
     return results
 
@@ -269,16 +251,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 0:
         parser.error(f"--steps must be >= 0, got {args.steps}")
+    if args.variant not in _variants():
+        parser.error(f"--variant {args.variant!r}: the recipes' variants are {sorted(_variants())}")
     labels = {g[0] for g in GRAPHS}
     for o in args.only:
         label, _, stream = o.partition(":")
         if label not in labels:
             parser.error(f"--only {o!r}: no such graph; the labels are {sorted(labels)}")
-        streams = {s.name for s in _graph(label, args.variant).streams} if args.variant in _variants() else set()
+        streams = {s.name for s in _graph(label, args.variant).streams}
         if stream and stream not in streams:
             parser.error(f"--only {o!r}: graph {label!r} has the streams {sorted(streams)}")
-    if args.variant not in _variants():
-        parser.error(f"--variant {args.variant!r}: the recipes' variants are {sorted(_variants())}")
     if args.docs and (args.only or args.variant != "demo" or args.steps == 0):
         parser.error("--docs writes the stored diagnosis: run it with every graph, the demo variant and "
                      "training steps (no --only, --variant tiny or --steps 0)")

@@ -745,13 +745,20 @@ class PathwayModel(nn.Module):
         """MSE between predictions and targets at the predicted tokens (in float32)."""
         return F.mse_loss(pred.float(), target)
 
-    @torch.no_grad()
-    def targets(self, batch: Mapping[str, Tensor], stream: str) -> dict[str, Tensor]:
-        """Every area's full ``(B, N, P)`` target for one stream (for figures and checks)."""
+    def target_input(self, batch: Mapping[str, Tensor], stream: str, generator=None) -> TargetInput:
+        """What one stream's areas compute their targets from, as training picks it from
+        ``batch`` (its frames every ``frame_step``, an image stream's frame of a clip)."""
         s = self.spec._stream(stream)
-        pixels, maps = self._prepare(s, self._select(s, batch), None)
-        inp = TargetInput(pixels=pixels, layout=self.streams[stream].layout, batch=batch, maps=maps)
-        return {a.name: a.target(inp) for a in s.areas if a.has_readout}
+        pixels, maps = self._prepare(s, self._select(s, batch), generator)
+        return TargetInput(pixels=pixels, layout=self.streams[stream].layout, batch=batch, maps=maps)
+
+    @torch.no_grad()
+    def targets(self, batch: Mapping[str, Tensor], stream: str, inp: TargetInput | None = None
+                ) -> dict[str, Tensor]:
+        """Every area's full ``(B, N, P)`` target for one stream (for figures and checks);
+        ``inp``: this batch's :meth:`target_input`, when the caller already made it."""
+        inp = inp if inp is not None else self.target_input(batch, stream)
+        return {a.name: a.target(inp) for a in self.spec._stream(stream).areas if a.has_readout}
 
     def embed(self, x: Tensor, stream: str) -> Tensor:
         """Embedded tokens with positions of one stream's input, before any block and

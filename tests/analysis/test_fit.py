@@ -75,7 +75,10 @@ class _Targets(torch.nn.Module):
         self.streams = {"dorsal": SimpleNamespace(layout=SimpleNamespace(is_video=True, grid=lambda shape: (2, 6, 6)))}
         self.spec = SimpleNamespace(stream=lambda name: SimpleNamespace(frame_step=1))
 
-    def targets(self, batch, stream):
+    def target_input(self, batch, stream):
+        return SimpleNamespace(layout=self.streams[stream].layout, pixels=batch["video"])
+
+    def targets(self, batch, stream, inp=None):
         return {"MT": self.field(batch["video"].shape[0])}
 
 
