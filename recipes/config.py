@@ -160,7 +160,7 @@ def demo_of(paper: Config, name: str) -> Config:
     (docs/demo_results.md; decision S1).
     """
     images = "builtin" if paper.finetune.stream == "ventral" else "frames"
-    ft_epochs = 15 if paper.finetune.stream == "ventral" else 30
+    ft_epochs = 15 if paper.finetune.stream == "ventral" else 20
     return attrs.evolve(
         paper,
         run_dir=f"runs/{name}_demo",
@@ -168,7 +168,7 @@ def demo_of(paper: Config, name: str) -> Config:
         data=attrs.evolve(paper.data, root=None, image_root=images, frames=8, stride=4, size=64, workers=2,
                           synthetic_clips=12, synthetic_size=64),
         ventral=PretrainConfig(optim=demo_optim(20, 32, 1.6e-2, 1), flip=False),
-        joint=PretrainConfig(optim=demo_optim(15, 16, 1.6e-2, 1), flip=False),
+        joint=PretrainConfig(optim=demo_optim(20, 16, 1.6e-2, 1), flip=False),
         finetune=attrs.evolve(paper.finetune, optim=demo_optim(ft_epochs, 16, 1.6e-2, ft_epochs // 10,
                                                                betas=(0.9, 0.999), layer_decay=1.0),
                               drop_path=0.0, mixup=0.0, cutmix=0.0, randaugment=None, erase=0.0, flip=False,

@@ -70,12 +70,13 @@ CLASSES = (
 SHAPES = ("ellipse", "rectangle", "triangle", "cross")
 TEXTURES = ("solid", "stripes", "checks")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "grass", "gravel", "brick", "coins", "hubble_deep_field")
-FORMAT_VERSION = 3
-BACKGROUND_CONTRAST = 0.5
-BACKGROUND_BLUR = 0.03  # Gaussian sigma of the scene's photograph, in scene sides: shading, not texture
+FORMAT_VERSION = 4
+BACKGROUND_CONTRAST = 0.5  # of the image set's photographs
+GRATINGS = (0.3, 0.1)  # contrast of each sinusoidal luminance grating of a video scene's plaid backdrop
+GRATING_PERIOD = (0.25, 0.5)  # grating period range, in frame sides (2-4 patches of the demo)
 NOISE = 0.002  # sensor noise (standard deviation, in [0, 1] intensity), half a grey level
 CANVAS = 2.0  # scene side in frame sides: room for the camera's travel, roll and zoom
-OBJECTS = 6  # outlined, shaded shapes placed in each scene (one to three in view)
+OBJECTS = 2  # outlined, shaded shapes placed in each video scene (zero to two in view)
 RADIUS = (0.2, 0.35)  # object radius range, in frame sides
 TEXTURE_FREQ = (0.6, 1.5)  # stripe / check frequency range, in cycles per object radius
 RIM = 0.15  # width of the object's dark or light outline, in object radii
@@ -139,11 +140,9 @@ def _backgrounds(size: int) -> list[np.ndarray]:
     return out
 
 
-def _background(photos: list[np.ndarray], side: int, rng: np.random.Generator, blur: float = 0.0) -> np.ndarray:
+def _background(photos: list[np.ndarray], side: int, rng: np.random.Generator) -> np.ndarray:
     """A random square crop of a photograph, flipped half the time, ``side`` pixels wide, with
-    its contrast muted so the scene's objects stand out; ``blur`` (Gaussian sigma as a fraction
-    of ``side``) keeps only its shading."""
-    from scipy import ndimage
+    its contrast muted so the image's object stands out."""
     from skimage import transform
 
     photo = photos[rng.integers(len(photos))]
@@ -154,8 +153,6 @@ def _background(photos: list[np.ndarray], side: int, rng: np.random.Generator, b
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     crop = transform.resize(crop, (side, side), anti_aliasing=True).astype(np.float32)
-    if blur:
-        crop = ndimage.gaussian_filter(crop, sigma=(blur * side, blur * side, 0), mode="reflect")
     mean = crop.mean(axis=(0, 1), keepdims=True)
     return mean + BACKGROUND_CONTRAST * (crop - mean)
 
@@ -209,11 +206,31 @@ def _draw_object(canvas: np.ndarray, shape: str, size: int, rng: np.random.Gener
     return np.where(core, _texture(texture, u, v, color, tex), np.where(inside, rim, canvas))
 
 
-def _scene(spec: SyntheticSpec, photos, rng: np.random.Generator) -> np.ndarray:
-    """The static world a group's clips film: a photograph with ``OBJECTS`` textured, outlined
-    shapes on it, ``CANVAS`` times the frame's side so the camera never leaves it."""
+def _plaid(side: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``side``-pixel backdrop of one colour whose luminance is modulated by sinusoidal
+    gratings, one per entry of ``GRATINGS`` (its contrast), with periods ``GRATING_PERIOD``
+    times the frame ``size``, random phases, and each at least 45 degrees from the one before:
+    a plaid, the stimulus with which V1 and MT tuning is mapped. A single grating would hide any
+    motion along its stripes (the aperture problem); the faint second one shows it. The
+    contrasts add to less than 1 and no channel exceeds 0.7 before modulation, so no pixel
+    clips."""
+    ys, xs = np.mgrid[0:side, 0:side].astype(np.float32) + 0.5
+    colour = rng.uniform(0.25, 0.7, 3).astype(np.float32)
+    angle = rng.uniform(0, np.pi)
+    modulation = np.ones((side, side), dtype=np.float32)
+    for contrast in GRATINGS:
+        period = size * rng.uniform(*GRATING_PERIOD)
+        along = xs * np.cos(angle) + ys * np.sin(angle)
+        modulation += contrast * np.cos(2 * np.pi * along / period + rng.uniform(0, 2 * np.pi))
+        angle += rng.uniform(np.pi / 4, 3 * np.pi / 4)
+    return colour * modulation[..., None]
+
+
+def _scene(spec: SyntheticSpec, rng: np.random.Generator) -> np.ndarray:
+    """The static world a group's clips film: a plaid (``_plaid``) with ``OBJECTS`` textured,
+    outlined shapes on it, ``CANVAS`` times the frame's side so the camera never leaves it."""
     side = int(round(CANVAS * spec.size))
-    canvas = _background(photos, side, rng, blur=BACKGROUND_BLUR)
+    canvas = _plaid(side, spec.size, rng)
     for _ in range(OBJECTS):
         canvas = _draw_object(canvas, SHAPES[rng.integers(len(SHAPES))], spec.size, rng)
     return canvas.astype(np.float32)
@@ -297,7 +314,6 @@ def generate(root: str | os.PathLike, spec: SyntheticSpec = SyntheticSpec()) -> 
     interrupted generation never leaves a half-written set.
     """
     def fill(tmp: Path) -> None:
-        photos = _backgrounds(spec.size)
         videos = tmp / "UCF-101"
         lists = tmp / "ucfTrainTestlist"
         lists.mkdir(parents=True)
@@ -306,7 +322,7 @@ def generate(root: str | os.PathLike, spec: SyntheticSpec = SyntheticSpec()) -> 
             (videos / label).mkdir(parents=True)
         for g in range(1, spec.groups + 1):
             for k in range(1, spec.clips + 1):
-                scene = _scene(spec, photos, np.random.default_rng([spec.seed, g, k]))
+                scene = _scene(spec, np.random.default_rng([spec.seed, g, k]))
                 for ci, label in enumerate(CLASSES):
                     rng = np.random.default_rng([spec.seed, g, k, ci + 1])
                     name = _video_name(label, g, k)
