@@ -1,9 +1,9 @@
 """The built-in synthetic sets: real compressed videos in UCF101's official layout, and a
 small ImageNet-layout image set.
 
-Each video class is a motion of the whole view over a static scene (a muted photograph with
-a few textured, outlined shapes on it), as a camera would film it, so a single frame cannot
-tell the classes apart and a model has to see motion:
+Each video class is a motion of the whole view over a static scene (a plaid with two
+textured, outlined shapes on it), as a camera would film it, so a single frame cannot tell
+the classes apart and a model has to see motion:
 
 ==============================  ==========================================================
 class                           motion of the scene on screen
@@ -21,16 +21,23 @@ group's clips share actor and scene, the scene is drawn per (group, clip) and sh
 classes: appearance carries no information about the class. Speed, phase and the view's
 start are drawn per video.
 
-The scene is made so that each area's target carries the structure the area is meant to
-learn, rather than noise:
+The scene is made so that each area's target carries structure that a masked model can
+infer at the tokens it does not see (decision S2 in docs/decisions.md):
 
-- the photograph behind the objects is blurred (``BACKGROUND_BLUR``) and muted: shading,
-  not texture. A sharp textured photograph made every frame difference (MT) a map of the
-  background's grain and fired the edge detector (V2's fallback) all over it;
+- the backdrop is a plaid (``GRATINGS``, ``GRATING_PERIOD``): one colour whose luminance is
+  modulated by a grating of contrast 0.3 and a faint one of 0.1 at 45-135 degrees from it,
+  periods a quarter to half a frame (2-4 patches of the demo). The targets are standardised
+  per token, so a masked token's target is the structure inside its patch: which way a
+  stripe runs and where its phase is (V1's Gabor energies), the pixels (V4), how the stripes
+  move across it (MT). A regular backdrop gives these away from the tokens a 0.75 or 0.9
+  mask leaves visible; the blurred photograph of format 3 did not (MT's target: 1.00 of its
+  variance left after pretraining and after interpolating the visible tokens alike). The faint grating shows
+  motion along the strong one's stripes (the aperture problem), so every class is visible
+  in every part of the frame;
 - ``OBJECTS`` large (``RADIUS``) outlined shapes, lit as domes and filled with solid colour
-  or low-frequency stripes and checks (``TEXTURE_FREQ``): long smooth contours for V2,
-  orientation energy at a few scales for V1, colour regions a masked patch can be inferred
-  from for V4, and frame differences concentrated on the moving contours for MT;
+  or low-frequency stripes and checks (``TEXTURE_FREQ``): the contours for V2 and the
+  objects in the reconstructions; two, not six, because every occluding shape is structure
+  a masked token cannot infer;
 - sensor noise is half a grey level (``NOISE``): per-token standardised targets (V1, V4,
   MT) turn any noise in a flat patch into a unit-variance target no model can predict.
 

@@ -91,3 +91,36 @@ def test_image_set_is_an_imagenet_layout_of_shapes(tmp_path):
     again = ensure_synthetic_images(tmp_path / "again", spec)
     a, b = (r / "val" / "cross" / "cross_0001.png" for r in (root, again))
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_the_backdrop_is_a_plaid_of_two_gratings():
+    """The video scenes' backdrop, read with a Fourier transform: one colour whose luminance
+    two gratings modulate, periods within ``GRATING_PERIOD``, a strong and a faint one at 45
+    degrees or more from each other, and no clipped pixel."""
+    from visualpath.data.synthetic import GRATING_PERIOD, GRATINGS, _plaid
+
+    size, side = 64, 256
+    for seed in range(4):
+        backdrop = _plaid(side, size, np.random.default_rng([seed]))
+        assert 0 < backdrop.min() and backdrop.max() < 1
+        chroma = backdrop / backdrop.sum(-1, keepdims=True)
+        assert np.ptp(chroma.reshape(-1, 3), axis=0).max() < 1e-5  # luminance alone is modulated
+        lum = backdrop.mean(-1)
+        spectrum = np.abs(np.fft.fft2(lum - lum.mean())) / lum.size * 2 / lum.mean()
+        freqs = np.fft.fftfreq(side)
+        fy, fx = np.meshgrid(freqs, freqs, indexing="ij")
+        peaks = []
+        for _ in range(2):
+            k = np.unravel_index(np.argmax(spectrum), spectrum.shape)
+            f = np.hypot(fy[k], fx[k])
+            peaks.append((spectrum[max(k[0] - 2, 0):k[0] + 3, max(k[1] - 2, 0):k[1] + 3].sum(),
+                          1 / f, np.arctan2(fy[k], fx[k]) % np.pi))
+            near = np.hypot(fy - fy[k], fx - fx[k]) < 4 / side
+            near |= np.hypot(fy + fy[k], fx + fx[k]) < 4 / side  # and its conjugate
+            spectrum[near] = 0
+        (strong, p1, a1), (faint, p2, a2) = peaks
+        for period in (p1, p2):
+            assert GRATING_PERIOD[0] * size * 0.9 <= period <= GRATING_PERIOD[1] * size * 1.1, (seed, period)
+        assert 0.5 * GRATINGS[1] / GRATINGS[0] < faint / strong < 2 * GRATINGS[1] / GRATINGS[0], (seed, faint / strong)
+        apart = min(abs(a1 - a2), np.pi - abs(a1 - a2))
+        assert apart > np.deg2rad(40), (seed, np.rad2deg(apart))
