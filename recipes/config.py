@@ -143,7 +143,7 @@ def tiny_model(model: ModelConfig) -> ModelConfig:
 
 
 def demo_of(paper: Config, name: str) -> Config:
-    """``paper`` at demo scale on the built-in sets, for a 2-core CPU (about 12 minutes).
+    """``paper`` at demo scale on the built-in sets, for a 2-core CPU (12-14 minutes measured).
 
     Keeps what makes the recipe itself (streams, targets, sharing, masks, which encoder is
     finetuned, sampling, test views) and shrinks the rest: a 4-block width-128 ViT with 8 px
