@@ -16,7 +16,7 @@ import torch
 from analysis.features import _batches
 from visualpath.pathway import PathwayModel
 
-__all__ = ["target_fit", "neighbour_fit", "visible_fit", "interpolate_visible"]
+__all__ = ["target_fit", "neighbour_fit", "visible_fit", "channel_fit", "channel_means", "interpolate_visible"]
 
 
 @torch.no_grad()
@@ -187,4 +187,42 @@ def visible_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_siz
             truth = torch.gather(t, 1, mask.masked[..., None].expand(-1, -1, t.shape[-1]))
             _accumulate(sums.setdefault((stream, area), {}), truth.reshape(-1, t.shape[-1]),
                         pred.reshape(-1, t.shape[-1]))
+    return _scaled_fractions(sums)
+
+
+def channel_means(targets: torch.Tensor, channels: int) -> torch.Tensor:
+    """``(K, P)`` tokens, values ordered ``(..., channel)``: each value replaced by the mean of
+    its channel over the token (a pixel tube's colour, a Gabor token's energy per orientation
+    and wavelength)."""
+    K, P = targets.shape
+    if P % channels:
+        raise ValueError(f"{P} values per token do not split into {channels} channels")
+    v = targets.reshape(K, P // channels, channels)
+    return v.mean(1, keepdim=True).expand_as(v).reshape(K, P)
+
+
+@torch.no_grad()
+def channel_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_size: int = 16,
+                device: str | torch.device = "cpu") -> dict[str, dict[str, float]]:
+    """How much of each target lies inside its tokens: ``{stream: {area: fraction}}``, the
+    fraction of the variance (scaled and centred as :func:`neighbour_fit` does) left when each
+    token's target is predicted by its own channel means (:func:`channel_means`; the map's
+    channels as ``area.target_side`` gives them, so pixels have 3 and a contour map 1).
+
+    Not a reference a model can reach (it reads the token's own target), but a split of the
+    target in two: what a token holds on average per channel, and how that varies from pixel
+    to pixel or cell to cell inside it. A model that learned only the first part scores this
+    fraction; at the demo's scale, V4's first part is the colour of the scene, which the
+    visible tokens show, and MT has almost none (decision S6). Weights are not used; an image
+    stream reads each clip's middle frame.
+    """
+    sums: dict[tuple[str, str], dict] = {}
+    for stream, grid, targets in _stream_batches(model, data, batches, batch_size, device):
+        layout = model.streams[stream].layout
+        areas = {a.name: a for a in model.spec.stream(stream).areas}
+        for area, t in targets.items():
+            side = areas[area].target_side(layout)
+            channels = t.shape[-1] // (layout.tube * side * side)
+            y = t.double().reshape(-1, t.shape[-1])
+            _accumulate(sums.setdefault((stream, area), {}), y, channel_means(y, channels))
     return _scaled_fractions(sums)

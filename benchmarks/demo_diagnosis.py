@@ -2,7 +2,8 @@
 costs, and how fast each stream learns with nothing else in the way.
 
     python -m benchmarks.demo_diagnosis                 # the demo's graphs, about 6 min on 2 CPU cores
-    python -m benchmarks.demo_diagnosis --docs          # also writes docs/demo_diagnosis.md (and .json)
+    python -m benchmarks.demo_diagnosis --ablations     # also the variations of ABLATIONS, about 8 min more
+    python -m benchmarks.demo_diagnosis --docs          # all of it, into docs/demo_diagnosis.md (and .json)
     python -m benchmarks.demo_diagnosis --variant tiny --steps 2 --out /tmp/diagnosis
     python -m benchmarks.demo_diagnosis --steps 3000 --only bimm:dorsal --out runs/diagnosis-3000
 
@@ -14,7 +15,9 @@ standardised as a whole (``pathway.dorsal.V4.per_channel=false``, labelled
 1. **References that need no training** (:mod:`analysis.fit`, test videos): the fraction
    of each target's variance left when a masked token's target is interpolated from the
    tokens the stream's mask leaves visible (``visible_fit``), and from its 8 neighbours
-   as if all were visible (``neighbour_fit``).
+   as if all were visible (``neighbour_fit``); and the part of each target that lies inside
+   its tokens (``channel_fit``: what is left when each token's target is its own channel
+   means, a pixel tube's colour).
 2. **Step cost** per stream, in this process: each area's target computation and the
    whole forward and backward pass, at the recipe's joint batch size; target times are
    also given as a share of the step.
@@ -25,6 +28,11 @@ standardised as a whole (``pathway.dorsal.V4.per_channel=false``, labelled
    (no decoding, no augmentation), then ``target_fit`` on the test videos. It isolates
    what the objective and the model learn in a number of steps from the data pipeline and
    from the two-stage schedule.
+4. **What else was tried** (``--ablations``, part of ``--docs``): the learning runs of 3
+   again with one thing changed each, as ``ABLATIONS`` lists them (a lower mask ratio, a
+   larger MT decoder, a higher learning rate, MT unstandardised, V2's
+   contours of the shapes alone), to tell a budget from a target no amount of
+   tuning at this scale learns.
 
 Decision S6 in docs/decisions.md records what these figures showed.
 """
@@ -42,7 +50,7 @@ from pathlib import Path
 import attrs
 import torch
 
-__all__ = ["GRAPHS", "main", "render"]
+__all__ = ["GRAPHS", "ABLATIONS", "main", "render"]
 
 ROOT = Path(__file__).resolve().parents[1]
 # (label, recipe module, pathway overrides)
@@ -50,6 +58,18 @@ GRAPHS = (
     ("bimm", "recipes.bimm_ucf101", ()),
     ("videomae", "recipes.videomae_ucf101", ()),
     ("videomae-whole-tube", "recipes.videomae_ucf101", ("pathway.dorsal.V4.per_channel=false",)),
+)
+
+# (label, graph label, stream, pathway overrides, factor on the peak learning rate)
+ABLATIONS = (
+    ("tube mask 0.5 instead of 0.9", "bimm", "dorsal", ("pathway.dorsal.mask.ratio=0.5",), 1.0),
+    ("MT decoder 128 wide with 2 blocks instead of 64 and 1", "bimm", "dorsal",
+     ("pathway.dorsal.MT.decoder.width=128", "pathway.dorsal.MT.decoder.depth=2"), 1.0),
+    ("peak learning rate 4x", "bimm", "dorsal", (), 4.0),
+    ("MT's raw differences, not standardised per token", "bimm", "dorsal", ("pathway.dorsal.MT.normalize=false",), 1.0),
+    ("tube mask 0.5 instead of 0.9", "videomae", "dorsal", ("pathway.dorsal.mask.ratio=0.5",), 1.0),
+    ("V2's edge floor 0.06 instead of 0.02 (the plaid's stripes drop out)", "bimm", "ventral",
+     ("pathway.ventral.V2.min_gradient=0.06",), 1.0),
 )
 
 
@@ -149,21 +169,35 @@ def learn(cfg, stream: str, train: torch.Tensor, test: torch.Tensor, steps: int,
             "last_loss": last}
 
 
-def measure(variant: str, steps: int, only: tuple[str, ...] = (), log=print) -> dict:
-    """Every figure of every graph; ``only`` (``LABEL`` or ``LABEL:STREAM`` entries) limits
-    the learning runs, the slow part, to those graphs and streams."""
-    from analysis.fit import neighbour_fit, visible_fit
+def _with_lr(cfg, factor: float):
+    """``cfg`` with the peak learning rate of every pretraining stage times ``factor``."""
+    def scaled(stage):
+        return attrs.evolve(stage, optim=attrs.evolve(stage.optim, base_lr=stage.optim.base_lr * factor))
+
+    return attrs.evolve(cfg, ventral=scaled(cfg.ventral), joint=scaled(cfg.joint))
+
+
+def measure(variant: str, steps: int, only: tuple[str, ...] = (), ablations: bool = False,
+            log=print) -> tuple[dict, list]:
+    """Every figure of every graph, and with ``ablations`` the runs of ``ABLATIONS``;
+    ``only`` (``LABEL`` or ``LABEL:STREAM`` entries) limits the learning runs of the graphs,
+    the slow part, to those graphs and streams."""
+    from analysis.fit import channel_fit, neighbour_fit, visible_fit
     from recipes.graph import build_graph
 
     results = {}
     clips = {}
-    for label, module, overrides in GRAPHS:
-        cfg = _config(module, variant, overrides)
+
+    def decoded(cfg):
         key = (cfg.data.frames, cfg.data.stride, cfg.data.size, cfg.data.synthetic_clips, cfg.data.synthetic_groups)
         if key not in clips:
             log(f"decoding the built-in set ({variant}) into memory")
             clips[key] = _clips(cfg, True), _clips(cfg, False)
-        train, test = clips[key]
+        return clips[key]
+
+    for label, module, overrides in GRAPHS:
+        cfg = _config(module, variant, overrides)
+        train, test = decoded(cfg)
         torch.manual_seed(0)
         model = build_graph(cfg).build().eval()
         log(f"{label}: references, step cost")
@@ -171,6 +205,7 @@ def measure(variant: str, steps: int, only: tuple[str, ...] = (), log=print) -> 
             "command": f"python -m {module} --variant {variant}" + "".join(f" {o}" for o in overrides),
             "visible_fit": visible_fit(model, test, batches=None),
             "neighbour_fit": neighbour_fit(model, test, batches=None),
+            "channel_fit": channel_fit(model, test, batches=None),
             "cost": step_cost(model.spec, train, cfg.joint.optim.batch_size),
             "learn": {},
         }
@@ -180,10 +215,17 @@ def measure(variant: str, steps: int, only: tuple[str, ...] = (), log=print) -> 
         for stream in trained:
             entry["learn"][stream] = learn(cfg, stream, train, test, steps, log=log)
         results[label] = entry
-    return results
+    varied = []
+    for change, label, stream, extra, lr_factor in (ABLATIONS if ablations and steps else ()):
+        _, module, overrides = next(g for g in GRAPHS if g[0] == label)
+        cfg = _with_lr(_config(module, variant, overrides + extra), lr_factor)
+        log(f"{label}, {change}: learning {stream}, {steps} steps")
+        varied.append({"change": change, "graph": label, "stream": stream, "overrides": list(extra),
+                       "lr_factor": lr_factor, **learn(cfg, stream, *decoded(cfg), steps, log=log)})
+    return results, varied
 
 
-def render(results: dict, meta: dict) -> str:
+def render(results: dict, meta: dict, ablations: list = ()) -> str:
     lines = [
         "# Why the demo's pretraining learns so little",
         "",
@@ -195,16 +237,20 @@ def render(results: dict, meta: dict) -> str:
         "",
         "`visible_fit`: each masked token's target interpolated from the tokens the stream's own mask leaves "
         "visible (inverse squared distance on the token grid); `neighbour_fit`: from the mean of its 8 "
-        "neighbours, as if every one were visible. Both are scaled by their best single factor. An image stream "
-        "reads each clip's middle frame here; `target_fit`, below, a random frame of each clip.",
+        "neighbours, as if every one were visible. Both are scaled by their best single factor. `channel_fit` is "
+        "not a reference a model can reach: each token's target predicted by its own channel means (a pixel "
+        "tube's colour, a Gabor token's energy per orientation and wavelength), which leaves the part of the "
+        "target that varies inside the token. An image stream reads each clip's middle frame here; "
+        "`target_fit`, below, a random frame of each clip.",
         "",
-        "| graph | stream | area | from the visible tokens | from all 8 neighbours |",
-        "|---|---|---|---|---|",
+        "| graph | stream | area | from the visible tokens | from all 8 neighbours | inside the token |",
+        "|---|---|---|---|---|---|",
     ]
     for label, r in results.items():
         for stream, areas in r["visible_fit"].items():
             for area, v in areas.items():
-                lines.append(f"| {label} | {stream} | {area} | {v:.2f} | {r['neighbour_fit'][stream][area]:.2f} |")
+                lines.append(f"| {label} | {stream} | {area} | {v:.2f} | {r['neighbour_fit'][stream][area]:.2f} | "
+                             f"{r['channel_fit'][stream][area]:.2f} |")
     lines += [
         "",
         "## What a step costs",
@@ -237,6 +283,22 @@ def render(results: dict, meta: dict) -> str:
                 fit = ", ".join(f"{a} {v:.3f}" for a, v in m["fit"].items())
                 lines.append(f"| {label} | {stream} | {m['steps']} ({m['batch_size']}, {m['lr']:.0e}) | "
                              f"{m['wall_s']:.0f} s | {fit} |")
+    if ablations:
+        lines += [
+            "",
+            "## What else was tried",
+            "",
+            "The same learning runs with one thing changed each (`ABLATIONS` in the script; the overrides are "
+            "those a recipe takes on its command line).",
+            "",
+            "| graph | stream | changed | overrides | steps (batch, peak lr) | fraction left per area |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m in ablations:
+            fit = ", ".join(f"{a} {v:.3f}" for a, v in m["fit"].items())
+            overrides = " ".join(f"`{o}`" for o in m["overrides"]) or "–"
+            lines.append(f"| {m['graph']} | {m['stream']} | {m['change']} | {overrides} | "
+                         f"{m['steps']} ({m['batch_size']}, {m['lr']:.0e}) | {fit} |")
     return "\n".join(lines) + "\n"
 
 
@@ -247,10 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", default=(), metavar="LABEL[:STREAM]",
                         help=f"train only these graphs or streams (labels: {', '.join(g[0] for g in GRAPHS)})")
     parser.add_argument("--out", default="runs/demo_diagnosis", help="folder for diagnosis.json and diagnosis.md")
-    parser.add_argument("--docs", action="store_true", help="also write docs/demo_diagnosis.md and .json")
+    parser.add_argument("--ablations", action="store_true", help="also train the variations of ABLATIONS")
+    parser.add_argument("--docs", action="store_true",
+                        help="also write docs/demo_diagnosis.md and .json (implies --ablations)")
     args = parser.parse_args(argv)
     if args.steps < 0:
         parser.error(f"--steps must be >= 0, got {args.steps}")
+    if args.ablations and args.steps == 0:
+        parser.error("--ablations are learning runs: give --steps above 0")
     if args.variant not in _variants():
         parser.error(f"--variant {args.variant!r}: the recipes' variants are {sorted(_variants())}")
     labels = {g[0] for g in GRAPHS}
@@ -266,13 +332,14 @@ def main(argv: list[str] | None = None) -> int:
                      "training steps (no --only, --variant tiny or --steps 0)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = measure(args.variant, args.steps, tuple(args.only), log=lambda m: print(m, flush=True))
+    results, ablations = measure(args.variant, args.steps, tuple(args.only), args.ablations or args.docs,
+                                 log=lambda m: print(m, flush=True))
     command = "python -m benchmarks.demo_diagnosis" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     meta = {"command": command, "date": time.strftime("%Y-%m-%d"),
             "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"}
-    text = render(results, meta)
-    payload = json.dumps({"meta": meta, "results": results}, indent=2)
+    text = render(results, meta, ablations)
+    payload = json.dumps({"meta": meta, "results": results, "ablations": ablations}, indent=2)
     (out / "diagnosis.json").write_text(payload)
     (out / "diagnosis.md").write_text(text)
     if args.docs:

@@ -229,3 +229,33 @@ def test_visible_fit_draws_each_stream_s_own_mask_on_its_grid(monkeypatch):
         tokens = math.prod(grid)
         assert n == coords == tokens and keep + masked == tokens
         assert masked == rule.mask.count(grid)
+
+
+def test_channel_means_by_hand():
+    from analysis.fit import channel_means
+
+    tokens = torch.tensor([[1.0, 10.0, 3.0, 20.0], [0.0, 0.0, 2.0, 4.0]])  # 2 pixels x 2 channels each
+    expected = torch.tensor([[2.0, 15.0, 2.0, 15.0], [1.0, 2.0, 1.0, 2.0]])
+    torch.testing.assert_close(channel_means(tokens, 2), expected)
+    with pytest.raises(ValueError, match="do not split into 3 channels"):
+        channel_means(tokens, 3)
+
+
+def test_channel_fit_splits_what_a_token_holds_from_where_inside_it():
+    """Tokens of one colour each, brightening at a constant rate: V4's pixels and MT's frame
+    differences are their channel means (about 0 left); random pixels are not (about 1)."""
+    from analysis.fit import channel_fit
+    from tests.conftest import random_batch, tiny_pathway
+
+    model = tiny_pathway(share="none").build().eval()
+    p = model.streams["dorsal"].layout.patch
+    g = torch.Generator().manual_seed(0)
+    base = torch.randint(0, 100, (4, 3, 1, 32 // p, 32 // p), generator=g)
+    rate = torch.randint(1, 15, (4, 3, 1, 32 // p, 32 // p), generator=g)
+    flat = (base + rate * torch.arange(8).view(1, 1, 8, 1, 1)).repeat_interleave(p, -1).repeat_interleave(p, -2)
+    fit = channel_fit(model, flat.to(torch.uint8), batches=None, batch_size=2)
+    assert {s: set(a) for s, a in fit.items()} == {"ventral": {"V1", "V2", "V4"}, "dorsal": {"V1", "V2", "MT"}}
+    assert fit["ventral"]["V4"] < 1e-6 and fit["dorsal"]["MT"] < 1e-6, fit
+    noisy = channel_fit(model, random_batch(b=4, t=8)["video"], batches=None, batch_size=2)
+    assert noisy["ventral"]["V4"] > 0.9 and noisy["dorsal"]["MT"] > 0.9, noisy
+    assert noisy["ventral"]["V2"] > 0.9  # one channel: its mean is the token's contour density

@@ -14,13 +14,14 @@ ROOT = Path(demo_diagnosis.__file__).resolve().parents[1]
 
 def _entry(visible, cost):
     return {"visible_fit": {"dorsal": {"MT": visible}}, "neighbour_fit": {"dorsal": {"MT": 0.99}},
+            "channel_fit": {"dorsal": {"MT": 0.92}},
             "cost": {"dorsal": {"step_s": cost, "targets_s": {"MT": cost / 4}}},
             "learn": {"dorsal": {"steps": 500, "batch_size": 16, "lr": 1e-3, "wall_s": 35.0, "fit": {"MT": 0.97}}}}
 
 
 def test_render_shows_every_measurement():
     text = demo_diagnosis.render({"bimm": _entry(1.004, 0.2)}, {"command": "c", "machine": "m", "date": "d"})
-    assert "| bimm | dorsal | MT | 1.00 | 0.99 |" in text
+    assert "| bimm | dorsal | MT | 1.00 | 0.99 | 0.92 |" in text
     assert "| bimm | dorsal | 0.200 s | MT 0.050 s (25%) |" in text
     assert "| bimm | dorsal | 500 (16, 1e-03) | 35 s | MT 0.970 |" in text
 
@@ -35,8 +36,22 @@ def test_render_without_training_has_no_learning_table():
 def test_the_stored_diagnosis_is_the_rendered_one():
     """docs/demo_diagnosis.md is what the script renders from docs/demo_diagnosis.json."""
     stored = json.loads((ROOT / "docs" / "demo_diagnosis.json").read_text())
-    assert (ROOT / "docs" / "demo_diagnosis.md").read_text() == demo_diagnosis.render(stored["results"], stored["meta"])
+    assert (ROOT / "docs" / "demo_diagnosis.md").read_text() == demo_diagnosis.render(
+        stored["results"], stored["meta"], stored["ablations"])
     assert set(stored["results"]) == {label for label, _, _ in demo_diagnosis.GRAPHS}
+    assert [a["change"] for a in stored["ablations"]] == [a[0] for a in demo_diagnosis.ABLATIONS]
+
+
+def test_render_lists_each_ablation_with_its_overrides():
+    ablation = {"change": "tube mask 0.5", "graph": "bimm", "stream": "dorsal",
+                "overrides": ["pathway.dorsal.mask.ratio=0.5"], "lr_factor": 1.0, "steps": 500, "batch_size": 16,
+                "lr": 1e-3, "wall_s": 40.0, "fit": {"MT": 0.961}}
+    text = demo_diagnosis.render({"bimm": _entry(1.0, 0.2)}, {"command": "c", "machine": "m", "date": "d"}, [ablation])
+    assert ("| bimm | dorsal | tube mask 0.5 | `pathway.dorsal.mask.ratio=0.5` | 500 (16, 1e-03) | MT 0.961 |"
+            in text)
+    assert "What else was tried" not in demo_diagnosis.render({"bimm": _entry(1.0, 0.2)}, {"command": "c",
+                                                                                           "machine": "m",
+                                                                                           "date": "d"})
 
 
 @pytest.mark.slow
@@ -46,14 +61,23 @@ def test_the_diagnosis_runs_as_a_user_types_it(tmp_path):
     log = tmp_path / "diagnosis.log"
     with open(log, "w") as f:
         subprocess.run([sys.executable, "-m", "benchmarks.demo_diagnosis", "--variant", "tiny", "--steps", "3",
-                        "--out", str(out)], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=True)
-    results = json.loads((out / "diagnosis.json").read_text())["results"]
+                        "--ablations", "--out", str(out)], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=True)
+    stored = json.loads((out / "diagnosis.json").read_text())
+    results = stored["results"]
+    # each ablation ran with its change: the lower mask ratio, the larger decoder, the higher rate
+    ablations = {(a["graph"], a["change"]): a for a in stored["ablations"]}
+    assert list(ablations) == [(a[1], a[0]) for a in demo_diagnosis.ABLATIONS]
+    assert all(a["steps"] == 3 and set(a["fit"]) for a in ablations.values())
+    lr = results["bimm"]["learn"]["dorsal"]["lr"]
+    assert ablations["bimm", "peak learning rate 4x"]["lr"] == pytest.approx(4 * lr)
+    assert "What else was tried" in (out / "diagnosis.md").read_text()
     assert set(results) == {label for label, _, _ in demo_diagnosis.GRAPHS}
     assert set(results["bimm"]["visible_fit"]) == {"ventral", "dorsal"}
     assert set(results["bimm"]["learn"]) == {"ventral", "dorsal"}
     assert results["bimm"]["learn"]["dorsal"]["steps"] == 3
     for r in results.values():  # scaled references never score worse than the average target
         assert all(0 <= v <= 1 + 1e-9 for s in r["visible_fit"].values() for v in s.values())
+        assert all(0 <= v <= 1 + 1e-9 for s in r["channel_fit"].values() for v in s.values())
         assert all(c["step_s"] > 0 for c in r["cost"].values())
     assert "What a step costs" in (out / "diagnosis.md").read_text()
     assert "What a step costs" in log.read_text()  # the table printed at the end reads in a log file
@@ -77,7 +101,9 @@ def test_unknown_graph_is_refused_before_any_compute(capsys):
     for argv, says in ((["--only", "bimm:dorsl"], "graph 'bimm' has the streams ['dorsal', 'ventral']"),
                        (["--variant", "nope"], "the recipes' variants are ['demo', 'paper', 'tiny']"),
                        (["--docs", "--steps", "0"], "--docs writes the stored diagnosis"),
+                       (["--ablations", "--steps", "0"], "--ablations are learning runs"),
                        (["--docs", "--only", "bimm"], "--docs writes the stored diagnosis")):
         with pytest.raises(SystemExit):
             demo_diagnosis.main([*argv, "--out", "/nonexistent/never"])
         assert says in capsys.readouterr().err, argv
+        assert not Path("/nonexistent/never").exists(), argv  # refused before anything is written
