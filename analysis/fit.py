@@ -209,11 +209,12 @@ def channel_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_siz
     token's target is predicted by its own channel means (:func:`channel_means`; the map's
     channels as ``area.target_side`` gives them, so pixels have 3 and a contour map 1).
 
-    Not a reference a model can reach (it reads the token's own target), but a split of the
-    target in two: what a token holds on average per channel, and how that varies from pixel
-    to pixel or cell to cell inside it. A model that learned only the first part scores this
-    fraction; at the demo's scale, V4's first part is the colour of the scene, which the
-    visible tokens show, and MT has almost none (decision S6). Weights are not used; an image
+    Not a reference from what a model sees (it reads the token's own target), but a split of
+    the target in two: what a token holds on average per channel, and how that varies from
+    pixel to pixel or cell to cell inside it. A model that learned the first part exactly and
+    nothing of the second scores about this fraction (this one is over every token, not only
+    masked ones); at the demo's scale, V4's first part is the colour of the scene, and MT has
+    almost none (decision S6). Weights are not used; an image
     stream reads each clip's middle frame.
     """
     sums: dict[tuple[str, str], dict] = {}
@@ -222,7 +223,12 @@ def channel_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_siz
         areas = {a.name: a for a in model.spec.stream(stream).areas}
         for area, t in targets.items():
             side = areas[area].target_side(layout)
-            channels = t.shape[-1] // (layout.tube * side * side)
+            values = layout.tube * side * side
+            if t.shape[-1] % values:
+                raise ValueError(f"area {area!r}: {t.shape[-1]} target values per token do not form a map of "
+                                 f"{layout.tube} x {side} x {side} values per channel; its target_side(layout) "
+                                 "gives the side of a token in the target map")
+            channels = t.shape[-1] // values
             y = t.double().reshape(-1, t.shape[-1])
             _accumulate(sums.setdefault((stream, area), {}), y, channel_means(y, channels))
     return _scaled_fractions(sums)

@@ -259,3 +259,23 @@ def test_channel_fit_splits_what_a_token_holds_from_where_inside_it():
     noisy = channel_fit(model, random_batch(b=4, t=8)["video"], batches=None, batch_size=2)
     assert noisy["ventral"]["V4"] > 0.9 and noisy["dorsal"]["MT"] > 0.9, noisy
     assert noisy["ventral"]["V2"] > 0.9  # one channel: its mean is the token's contour density
+
+
+def test_channel_fit_reads_each_area_s_own_channels(monkeypatch):
+    """V1's channels are its orientations x wavelengths, V2's map has one, V4's and MT's three."""
+    import analysis.fit as fit
+    from tests.conftest import random_batch, tiny_pathway
+
+    model = tiny_pathway(share="none").build().eval()
+    seen = []
+    real = fit.channel_means
+
+    def spy(targets, channels):
+        seen.append(channels)
+        return real(targets, channels)
+
+    monkeypatch.setattr(fit, "channel_means", spy)
+    fit.channel_fit(model, random_batch(b=2, t=8)["video"], batches=None, batch_size=2)
+    v1 = next(a for a in model.spec.stream("ventral").areas if a.name == "V1")
+    gabor = v1.orientations * len(v1.wavelengths)
+    assert seen == [gabor, 1, 3, gabor, 1, 3]  # ventral V1, V2, V4; dorsal V1, V2, MT

@@ -64,7 +64,7 @@ def test_the_diagnosis_runs_as_a_user_types_it(tmp_path):
                         "--ablations", "--out", str(out)], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=True)
     stored = json.loads((out / "diagnosis.json").read_text())
     results = stored["results"]
-    # each ablation ran with its change: the lower mask ratio, the larger decoder, the higher rate
+    # each ablation ran (its change is built by ablation_config, tested below)
     ablations = {(a["graph"], a["change"]): a for a in stored["ablations"]}
     assert list(ablations) == [(a[1], a[0]) for a in demo_diagnosis.ABLATIONS]
     assert all(a["steps"] == 3 and set(a["fit"]) for a in ablations.values())
@@ -93,7 +93,7 @@ def test_the_diagnosis_runs_as_a_user_types_it(tmp_path):
     assert all(r["visible_fit"] for r in results.values())
 
 
-def test_unknown_graph_is_refused_before_any_compute(capsys):
+def test_unknown_graph_is_refused_before_any_compute(capsys, tmp_path):
     with pytest.raises(SystemExit) as err:
         demo_diagnosis.main(["--only", "bimm:dorsal", "nope:dorsal", "--out", "/nonexistent/never"])
     assert err.value.code == 2
@@ -104,6 +104,29 @@ def test_unknown_graph_is_refused_before_any_compute(capsys):
                        (["--ablations", "--steps", "0"], "--ablations are learning runs"),
                        (["--docs", "--only", "bimm"], "--docs writes the stored diagnosis")):
         with pytest.raises(SystemExit):
-            demo_diagnosis.main([*argv, "--out", "/nonexistent/never"])
+            demo_diagnosis.main([*argv, "--out", str(tmp_path / "never")])
         assert says in capsys.readouterr().err, argv
-        assert not Path("/nonexistent/never").exists(), argv  # refused before anything is written
+        assert not (tmp_path / "never").exists(), argv  # refused before anything is written
+
+
+def test_each_ablation_builds_the_graph_it_names():
+    """What ``measure`` trains for each entry of ABLATIONS, at the demo variant."""
+    from recipes.graph import build_graph
+
+    base = demo_diagnosis.ablation_config("demo", "bimm", (), 1.0)
+    built = {(label, change): (build_graph(cfg := demo_diagnosis.ablation_config("demo", label, extra, lr)), cfg)
+             for change, label, _, extra, lr in demo_diagnosis.ABLATIONS}
+    graph, _ = built["bimm", "tube mask 0.5 instead of 0.9"]
+    assert graph.stream("dorsal").mask.ratio == 0.5 and graph.stream("ventral").mask.ratio == 0.75
+    graph, _ = built["videomae", "tube mask 0.5 instead of 0.9"]
+    assert graph.stream("dorsal").mask.ratio == 0.5
+    graph, _ = built["bimm", "MT decoder 128 wide with 2 blocks instead of 64 and 1"]
+    mt = next(a for a in graph.stream("dorsal").areas if a.name == "MT")
+    assert (mt.decoder.width, mt.decoder.depth) == (128, 2)
+    _, cfg = built["bimm", "peak learning rate 4x"]
+    assert cfg.joint.optim.base_lr == pytest.approx(4 * base.joint.optim.base_lr)
+    graph, _ = built["bimm", "MT's raw differences, not standardised per token"]
+    assert next(a for a in graph.stream("dorsal").areas if a.name == "MT").normalize is False
+    graph, _ = built["bimm", "V2's edge floor 0.06 instead of 0.02 (most of the plaid's stripes drop out)"]
+    floors = {s.name: next(a for a in s.areas if a.name == "V2").min_gradient for s in graph.streams}
+    assert floors == {"ventral": 0.06, "dorsal": 0.02}
