@@ -21,13 +21,18 @@ __all__ = ["target_fit", "neighbour_fit", "visible_fit", "channel_fit", "channel
 
 @torch.no_grad()
 def target_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_size: int = 16, seed: int = 0,
-               device: str | torch.device = "cpu") -> dict[str, dict[str, float]]:
+               device: str | torch.device = "cpu", part: str | None = None) -> dict[str, dict[str, float]]:
     """``{stream: {area: unexplained fraction}}`` over ``batches`` batches of ``data``.
 
     ``data`` is a clip dataset (e.g. :func:`analysis.features.run_dataset`) or a
     ``(N, C, T, H, W)`` tensor; every stream of ``model`` sees each batch (an image stream
-    takes one frame per clip, as in training).
+    takes one frame per clip, as in training). ``part`` scores one of the two parts that
+    :func:`channel_fit` splits a target into, the prediction's part against the target's:
+    ``"means"``, each token's channel means; ``"inside"``, what is left of it (None: the
+    whole target).
     """
+    if part not in (None, "means", "inside"):
+        raise ValueError(f"part must be None, 'means' or 'inside', got {part!r}")
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -41,6 +46,10 @@ def target_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_size
                 for area, pred in s.predictions.items():
                     t = s.targets[area].float().reshape(-1, s.targets[area].shape[-1])
                     p = pred.float().reshape(-1, pred.shape[-1])
+                    if part is not None:
+                        channels = _channels(model, stream, area, t.shape[-1])
+                        t_means, p_means = channel_means(t, channels), channel_means(p, channels)
+                        t, p = (t_means, p_means) if part == "means" else (t - t_means, p - p_means)
                     acc = sums.setdefault((stream, area), [0.0, 0.0, 0.0, 0])
                     acc[0] += float(((p - t) ** 2).sum())
                     acc[1] = acc[1] + t.sum(0).double()
@@ -51,7 +60,9 @@ def target_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_size
     result: dict[str, dict[str, float]] = {}
     for (stream, area), (sse, s1, s2, n) in sums.items():
         total = float((s2 - s1 ** 2 / n).sum())  # sum over dims of the per-dimension squared deviations
-        result.setdefault(stream, {})[area] = sse / total if total > 0 else float("nan")
+        # no variance beyond rounding (e.g. the channel means of a target standardised per channel): undefined
+        defined = total > 1e-12 * n * s1.numel()
+        result.setdefault(stream, {})[area] = sse / total if defined else float("nan")
     return result
 
 
@@ -190,6 +201,18 @@ def visible_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_siz
     return _scaled_fractions(sums)
 
 
+def _channels(model: PathwayModel, stream: str, area: str, values: int) -> int:
+    """Channels of ``area``'s target map: ``values`` per token over ``tube * side^2``."""
+    layout = model.streams[stream].layout
+    side = next(a for a in model.spec.stream(stream).areas if a.name == area).target_side(layout)
+    per_channel = layout.tube * side * side
+    if values % per_channel:
+        raise ValueError(f"area {area!r}: {values} target values per token do not form a map of "
+                         f"{layout.tube} x {side} x {side} values per channel; its target_side(layout) "
+                         "gives the side of a token in the target map")
+    return values // per_channel
+
+
 def channel_means(targets: torch.Tensor, channels: int) -> torch.Tensor:
     """``(K, P)`` tokens, values ordered ``(..., channel)``: each value replaced by the mean of
     its channel over the token (a pixel tube's colour, a Gabor token's energy per orientation
@@ -219,16 +242,8 @@ def channel_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_siz
     """
     sums: dict[tuple[str, str], dict] = {}
     for stream, grid, targets in _stream_batches(model, data, batches, batch_size, device):
-        layout = model.streams[stream].layout
-        areas = {a.name: a for a in model.spec.stream(stream).areas}
         for area, t in targets.items():
-            side = areas[area].target_side(layout)
-            values = layout.tube * side * side
-            if t.shape[-1] % values:
-                raise ValueError(f"area {area!r}: {t.shape[-1]} target values per token do not form a map of "
-                                 f"{layout.tube} x {side} x {side} values per channel; its target_side(layout) "
-                                 "gives the side of a token in the target map")
-            channels = t.shape[-1] // values
+            channels = _channels(model, stream, area, t.shape[-1])
             y = t.double().reshape(-1, t.shape[-1])
             _accumulate(sums.setdefault((stream, area), {}), y, channel_means(y, channels))
     return _scaled_fractions(sums)

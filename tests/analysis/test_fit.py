@@ -279,3 +279,35 @@ def test_channel_fit_reads_each_area_s_own_channels(monkeypatch):
     v1 = next(a for a in model.spec.stream("ventral").areas if a.name == "V1")
     gabor = v1.orientations * len(v1.wavelengths)
     assert seen == [gabor, 1, 3, gabor, 1, 3]  # ventral V1, V2, V4; dorsal V1, V2, MT
+
+
+class _MeansOnly(torch.nn.Module):
+    """Predicts each token's channel means exactly and nothing inside it: 2x2-pixel tokens of
+    3 channels (12 values)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        area = SimpleNamespace(name="MT", target_side=lambda layout: 2)
+        self.streams = {"dorsal": SimpleNamespace(layout=SimpleNamespace(tube=1))}
+        self.spec = SimpleNamespace(stream=lambda name: SimpleNamespace(areas=[area]))
+
+    def forward(self, batch, generator=None):
+        from analysis.fit import channel_means
+
+        g = torch.Generator().manual_seed(int(batch["video"].float().sum()) % 1000)
+        target = torch.randn(batch["video"].shape[0], 5, 12, generator=g)
+        pred = channel_means(target.reshape(-1, 12), 3).reshape(target.shape)
+        return SimpleNamespace(streams={"dorsal": SimpleNamespace(targets={"MT": target}, predictions={"MT": pred})})
+
+
+def test_target_fit_scores_each_part_of_the_target():
+    clips = torch.arange(8 * 3 * 2 * 2 * 2, dtype=torch.float32).reshape(8, 3, 2, 2, 2)
+    model = _MeansOnly()
+    means = target_fit(model, clips, batches=None, batch_size=4, part="means")["dorsal"]["MT"]
+    inside = target_fit(model, clips, batches=None, batch_size=4, part="inside")["dorsal"]["MT"]
+    whole = target_fit(model, clips, batches=None, batch_size=4)["dorsal"]["MT"]
+    # nothing predicted inside: the residuals' own size over their per-dimension spread, 1 up to sampling
+    assert means == pytest.approx(0.0, abs=1e-12) and inside == pytest.approx(1.0, abs=0.05)
+    assert 0.5 < whole < 1.0  # a quarter of random values' variance lies in 3 means of 4 pixels each
+    with pytest.raises(ValueError, match="part must be"):
+        target_fit(model, clips, part="colour")

@@ -16,14 +16,15 @@ def _entry(visible, cost):
     return {"visible_fit": {"dorsal": {"MT": visible}}, "neighbour_fit": {"dorsal": {"MT": 0.99}},
             "channel_fit": {"dorsal": {"MT": 0.92}},
             "cost": {"dorsal": {"step_s": cost, "targets_s": {"MT": cost / 4}}},
-            "learn": {"dorsal": {"steps": 500, "batch_size": 16, "lr": 1e-3, "wall_s": 35.0, "fit": {"MT": 0.97}}}}
+            "learn": {"dorsal": {"steps": 500, "batch_size": 16, "lr": 1e-3, "wall_s": 35.0, "fit": {"MT": 0.97},
+                                 "fit_parts": {"means": {"MT": 0.4}, "inside": {"MT": 0.99}}}}}
 
 
 def test_render_shows_every_measurement():
     text = demo_diagnosis.render({"bimm": _entry(1.004, 0.2)}, {"command": "c", "machine": "m", "date": "d"})
     assert "| bimm | dorsal | MT | 1.00 | 0.99 | 0.92 |" in text
     assert "| bimm | dorsal | 0.200 s | MT 0.050 s (25%) |" in text
-    assert "| bimm | dorsal | 500 (16, 1e-03) | 35 s | MT 0.970 |" in text
+    assert "| bimm | dorsal | 500 (16, 1e-03) | 35 s | MT 0.970 | MT 0.40 / 0.99 |" in text
 
 
 def test_render_without_training_has_no_learning_table():
@@ -45,9 +46,9 @@ def test_the_stored_diagnosis_is_the_rendered_one():
 def test_render_lists_each_ablation_with_its_overrides():
     ablation = {"change": "tube mask 0.5", "graph": "bimm", "stream": "dorsal",
                 "overrides": ["pathway.dorsal.mask.ratio=0.5"], "lr_factor": 1.0, "steps": 500, "batch_size": 16,
-                "lr": 1e-3, "wall_s": 40.0, "fit": {"MT": 0.961}}
+                "lr": 1e-3, "wall_s": 40.0, "fit": {"MT": 0.961}}  # a run stored without the parts
     text = demo_diagnosis.render({"bimm": _entry(1.0, 0.2)}, {"command": "c", "machine": "m", "date": "d"}, [ablation])
-    assert ("| bimm | dorsal | tube mask 0.5 | `pathway.dorsal.mask.ratio=0.5` | 500 (16, 1e-03) | MT 0.961 |"
+    assert ("| bimm | dorsal | tube mask 0.5 | `pathway.dorsal.mask.ratio=0.5` | 500 (16, 1e-03) | MT 0.961 | – |"
             in text)
     assert "What else was tried" not in demo_diagnosis.render({"bimm": _entry(1.0, 0.2)}, {"command": "c",
                                                                                            "machine": "m",
@@ -67,7 +68,7 @@ def test_the_diagnosis_runs_as_a_user_types_it(tmp_path):
     # each ablation ran (its change is built by ablation_config, tested below)
     ablations = {(a["graph"], a["change"]): a for a in stored["ablations"]}
     assert list(ablations) == [(a[1], a[0]) for a in demo_diagnosis.ABLATIONS]
-    assert all(a["steps"] == 3 and set(a["fit"]) for a in ablations.values())
+    assert all(a["steps"] == 3 and set(a["fit"]) == set(a["fit_parts"]["inside"]) for a in ablations.values())
     lr = results["bimm"]["learn"]["dorsal"]["lr"]
     assert ablations["bimm", "peak learning rate 4x"]["lr"] == pytest.approx(4 * lr)
     assert "What else was tried" in (out / "diagnosis.md").read_text()
