@@ -30,11 +30,7 @@ def token_map(values: Tensor, area, layout, grid) -> Tensor:
     without a value) are drawn grey.
     """
     side = area.target_side(layout)
-    if values.shape[-1] % (layout.tube * side * side):
-        raise ValueError(f"area {area.name!r}: {values.shape[-1]} target values per token do not form a map of "
-                         f"{layout.tube} x {side} x {side} pixels; its target_side(layout) gives the side of a "
-                         "token in the target map")
-    channels = values.shape[-1] // (layout.tube * side * side)
+    channels = area.target_channels(layout, values.shape[-1])
     lo = values.nan_to_num(float("inf")).amin(-1, keepdim=True)
     hi = values.nan_to_num(float("-inf")).amax(-1, keepdim=True)
     scaled = ((values - lo) / (hi - lo).clamp_min(1e-6)).nan_to_num(0.5)

@@ -202,15 +202,9 @@ def visible_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_siz
 
 
 def _channels(model: PathwayModel, stream: str, area: str, values: int) -> int:
-    """Channels of ``area``'s target map: ``values`` per token over ``tube * side^2``."""
-    layout = model.streams[stream].layout
-    side = next(a for a in model.spec.stream(stream).areas if a.name == area).target_side(layout)
-    per_channel = layout.tube * side * side
-    if values % per_channel:
-        raise ValueError(f"area {area!r}: {values} target values per token do not form a map of "
-                         f"{layout.tube} x {side} x {side} values per channel; its target_side(layout) "
-                         "gives the side of a token in the target map")
-    return values // per_channel
+    """Channels of ``area``'s target map in ``stream`` (:meth:`visualpath.Area.target_channels`)."""
+    spec = next(a for a in model.spec.stream(stream).areas if a.name == area)
+    return spec.target_channels(model.streams[stream].layout, values)
 
 
 def channel_means(targets: torch.Tensor, channels: int) -> torch.Tensor:

@@ -189,6 +189,21 @@ class Area(abc.ABC):
         """
         return layout.patch
 
+    def target_channels(self, layout: Layout, values: int) -> int:
+        """Channels of the target map whose tokens hold ``values`` values each
+        (``values / (tube * target_side^2)``: 3 for pixels, 1 for a contour map).
+
+        Raises:
+            ValueError: ``values`` does not divide into such maps.
+        """
+        side = self.target_side(layout)
+        per_channel = layout.tube * side * side
+        if values % per_channel:
+            raise ValueError(f"area {self.name!r}: {values} target values per token do not form a map of "
+                             f"{layout.tube} x {side} x {side} pixels; its target_side(layout) gives the side of a "
+                             "token in the target map")
+        return values // per_channel
+
 
 @attrs.frozen(kw_only=True)
 class Stage(Area):

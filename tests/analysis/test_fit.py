@@ -287,8 +287,10 @@ class _MeansOnly(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        area = SimpleNamespace(name="MT", target_side=lambda layout: 2)
-        self.streams = {"dorsal": SimpleNamespace(layout=SimpleNamespace(tube=1))}
+        from areas.mt_motion import MTMotion
+
+        area = MTMotion(blocks=1)  # its own target_side and target_channels, on 2x2-pixel tokens
+        self.streams = {"dorsal": SimpleNamespace(layout=SimpleNamespace(tube=1, patch=2))}
         self.spec = SimpleNamespace(stream=lambda name: SimpleNamespace(areas=[area]))
 
     def forward(self, batch, generator=None):
