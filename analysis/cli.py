@@ -23,6 +23,9 @@ from pathlib import Path
 
 import torch
 
+from visualpath.errors import one_line
+from visualpath.trust import TRUST_HELP
+
 __all__ = ["main", "video_files", "extract_command", "predict_command"]
 
 
@@ -56,7 +59,8 @@ def _dataset(run_dir: Path | None, files: list[Path], frames: int | None = None,
 
 
 def extract_command(run_dir: str, videos: list[str], out: str, stream: str | None = None, level: str = "area",
-                    device: str = "cpu", frames: int | None = None, size: int | None = None) -> Path:
+                    device: str = "cpu", frames: int | None = None, size: int | None = None,
+                    trust_code: bool = False) -> Path:
     from analysis.features import Features, extract, load_run
 
     base = None if Path(run_dir).is_file() else Path(run_dir)
@@ -77,7 +81,7 @@ def extract_command(run_dir: str, videos: list[str], out: str, stream: str | Non
                 x = dataset[i]["video"].to(device)  # (1, C, T, H, W)
                 pooled.append(encoder(x if encoder.layout.is_video else x[:, :, x.shape[2] // 2]).mean(1).cpu())
         return Features({"encoder": torch.cat(pooled)}, None, {**meta, "load": str(report)}).save(out)
-    model = load_run(run_dir, device=device)
+    model = load_run(run_dir, device=device, trust_code=trust_code)
     stream = stream or next(s.name for s in model.spec.streams if s.modality == "video")
     features = extract(model, _dataset(Path(run_dir), files, frames, size), stream, level=level, device=device)
     features.meta.update(meta)
@@ -102,13 +106,14 @@ def _readable(files: list[Path], run_dir: Path | None = None, frames: int | None
     return good, bad
 
 
-def predict_command(run_dir: str, videos: list[str], top: int = 5, device: str = "cpu") -> list[dict]:
+def predict_command(run_dir: str, videos: list[str], top: int = 5, device: str = "cpu",
+                    trust_code: bool = False) -> list[dict]:
     from rich.progress import track
 
     from analysis.features import load_classifier
 
     run = Path(run_dir)
-    model, classes = load_classifier(run, device)
+    model, classes = load_classifier(run, device, trust_code=trust_code)
     files, unreadable = _readable(video_files(videos), run)
     out = [{"file": str(f), "error": "unreadable", "reason": why} for f, why in unreadable]
     dataset = _dataset(run, files) if files else []
@@ -135,26 +140,31 @@ def main(argv: list[str]) -> int:
     e.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     e.add_argument("--frames", type=int, default=None, help="frames per clip (default: the run's, or 16)")
     e.add_argument("--size", type=int, default=None, help="clip side in pixels (default: the run's, or 224)")
+    e.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     p = sub.add_parser("predict", help="top-k classes of a finetuned run for video files")
     p.add_argument("run_dir")
     p.add_argument("videos", nargs="+")
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--out", default=None, help="also write the predictions as JSON")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     try:
         if args.command == "extract":
             path = extract_command(args.run_dir, args.videos, args.out, args.stream, args.level, args.device,
-                                   args.frames, args.size)
+                                   args.frames, args.size, trust_code=args.trust_code)
             print(f"wrote {path} and {path.with_suffix('.json')}")
         else:
-            rows = predict_command(args.run_dir, args.videos, args.top, args.device)
+            rows = predict_command(args.run_dir, args.videos, args.top, args.device, trust_code=args.trust_code)
             for row in rows:
                 shown = row.get("error") or ", ".join(f"{c} {p:.3f}" for c, p in row["top"])
                 print(f"{row['file']}: {shown}")
             if args.out:
                 Path(args.out).write_text(json.dumps(rows, indent=2))
     except (ValueError, StopIteration) as err:
-        print(f"error: {err or 'the run has no video stream'}", file=sys.stderr)
+        print(f"error: {one_line(err) if str(err) else 'the run has no video stream'}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing was written; the same command starts again", file=sys.stderr)
+        return 130
     return 0

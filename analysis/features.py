@@ -80,7 +80,8 @@ class Features:
 # --------------------------------------------------------------------------- models and data
 
 
-def load_run(run_dir: str | Path, stage: str | None = None, device: str | torch.device = "cpu") -> PathwayModel:
+def load_run(run_dir: str | Path, stage: str | None = None, device: str | torch.device = "cpu",
+             trust_code: bool = False) -> PathwayModel:
     """The pathway of a recipe's run directory, with its trained weights, in eval mode.
 
     The model is rebuilt from the graph the run stored (``pathway.json``), whatever graph
@@ -91,24 +92,28 @@ def load_run(run_dir: str | Path, stage: str | None = None, device: str | torch.
         run_dir: a directory holding ``pathway.json`` (or ``config.json``) and ``joint/`` or
             ``ventral/`` ``model.safetensors`` (what the recipes write).
         stage: ``"joint"`` or ``"ventral"``; default: the joint checkpoint if there is one.
+        trust_code: run the code the run's graph needs even if it is neither installed nor
+            trusted by you (:mod:`visualpath.trust`); read the run's ``code/`` first.
 
     Raises:
-        ValueError: naming the missing file.
+        ValueError: naming the missing file (:class:`visualpath.errors.Refused`), the
+            damaged weights or the code not trusted.
     """
     from areas.bimm import legacy_pathway
     from visualpath.rundir import load_model
 
-    model = load_model(run_dir, stage=stage, device=device, legacy=legacy_pathway)
+    model = load_model(run_dir, stage=stage, device=device, legacy=legacy_pathway, trust_code=trust_code)
     log.info("loaded %s (%s)", run_dir, ", ".join(s.name for s in model.spec.streams))
     return model
 
 
-def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu"):
+def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu", trust_code: bool = False):
     """A run's finetuned classifier with its class names, in eval mode: ``(model, classes)``.
 
     The encoder is rebuilt from the graph the run stored (a run finetuned from another run
     stores that run's graph) and the classifier head as finetuning built it
-    (``finetune.stream`` and ``finetune.pool`` of its ``config.json``).
+    (``finetune.stream`` and ``finetune.pool`` of its ``config.json``). ``trust_code``: as
+    :func:`load_run`.
 
     Raises:
         ValueError: the run has no finetuned model, no class names, or stopped finetuning early.
@@ -126,7 +131,7 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu"):
                          "finish it first")
     classes = json.loads((run / "classes.json").read_text())
     finetune = json.loads((run / "config.json").read_text())["config"].get("finetune", {})
-    encoder = Encoder.from_pathway(run_pathway(run).build(), finetune.get("stream", "dorsal"))
+    encoder = Encoder.from_pathway(run_pathway(run, trust_code=trust_code).build(), finetune.get("stream", "dorsal"))
     model = Classifier(encoder, len(classes), pool=finetune.get("pool", "mean"))
     load_weights(model, run / "finetune" / "model.safetensors")
     return model.to(device).eval(), classes

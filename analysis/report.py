@@ -26,16 +26,19 @@ from analysis.features import extract, load_run, run_dataset
 from analysis.readouts import knn, linear_probe, wilson_interval
 from analysis.similarity import similarity_matrix, top_component_share
 from analysis.tuning import tuning_report
+from visualpath.errors import one_line
+from visualpath.trust import TRUST_HELP
 
 __all__ = ["analyse_run", "main"]
 
 
 def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None = None, device: str = "cpu",
-                figures: bool = True, progress: bool = True) -> dict:
+                figures: bool = True, progress: bool = True, trust_code: bool = False) -> dict:
     """Probe every area of a run; returns ``{"rows": [...], "cka": {...}, "figures": [...]}``
-    and writes ``RUN_DIR/analysis/results.json`` (and the figures)."""
+    and writes ``RUN_DIR/analysis/results.json`` (and the figures). ``trust_code``: as
+    :func:`analysis.features.load_run`."""
     run_dir = Path(run_dir)
-    model = load_run(run_dir, stage=stage, device=device)  # checks the directory first
+    model = load_run(run_dir, stage=stage, device=device, trust_code=trust_code)  # checks the directory first
     out_dir = run_dir / "analysis"
     out_dir.mkdir(exist_ok=True)
     data = json.loads((run_dir / "config.json").read_text())["config"]["data"]
@@ -181,12 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most this many videos per split")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     try:
         result = analyse_run(args.run_dir, stage=args.stage, limit=args.limit, device=args.device,
-                             figures=not args.no_figures)
+                             figures=not args.no_figures, trust_code=args.trust_code)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: {args.run_dir}/analysis may hold part of the results; the same command starts again",
+              file=sys.stderr)
+        return 130
     print_table(result)
     return 0

@@ -182,9 +182,9 @@ def legacy_pathway(config: dict) -> Pathway:
     return paper_pathway(model_config_from_dict(config["config"]["model"]))
 
 
-def run_pathway(run_dir, stage: str | None = None) -> Pathway:
+def run_pathway(run_dir, stage: str | None = None, trust_code: bool = False) -> Pathway:
     """The graph a run directory trained (:func:`visualpath.rundir.read_pathway`), also for
     runs from before ``pathway.json``; ``stage="ventral"`` gives its image streams only."""
     from visualpath.rundir import read_pathway
 
-    return read_pathway(run_dir, stage=stage, legacy=legacy_pathway)
+    return read_pathway(run_dir, stage=stage, legacy=legacy_pathway, trust_code=trust_code)

@@ -157,8 +157,10 @@ def graph(s: Setup) -> Pathway:
         return paper_pathway(model_config(s))
     from recipes.config import Config
     from recipes.graph import build_graph
+    from visualpath.trust import trusting
 
-    return build_graph(Config(pathway=s.pathway, model=model_config(s)))
+    with trusting(named=[s.pathway]):  # the reader named it on the command line (decision T1)
+        return build_graph(Config(pathway=s.pathway, model=model_config(s)))
 
 
 def ours_bimm(s: Setup):

@@ -13,6 +13,7 @@ import attrs
 
 from areas.bimm import ModelConfig, _one_of
 from visualpath.data.layouts import VIDEO_FORMATS
+from visualpath._validate import non_negative_float, non_negative_int, unit_interval
 from visualpath.engine import OptimSpec
 
 __all__ = ["Config", "DataConfig", "PretrainConfig", "FinetuneConfig", "TestConfig", "STAGES", "demo_optim",
@@ -56,13 +57,13 @@ class DataConfig:
     contours: str | None = None  # SAM contour cache folder: the same as maps=contour=DIR
     maps: tuple[str, ...] = attrs.field(default=(), validator=_maps)  # NAME=DIR per side map the graph's areas declare (recipes.precompute_maps)
     image_maps: tuple[str, ...] = attrs.field(default=(), validator=_maps)  # NAME=DIR for data.image_root's images
-    frames: int = 16
-    stride: int = 4
-    size: int = 224
-    workers: int = 8
-    synthetic_groups: int = 8
-    synthetic_clips: int = 4
-    synthetic_size: int = 128
+    frames: int = attrs.field(default=16, validator=_at_least_one)
+    stride: int = attrs.field(default=4, validator=_at_least_one)
+    size: int = attrs.field(default=224, validator=_at_least_one)
+    workers: int = attrs.field(default=8, validator=non_negative_int)  # data-loading processes (0: in the main one)
+    synthetic_groups: int = attrs.field(default=8, validator=_at_least_one)
+    synthetic_clips: int = attrs.field(default=4, validator=_at_least_one)
+    synthetic_size: int = attrs.field(default=128, validator=_at_least_one)
 
 
 @attrs.frozen(kw_only=True)
@@ -76,10 +77,10 @@ class FinetuneConfig:
     optim: OptimSpec
     stream: str = attrs.field(default="dorsal", validator=_identifier)  # a video stream, or an image one (BIMM-V)
     sampling: str = attrs.field(default="strided", validator=_one_of(("strided", "segments")))
-    drop_path: float = 0.2
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    smoothing: float = 0.1
+    drop_path: float = attrs.field(default=0.2, validator=unit_interval)  # stochastic depth of the last block, in [0, 1)
+    mixup: float = attrs.field(default=0.8, validator=non_negative_float)  # Mixup's beta alpha; 0 turns it off
+    cutmix: float = attrs.field(default=1.0, validator=non_negative_float)  # CutMix's beta alpha; 0 turns it off
+    smoothing: float = attrs.field(default=0.1, validator=unit_interval)  # label smoothing, in [0, 1)
     repeated: int = 2  # repeated augmentation: views per decoded video
     flip: bool = True
     randaugment: str | None = "rand-m7-n4-mstd0.5-inc1"
@@ -99,11 +100,11 @@ class TestConfig:
 class Config:
     name: str = "bimm"  # the run's title in the results table
     run_dir: str = "runs/bimm"  # where config, graph, metrics and checkpoints go (one run at a time)
-    seed: int = 0  # seeds every random draw (data order, augmentation, masks, initialisation)
+    seed: int = attrs.field(default=0, validator=non_negative_int)  # seeds every random draw (data order, augmentation, masks, initialisation)
     device: str = "auto"  # auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N
     stages: tuple[str, ...] = attrs.field(default=STAGES, validator=_stages)  # of ventral, joint, finetune, test
     resume: bool = True  # continue the stages' checkpoints in run_dir; false starts them again
-    log_every: int = 10  # optimiser steps between metric records
+    log_every: int = attrs.field(default=10, validator=_at_least_one)  # optimiser steps between metric records
     tensorboard: bool = False  # also write metrics as TensorBoard events (needs the tensorboard package)
     compile: bool = False  # torch.compile the model of each training stage
     checkpointing: bool = False  # gradient checkpointing of the encoder blocks (less memory, ~1/3 more compute)

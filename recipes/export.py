@@ -18,12 +18,16 @@ import json
 import sys
 from pathlib import Path
 
+from visualpath.errors import one_line
+from visualpath.trust import TRUST_HELP
+
 __all__ = ["export_run", "main"]
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, what: str = "classifier", stream: str | None = None
-               ) -> list[str]:
-    """Export ``run_dir``'s finetuned classifier or one stream's pretrained encoder; returns notes."""
+def export_run(run_dir: str | Path, out_dir: str | Path, what: str = "classifier", stream: str | None = None,
+               trust_code: bool = False) -> list[str]:
+    """Export ``run_dir``'s finetuned classifier or one stream's pretrained encoder; returns notes.
+    ``trust_code``: run code the run's graph needs that you have not trusted (:mod:`visualpath.trust`)."""
     from analysis.features import load_classifier, load_run
     from visualpath.classifier import Encoder
     from visualpath.interop import export_timm, export_videomae
@@ -34,10 +38,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, what: str = "classifier
     size, frames = data.get("size", 224), data.get("frames", 16)
     classes = None
     if what == "classifier":
-        model, classes = load_classifier(run_dir)  # says what is missing (--what encoder exports without it)
+        model, classes = load_classifier(run_dir, trust_code=trust_code)  # says what is missing (--what encoder exports without it)
         encoder = model.encoder
     else:
-        pathway_model = load_run(run_dir)
+        pathway_model = load_run(run_dir, trust_code=trust_code)
         videos = [s.name for s in pathway_model.spec.streams if s.modality == "video"]
         stream = stream or (videos[0] if videos else pathway_model.spec.streams[0].name)
         if stream not in pathway_model.streams:
@@ -58,12 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir")
     parser.add_argument("--what", choices=["classifier", "encoder"], default="classifier")
     parser.add_argument("--stream", default=None, help="the stream whose encoder to export (--what encoder)")
+    parser.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     try:
-        notes = export_run(args.run_dir, args.out_dir, args.what, args.stream)
+        notes = export_run(args.run_dir, args.out_dir, args.what, args.stream, trust_code=args.trust_code)
     except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was exported", file=sys.stderr)
+        return 130
     for note in notes:
         print(f"note: {note}")
     print(f"wrote {args.out_dir}")

@@ -16,13 +16,14 @@ scale (decision G3). ``pathway.KEY=VALUE`` edits any field of any stream or area
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import attrs
 
 from areas.bimm import paper_pathway, run_pathway
 from visualpath import Pathway
+from visualpath.rundir import read_spec
+from visualpath.trust import chosen, trusting
 from visualpath.spec import SpecError, apply_overrides, builder_takes_config, import_object, override_keys
 
 __all__ = ["build_graph", "ventral_graph", "split_graph_args", "graph_help", "GRAPH_PREFIX"]
@@ -37,6 +38,11 @@ def build_graph(cfg) -> Pathway:
         ValueError: the builder or file cannot be found or does not give a Pathway, or an
             override names an unknown field (with the closest known one).
     """
+    with trusting(named=chosen(cfg.pathway)):  # in Python the caller chose it; on a command line, only its own
+        return _build_graph(cfg)
+
+
+def _build_graph(cfg) -> Pathway:
     ref = cfg.pathway
     if ref is None:
         pathway = paper_pathway(cfg.model)
@@ -44,20 +50,16 @@ def build_graph(cfg) -> Pathway:
         pathway = run_pathway(ref)
     elif ref.endswith(".json") and ":" not in ref:
         if not Path(ref).is_file():
-            raise ValueError(f"pathway={ref!r}: no such file")
+            raise SpecError(f"pathway={ref!r}: no such file")
         try:
-            spec = json.loads(Path(ref).read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"pathway={ref!r} is not valid JSON ({err})") from None
-        try:
-            pathway = Pathway.from_dict(spec)
+            pathway = read_spec(Path(ref))  # the classes it names are data: imported under the trust rule
         except SpecError as err:
-            raise ValueError(f"pathway={ref!r}: {err}") from None
+            raise SpecError(f"pathway={ref!r}: {err}") from None
     else:
         if ":" not in ref:
             raise ValueError(f"pathway={ref!r}: expected FILE.py:FUNCTION, package.module:FUNCTION, a .json spec "
                              "or a run directory")
-        builder = import_object(ref, f"pathway={ref!r}")
+        builder = import_object(ref, f"pathway={ref!r}", from_data=True)  # named on a command line or in a config
         if not callable(builder):
             raise ValueError(f"pathway={ref!r} is not callable")
         pathway = builder(cfg.model) if builder_takes_config(builder) else builder()

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 import attrs
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -62,11 +64,13 @@ from visualpath import Pathway
 from visualpath.config import parse_cli, to_dict
 from visualpath.data.layouts import UNLABELED, check_root, video_split
 from visualpath.engine import RunLog, setup, teardown
+from visualpath.errors import Refused, one_line
+from visualpath.trust import chosen, trusting
 from visualpath.rundir import (
     PATHWAY_FILE,
     CheckpointWriteError,
-    RunDirBusy,
     clear_stage,
+    prune_stage,
     RunLock,
     graph_differences,
     has_checkpoint,
@@ -83,6 +87,7 @@ __all__ = ["Config", "ModelConfig", "DataConfig", "PretrainConfig", "FinetuneCon
 def check(cfg: Config) -> Pathway:
     """Reject a configuration that cannot run, before any data or compute is touched;
     returns the graph it trains."""
+    check_device(cfg.device)
     if cfg.data.root is not None:
         check_root(cfg.data.format, cfg.data.root)
         if cfg.data.format in ("lists", "folders", UNLABELED):  # a user's own layout: read its lists now
@@ -169,7 +174,92 @@ def check(cfg: Config) -> Pathway:
             stream.mask.count(grid)
         except ValueError as err:
             raise ValueError(f"mask of stream {stream.name!r} at data.size={cfg.data.size}: {err}") from None
+    check_memory(cfg, pathway)
+    check_targets(pathway, cfg.data.size, cfg.data.frames)
     return pathway
+
+
+def check_targets(pathway: Pathway, size: int, frames: int) -> None:
+    """Each area's target, computed once on one random clip (or image) at the run's size,
+    has the ``(1, tokens, target_dim)`` shape its decoder is built for: a user's area whose
+    target disagrees with its ``target_dim`` is refused before compute, naming both shapes.
+
+    Raises:
+        Refused: naming the stream, the area and the shapes, or the error its target raised.
+    """
+    from visualpath import TargetInput
+    from visualpath.tokens import Layout
+
+    enc = pathway.encoder
+    generator = torch.Generator().manual_seed(0)
+    for stream in pathway.streams:
+        video = stream.modality == "video"
+        layout = Layout(stream.modality, enc.patch, enc.tube if video else 1, enc.channels)
+        shape = (1, enc.channels, -(-frames // stream.frame_step), size, size) if video else \
+            (1, enc.channels, size, size)
+        pixels = torch.rand(shape, generator=generator)
+        maps = {m: torch.zeros(shape[:1] + (1,) + shape[2:]) for m in stream.maps}
+        tokens = math.prod(layout.grid(shape))
+        for area in stream.areas:
+            if not area.has_readout:
+                continue
+            where = f"area {area.name} ({type(area).__name__}) of stream {stream.name!r}"
+            want = area.target_dim(layout)
+            try:
+                with torch.no_grad():
+                    got = area.target(TargetInput(pixels=pixels, layout=layout, maps=maps))
+            except Exception as err:  # noqa: BLE001 (a user's target: any failure is theirs to see, in one line)
+                raise Refused(f"{where}: its target fails on a {tuple(shape)} input: {type(err).__name__}: "
+                              f"{one_line(err)[:300]}") from None
+            if not isinstance(got, torch.Tensor) or tuple(got.shape) != (1, tokens, want):
+                raise Refused(f"{where}: its target has shape {tuple(getattr(got, 'shape', ()))} where "
+                              f"(1, {tokens}, {want}) was expected (batch, tokens, target_dim(layout)={want}); "
+                              "make target_dim return the values per token its target gives")
+
+
+# what one clip holds in memory at the finetuning stage (every token, no mask), besides the model: the
+# activations each block keeps for the backward pass, about 16 tensors of width D per token, in float32
+_ACTIVATIONS_PER_TOKEN = 16
+
+
+def check_memory(cfg: Config, pathway: Pathway) -> None:
+    """Refuse a clip size that could not fit in this machine's memory (the host's, or the
+    GPU's for ``device=cuda``) even one clip at a time: the estimate is one clip's decoded
+    frames and one finetuning step's activations, named with what the machine has."""
+    enc = pathway.encoder
+    tokens = max(cfg.data.frames // enc.tube, 1) * (cfg.data.size // enc.patch) ** 2
+    frames = enc.channels * cfg.data.frames * cfg.data.size ** 2 * (1 + 4)  # uint8, then float32
+    need = frames + tokens * enc.width * enc.depth * _ACTIVATIONS_PER_TOKEN * 4
+    available = _memory_available(cfg.device)
+    if available is not None and need > available:
+        raise Refused(f"data.size={cfg.data.size} with data.frames={cfg.data.frames} needs about {need / 2**30:.1f} GiB "
+                      f"for a single clip ({tokens} tokens through a {enc.depth}-block encoder of width {enc.width}) "
+                      f"and this machine has {available / 2**30:.1f} GiB: lower data.size or data.frames")
+
+
+def _memory_available(device: str) -> int | None:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
+        return torch.cuda.get_device_properties(index).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_device(device: str) -> None:
+    """``device`` names a device this machine has: auto, cpu, mps, cuda or cuda:N."""
+    kind, _, index = device.partition(":")
+    if kind not in ("auto", "cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+        raise Refused(f"device must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise Refused(f"device={device}: this machine has no CUDA device; use device=auto or cpu")
+        if index and int(index) >= count:
+            raise Refused(f"device={device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise Refused(f"device={device}: MPS is not available on this machine; use device=auto or cpu")
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -278,12 +368,21 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def run(cfg: Config) -> dict:
-    """Run the configured stages; returns the results (also in ``run_dir/results.json``)."""
-    pathway = check(cfg)
-    with RunLock(cfg.run_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
-        preflight(cfg)
-        return _run(cfg, pathway)
+def run(cfg: Config, *, trust_code: bool = False) -> dict:
+    """Run the configured stages; returns the results (also in ``run_dir/results.json``).
+
+    In Python, ``cfg.pathway`` is the caller's choice and the code it names runs; on the
+    command line only a ``pathway=`` the command line itself gives is (decision T1).
+
+    Args:
+        trust_code: run code that ``cfg.pathway``, the run directory or ``pretrained=``
+            names even if it is neither installed nor trusted by you (:mod:`visualpath.trust`).
+    """
+    with trusting(trust_code, chosen(cfg.pathway)):
+        pathway = check(cfg)
+        with RunLock(cfg.run_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+            preflight(cfg)
+            return _run(cfg, pathway)
 
 
 def preflight(cfg: Config) -> None:
@@ -314,12 +413,15 @@ def _run(cfg: Config, pathway: Pathway) -> dict:
         first = min(STAGES.index(s) for s in cfg.stages)
         for stage in STAGES[first:]:
             clear_stage(run_log.stage_dir(stage))
+    if runtime.main:  # units a kill left beside the selected one (after its selection, before the clean-up)
+        for stage in STAGES:
+            prune_stage(run_log.stage_dir(stage))
     runtime.barrier()
     if runtime.main and (set(cfg.stages) & {"ventral", "joint"} or not Path(cfg.run_dir, PATHWAY_FILE).is_file()):
-        write_pathway(run_log.root, pathway)
+        write_pathway(run_log.root, pathway, builder=cfg.pathway)
         ventral = ventral_graph(cfg, pathway) if "ventral" in cfg.stages else None
         if ventral is not None and ventral != stage_pathway(pathway, "ventral"):
-            write_pathway(run_log.root, ventral, stage="ventral")
+            write_pathway(run_log.root, ventral, stage="ventral", builder=cfg.pathway)
     runtime.barrier()
     results: dict = {"run_dir": str(run_log.root), "device": str(runtime.device), "world": runtime.world}
     model = None
@@ -398,27 +500,70 @@ def parse(argv: list[str], recipe_variants: dict, module: str, doc: str) -> Conf
     return with_graph(cfg)
 
 
+def trust_args(argv: list[str]) -> tuple[list[str], bool, list[str]]:
+    """``argv`` without its ``--trust-code`` (also ``trust_code=true``), whether it was
+    given, and the graphs the command line itself names (``pathway=REF``): the code the
+    reader chose. A ``--config`` file's ``pathway`` is not among them (decision T1)."""
+    rest, trust_code, named, i = [], False, [], 0
+    while i < len(argv):
+        a = argv[i]
+        bare = a[2:] if a.startswith("--") else a
+        key, eq, value = bare.partition("=")
+        if key.replace("-", "_") == "trust_code":
+            if eq and value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                print(f"error: trust_code takes true or false, got {value!r}", file=sys.stderr)
+                raise SystemExit(2)
+            trust_code = (value.lower() in ("true", "1", "yes")) if eq else True
+            i += 1
+            continue
+        if key == "pathway":
+            if eq:
+                named.append(value)
+            elif a.startswith("--") and i + 1 < len(argv):
+                named.append(argv[i + 1])
+        rest.append(a)
+        i += 1
+    return rest, trust_code, named
+
+
 def main(module: str, doc: str, recipe_variants: dict, argv: list[str] | None = None,
          data_keys: tuple[str, ...] = ("data.root",)) -> int:
     """``python -m recipes.NAME``: given real data (``data_keys``) and no ``--variant``, the
-    paper's settings."""
+    paper's settings. Every refusal is one line (``error: ...``, exit 2) before compute; a
+    run stopped by Ctrl-C says where it stopped (exit 130)."""
     argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), recipe_variants, data_keys)
-    cfg = parse(argv, recipe_variants, module, doc)
-    try:
-        check(cfg)
-        preflight(cfg)
-    except ValueError as err:  # a bad configuration: one line, no traceback, nothing run
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    try:
-        run(cfg)
-    except RunDirBusy as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except CheckpointWriteError as err:  # e.g. the disk is full: the previous checkpoint is kept
-        print(f"error: {err.strerror or err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    argv, trust_code, named = trust_args(argv)
+    with trusting(trust_code, named, command=True):
+        cfg = parse(argv, recipe_variants, module, doc)
+        try:
+            try:
+                check(cfg)
+                preflight(cfg)
+            except ValueError as err:  # a bad configuration, found before compute
+                raise Refused(str(err)) from None
+            run(cfg, trust_code=trust_code)
+        except CheckpointWriteError as err:  # e.g. the disk is full: the previous checkpoint is kept
+            print(f"error: {err.strerror or err}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except Refused as err:  # untrusted code, damaged weights, a busy run directory, ...: one line
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print(f"interrupted: {interrupted_at(cfg)}; the same command resumes from there", file=sys.stderr)
+            raise SystemExit(130) from None
     return 0
+
+
+def interrupted_at(cfg: Config) -> str:
+    """Where an interrupted run stopped: each stage's last checkpoint."""
+    kept = []
+    for stage in STAGES:
+        progress = stage_progress(Path(cfg.run_dir, stage))
+        if progress is not None:
+            kept.append(f"{stage} at step {progress['step']}"
+                        + (f" of {progress['total_steps']}" if progress.get("total_steps") else ""))
+    return (f"{cfg.run_dir} keeps the last checkpoint of each stage ({', '.join(kept)})" if kept
+            else f"{cfg.run_dir} holds no checkpoint yet")
 
 
 def entry(name: str, doc: str, recipe_variants: dict[str, Config], data_keys: tuple[str, ...] = ("data.root",)):

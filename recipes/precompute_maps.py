@@ -35,6 +35,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from visualpath.data.contours import MapCache, find_images, find_videos, map_image, map_video
+from visualpath.errors import one_line
+from visualpath.trust import TRUST_HELP, trusting
 from visualpath.data.decode import VideoError
 
 __all__ = ["run", "main", "parse_shard", "map_area", "default_cache"]
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--option", type=_option, action="append", default=[],
                         help="KEY=VALUE for the area's map computer (V2: sam_checkpoint, model_type, "
                              "points_per_side, device)")
+    parser.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
 
     def job():
@@ -166,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         from recipes.config import Config
         from recipes.graph import build_graph
 
-        pathway = build_graph(Config(pathway=args.pathway)) if args.pathway else paper_pathway()
+        with trusting(args.trust_code, named=[args.pathway], command=True):  # named on this command line
+            pathway = build_graph(Config(pathway=args.pathway)) if args.pathway else paper_pathway()
         name, area = map_area(pathway, args.map)
         compute = area.map_computer(name, dict(args.option))
         run(args.data_root, compute, name=name, every=args.every, shard=args.shard, cache=args.cache)
@@ -181,7 +185,7 @@ def command(job: Callable[[], object]) -> int:
     try:
         job()
     except (FileNotFoundError, ValueError, NotImplementedError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished videos are cached; run the same command to resume", file=sys.stderr)

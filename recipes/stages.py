@@ -21,6 +21,7 @@ started with.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import torch
@@ -38,7 +39,7 @@ from visualpath.data.decode import VideoError
 from visualpath.data.layouts import image_split, video_set
 from visualpath.data.synthetic import ImageSpec, SyntheticSpec, ensure_synthetic_images
 from visualpath.engine import OptimSpec, RunLog, build_optimizer, evaluate, fit, load_weights, make_loader
-from visualpath.rundir import PATHWAY_FILE
+from visualpath.rundir import PATHWAY_FILE, stage_progress
 
 __all__ = ["FRAMES", "ventral_source", "missing_maps", "given_maps", "run_ventral", "run_joint", "run_finetune", "run_test", "graph_to_finetune", "pretrained_graph", "init_target",
            "checkpoint_format", "is_pathway_checkpoint", "video_records", "image_root", "side_maps", "ddp"]
@@ -310,8 +311,13 @@ def is_pathway_checkpoint(path: Path) -> bool:
         return False
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
-        return any(k.startswith("streams.") for k in f.keys())
+    from visualpath.errors import Refused, one_line
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return any(k.startswith("streams.") for k in f.keys())
+    except Exception as err:  # noqa: BLE001 (safetensors raises its own error types)
+        raise Refused(f"{path} is not a readable safetensors file ({one_line(err)[:200]})") from None
 
 
 def pretrained_graph(cfg: Config) -> Pathway | None:
@@ -414,6 +420,13 @@ def run_test(cfg: Config, runtime, run: RunLog, console: Console, model=None):
         dataset = VideoDataset(records, classes, frames=cfg.data.frames, stride=cfg.data.stride,
                                sampling=cfg.finetune.sampling, mode="test", size=cfg.data.size,
                                clips=cfg.test.clips, crops=cfg.test.crops, name="evaluation videos")
+    progress = stage_progress(run.stage_dir("finetune")) or {}
+    views = {"clips": cfg.test.clips, "crops": cfg.test.crops, "items": len(dataset),
+             "finetune_sha256": progress.get("weights_sha256")}
+    done = _tested(run, views)
+    if done is not None:  # the same command again: this model was tested on these views already
+        console.print(f"[bold]test[/]: already done for this finetuned model (top-1 {done['top1']:.3f}); kept as it is")
+        return {"top1": done["top1"], "top5": done["top5"], "count": done["count"], "chance": 1 / len(classes)}
     if model is None:
         model = _classifier(cfg, pathway.build(), len(classes))
         load_weights(model, run.stage_dir("finetune") / "model.safetensors")
@@ -422,8 +435,26 @@ def run_test(cfg: Config, runtime, run: RunLog, console: Console, model=None):
                          workers=cfg.data.workers, drop_last=False)
     result = evaluate(model, loader, runtime, console=console)
     result["chance"] = 1 / len(classes)
-    run.metrics("test", top1=result["top1"], top5=result["top5"], count=result["count"])
+    run.trim_metrics("test", -1)  # one test record per run: the latest finetuned model's
+    run.metrics("test", top1=result["top1"], top5=result["top5"], count=result["count"], **views)
     return result
+
+
+def _tested(run: RunLog, views: dict) -> dict | None:
+    """The test record of the same finetuned weights on the same views, if any."""
+    if views["finetune_sha256"] is None:
+        return None
+    path = run.root / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    for line in reversed(path.read_text().splitlines()):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("stage") == "test" and all(record.get(k) == v for k, v in views.items()):
+            return record
+    return None
 
 
 def figure(joint, cfg: Config, run_log: RunLog, runtime, console: Console | None = None) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,10 @@ from areas import MTMotion, V1Gabor, V2Contour, V4Color
 from visualpath import DecoderSpec, Pathway, RandomMask, Stream, TubeMask, vit_tiny
 
 TINY_DECODER = DecoderSpec(width=64, depth=1, heads=2)
+
+# The reader's trust store (visualpath.trust) of the whole test session, never the user's own:
+# set before any test runs, so that commands the tests start in subprocesses share it.
+os.environ["VISUALPATH_TRUST_FILE"] = os.path.join(tempfile.mkdtemp(prefix="visualpath-trust-"), "trusted_code.json")
 
 
 def tiny_pathway(share="partial", depth_split=(1, 1, 2), **encoder) -> Pathway:

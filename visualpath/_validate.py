@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 
@@ -23,17 +24,17 @@ def non_negative(instance, attribute, value) -> None:
 
 def positive_float(instance, attribute, value) -> None:
     """A real number > 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
         raise ValueError(
-            f"{type(instance).__name__}.{attribute.name} must be a number > 0, got {value!r}"
+            f"{type(instance).__name__}.{attribute.name} must be a finite number > 0, got {value!r}"
         )
 
 
 def non_negative_float(instance, attribute, value) -> None:
     """A real number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
         raise ValueError(
-            f"{type(instance).__name__}.{attribute.name} must be a number >= 0, got {value!r}"
+            f"{type(instance).__name__}.{attribute.name} must be a finite number >= 0, got {value!r}"
         )
 
 
@@ -52,3 +53,15 @@ def unit_interval_closed_open(instance, attribute, value) -> None:
         raise ValueError(
             f"{type(instance).__name__}.{attribute.name} must be in [0, 1), got {value!r}"
         )
+
+
+def unit_interval(instance, attribute, value) -> None:
+    """A real number in [0, 1) (a probability that must leave something: dropout, smoothing)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be a number in [0, 1), got {value!r}")
+
+
+def non_negative_int(instance, attribute, value) -> None:
+    """An integer >= 0 (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be an integer >= 0, got {value!r}")

@@ -16,10 +16,12 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import attrs
 
+from visualpath.errors import Refused
+
 __all__ = ["ConfigError", "apply_overrides", "flat_fields", "to_dict", "parse_cli"]
 
 
-class ConfigError(ValueError):
+class ConfigError(Refused):
     """A bad override: unknown key, unparsable or invalid value."""
 
 
@@ -209,7 +211,13 @@ def _read_settings(path: str) -> dict:
             import yaml
         except ImportError:
             raise ConfigError(f"--config {path}: reading YAML needs the pyyaml package") from None
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)  # plain data only: a !!python tag is refused, never constructed
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            at = f" at line {where.line + 1}" if where is not None else ""
+            raise ConfigError(f"--config {path}: not plain YAML data{at} "
+                              f"({getattr(err, 'problem', None) or type(err).__name__})") from None
     else:
         try:
             data = json.loads(text)

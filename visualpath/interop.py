@@ -422,12 +422,13 @@ def _default_stream(core, fmt: str) -> str:
     return names[0]
 
 
-def encoder_from_run(run_dir, stream: str, drop_path: float | None = None) -> Encoder:
+def encoder_from_run(run_dir, stream: str, drop_path: float | None = None, trust_code: bool = False) -> Encoder:
     """One stream's encoder of a recipe's run directory, rebuilt from the graph it stored
-    (``pathway.json``; see :mod:`visualpath.rundir`), with its trained weights."""
+    (``pathway.json``; see :mod:`visualpath.rundir`), with its trained weights (verified).
+    ``trust_code``: run code the graph needs that you have not trusted (:mod:`visualpath.trust`)."""
     from visualpath.rundir import load_model
 
-    model = load_model(run_dir)
+    model = load_model(run_dir, trust_code=trust_code)
     if stream not in model.streams:
         raise ValueError(f"the run {run_dir} has the streams {list(model.streams)}, not {stream!r}")
     return Encoder.from_pathway(model, stream, drop_path=drop_path)
@@ -640,7 +641,7 @@ def export_videomae(model: nn.Module, out_dir: str | Path, *, image_size: int, n
 
 def _readable_by_all(path: Path) -> None:
     """safetensors writes 0600; give the file the mode any other file gets under the umask."""
-    from visualpath.rundir import file_mode
+    from visualpath.atomic import file_mode
 
     os.chmod(path, file_mode())
 

@@ -69,6 +69,10 @@ class OptimSpec:
             raise ValueError(f"OptimSpec.layer_decay must be in (0, 1], got {self.layer_decay!r}")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ValueError(f"OptimSpec.clip_grad must be > 0 or None, got {self.clip_grad!r}")
+        if self.base_lr > 1:
+            raise ValueError(f"OptimSpec.base_lr must be at most 1, got {self.base_lr!r}: AdamW moves every weight by "
+                             "about the learning rate each step, so a larger one diverges (Tables 8 and 9 use "
+                             "1.5e-4 to 1e-3)")
         if self.min_lr >= self.peak_lr(1):
             raise ValueError(f"OptimSpec.min_lr ({self.min_lr:g}) must be below the peak rate, base_lr x batch / 256 "
                              f"= {self.peak_lr(1):g}: the schedule decays from the peak to min_lr")

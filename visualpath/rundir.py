@@ -23,7 +23,6 @@ import os
 import random
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from visualpath.atomic import atomic, file_mode
+from visualpath.errors import Refused, one_line
 
 if TYPE_CHECKING:
     from visualpath.engine import Runtime
@@ -45,6 +47,7 @@ __all__ = [
     "load_checkpoint",
     "has_checkpoint",
     "clear_stage",
+    "prune_stage",
     "stage_progress",
     "selected_checkpoint",
     "CheckpointWriteError",
@@ -52,6 +55,8 @@ __all__ = [
     "RunDirBusy",
     "FAULT_POINTS",
     "load_weights",
+    "read_weights",
+    "DamagedWeights",
     "git_revision",
     "PATHWAY_FILE",
     "write_pathway",
@@ -77,27 +82,6 @@ class TrainState:
     step: int = 0
     skipped: int = 0
     extra: dict = field(default_factory=dict)
-
-
-def file_mode() -> int:
-    """The mode a plain ``open()`` gives a new file under this process's umask (``mkstemp``
-    makes 0600, which colleagues on shared storage cannot read)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -219,6 +203,20 @@ def clear_stage(directory: Path) -> None:
         shutil.rmtree(unit, ignore_errors=True)
 
 
+def prune_stage(directory: Path) -> list[str]:
+    """Remove a stage's checkpoint units other than the selected one, and interrupted
+    writes' temporary folders (what a kill between selecting a unit and removing the old ones
+    leaves); returns their names. A stage without a selected unit keeps everything."""
+    directory = Path(directory)
+    selected = selected_checkpoint(directory)
+    if selected is None or selected == directory:
+        return []
+    stale = [u for u in _units(directory) if u.resolve() != selected] + list(directory.glob(".ckpt-*.tmp"))
+    for unit in stale:
+        shutil.rmtree(unit, ignore_errors=True)
+    return [u.name for u in stale]
+
+
 def has_checkpoint(directory: Path) -> bool:
     """Whether a stage directory holds a resumable checkpoint (weights and state)."""
     found = selected_checkpoint(directory)
@@ -294,6 +292,7 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     try:
         tmp.mkdir()
         save_file(weights, str(tmp / "model.safetensors"))
+        weights_sha = _sha256(tmp / "model.safetensors")
         _fault("weights-written")
         if optimizer is not None:
             rngs = rng if rng is not None else [_rng_state()]
@@ -306,13 +305,14 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
                 "world": len(rngs),
                 "rng": rngs[0],
                 "rng_per_rank": rngs,
-                "weights_sha256": _sha256(tmp / "model.safetensors"),
+                "weights_sha256": weights_sha,
             }
             torch.save(payload, tmp / "state.pt")
             _fault("state-written")
         progress = {"epoch": state.epoch, "step": state.step, "total_steps": state.extra.get("total_steps"),
                     "finished": state.extra.get("total_steps") is not None
-                    and state.step >= state.extra["total_steps"]}
+                    and state.step >= state.extra["total_steps"],
+                    "weights_sha256": weights_sha}
         (tmp / "progress.json").write_text(json.dumps(progress))
         for f in tmp.iterdir():
             os.chmod(f, file_mode())  # safetensors writes 0600: readable by colleagues like any other file
@@ -353,16 +353,63 @@ def _python_state(state):
     return [version, torch.tensor(internal, dtype=torch.int64), gauss]
 
 
-def load_weights(model: nn.Module, path: Path, strict: bool = True):
-    """Load ``model.safetensors`` (a file, or a stage folder's selected checkpoint) into
-    ``model``; returns missing/unexpected keys."""
+class DamagedWeights(Refused):
+    """Weights that are not the file their checkpoint recorded (flipped bytes, a replaced or
+    truncated file), or a file that is not safetensors."""
+
+
+def _recorded_sha(unit: Path) -> str | None:
+    """The SHA-256 a checkpoint unit recorded for its weights: ``progress.json``'s, else (units
+    written before it held one) ``state.pt``'s; None for a folder that recorded none."""
+    progress = unit / "progress.json"
+    if progress.is_file():
+        try:
+            recorded = json.loads(progress.read_text()).get("weights_sha256")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if isinstance(recorded, str):
+            return recorded
+    state = unit / "state.pt"
+    if state.is_file():
+        try:
+            payload = torch.load(state, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 (any unreadable state is reported the same way)
+            raise DamagedWeights(f"{state} cannot be read ({one_line(err)[:200]}): a damaged checkpoint; restore it "
+                                 "or train the stage again (resume=false)") from None
+        recorded = payload.get("weights_sha256") if isinstance(payload, dict) else None
+        return recorded if isinstance(recorded, str) else None
+    return None
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``model.safetensors`` (a file, or a stage folder's selected checkpoint),
+    checked against the SHA-256 its checkpoint recorded.
+
+    Raises:
+        DamagedWeights: the file is not the one recorded, or is not a safetensors file.
+        Refused: the folder holds no checkpoint.
+    """
     path = Path(path)
     if path.is_dir():
         found = selected_checkpoint(path)
         if found is None:
-            raise ValueError(f"{path} holds no checkpoint")
+            raise Refused(f"{path} holds no checkpoint")
         path = found / "model.safetensors"
-    return _unwrap(model).load_state_dict(load_file(str(path)), strict=strict)
+    real = path.resolve()
+    recorded = _recorded_sha(real.parent) if real.name == "model.safetensors" else None
+    if recorded is not None and _sha256(real) != recorded:
+        raise DamagedWeights(f"{path}: the weights are not the file their checkpoint recorded (SHA-256 differs): "
+                             "damaged or replaced; restore the file or train the stage again")
+    try:
+        return load_file(str(real))
+    except Exception as err:  # noqa: BLE001 (safetensors raises its own error types)
+        raise DamagedWeights(f"{path} is not a readable safetensors file ({one_line(err)[:200]})") from None
+
+
+def load_weights(model: nn.Module, path: Path, strict: bool = True):
+    """Load ``model.safetensors`` (a file, or a stage folder's selected checkpoint) into
+    ``model``, verified (:func:`read_weights`); returns missing/unexpected keys."""
+    return _unwrap(model).load_state_dict(read_weights(path), strict=strict)
 
 
 def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
@@ -371,20 +418,25 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     (``weights_only=True``); returns the state.
 
     Raises:
-        ValueError: the weights are not the ones the state was saved with, or the run was
-            saved by another number of processes.
+        DamagedWeights: the weights are not the ones the state was saved with, or the state
+            cannot be read (a truncated or damaged ``state.pt``).
+        Refused: the run was saved by another number of processes.
     """
     found = selected_checkpoint(Path(directory))
     if found is None:
-        raise ValueError(f"{directory} holds no checkpoint")
-    payload = torch.load(found / "state.pt", map_location="cpu", weights_only=True)
+        raise Refused(f"{directory} holds no checkpoint")
+    try:
+        payload = torch.load(found / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 (a truncated zip, a pickle that is not weights-only, ...)
+        raise DamagedWeights(f"{found / 'state.pt'} cannot be read ({one_line(err)[:200]}): a damaged checkpoint; "
+                             "restore it or start the stage again (resume=false)") from None
     expected = payload.get("weights_sha256")
     if expected is not None and _sha256(found / "model.safetensors") != expected:
-        raise ValueError(f"{found}: model.safetensors is not the file its state.pt was saved with (a damaged "
-                         "checkpoint); restore it or start the stage again (resume=false)")
+        raise DamagedWeights(f"{found}: model.safetensors is not the file its state.pt was saved with (a damaged "
+                             "checkpoint); restore it or start the stage again (resume=false)")
     saved_world = payload.get("world", 1)
     if saved_world != world:
-        raise ValueError(f"{directory} was trained by {saved_world} process(es) and this run has {world}: resume "
+        raise Refused(f"{directory} was trained by {saved_world} process(es) and this run has {world}: resume "
                          f"it with {saved_world} (torchrun --nproc_per_node={saved_world}), since each process's "
                          "random state and share of the data are part of the checkpoint")
     load_weights(model, found / "model.safetensors")
@@ -432,7 +484,7 @@ class RunLog:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
                 except ImportError as err:
-                    raise ValueError(f"tensorboard=true needs the tensorboard package (pip install tensorboard): "
+                    raise Refused(f"tensorboard=true needs the tensorboard package (pip install tensorboard): "
                                      f"{err}") from None
                 self._writer = SummaryWriter(str(self.root / "tensorboard"))
 
@@ -440,7 +492,7 @@ class RunLog:
         if self.runtime.main:
             payload = {"config": config, "git_revision": git_revision(), "world_size": self.runtime.world,
                        "device": str(self.runtime.device), "torch": torch.__version__}
-            _atomic(self.root / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
+            atomic(self.root / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
 
     def metrics(self, stage: str, **values: Any) -> None:
         if self.runtime.main:
@@ -463,7 +515,7 @@ class RunLog:
         lines = path.read_text().splitlines()
         kept = [line for line in lines if not _after(line, stage, step)]
         if len(kept) != len(lines):
-            _atomic(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
+            atomic(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
 
     def broken_files(self, stage: str, files: Mapping[str, str]) -> None:
         """``broken_files.json``: each stage's unreadable files and why, each file once."""
@@ -474,7 +526,7 @@ class RunLog:
         if not files and stage not in listed:
             return
         listed[stage] = {"count": len(files), "files": dict(sorted(files.items()))}
-        _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(listed, indent=2)))
+        atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(listed, indent=2)))
 
     def close(self) -> None:
         if self._writer is not None:
@@ -488,7 +540,7 @@ class RunLog:
 # --------------------------------------------------------------------------- one writer per run directory
 
 
-class RunDirBusy(ValueError):
+class RunDirBusy(Refused):
     """Another live process holds the run directory."""
 
 
@@ -546,25 +598,53 @@ def _stage_file(stage: str) -> str:
     return PATHWAY_FILE.replace(".json", f".{stage}.json")
 
 
-def write_pathway(root: str | Path, pathway: Pathway, stage: str | None = None) -> Path:
+def write_pathway(root: str | Path, pathway: Pathway, stage: str | None = None, builder: str | None = None) -> Path:
     """Store ``pathway`` as ``root/pathway.json`` (atomically), or as ``pathway.<stage>.json``
     for a stage that trains another graph than the run's part for it (Table 7c's rows
-    change the joint stage's targets only)."""
-    path = Path(root) / (_stage_file(stage) if stage else PATHWAY_FILE)
-    text = json.dumps(pathway.to_dict(), indent=2)
-    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+    change the joint stage's targets only).
+
+    The user's own code the graph needs (its areas' modules outside the installed packages,
+    the ``builder`` reference's module and the user modules they import) is copied into
+    ``root/code/`` first and listed, with each file's SHA-256, in the spec's ``"code"``
+    (:mod:`visualpath.usercode`); the author's copies become trusted by content
+    (:mod:`visualpath.trust`), so their own run opens anywhere without a flag.
+    """
+    import sys
+
+    from visualpath import usercode
+    from visualpath.spec import CODE_FORMAT
+
+    root = Path(root)
+    path = root / (_stage_file(stage) if stage else PATHWAY_FILE)
+    spec = pathway.to_dict()
+    modules = [sys.modules.get(type(a).__module__) for s in pathway.streams for a in s.areas]
+    if builder is not None and ":" in builder and not Path(builder).is_dir():
+        try:
+            modules.append(usercode.module_of(builder.rpartition(":")[0], f"pathway={builder!r}"))
+        except ValueError:
+            pass  # a builder named by a spec file or a run: nothing of it runs
+    entries = usercode.collect(m for m in modules if m is not None)
+    if entries:
+        spec = {"format": CODE_FORMAT, **{k: v for k, v in spec.items() if k != "format"},
+                "code": usercode.write(root, entries)}
+        usercode.remember_authored(entries)
+    text = json.dumps(spec, indent=2)
+    atomic(path, lambda tmp: Path(tmp).write_text(text))
     return path
 
 
 def read_spec(path: Path) -> Pathway:
-    """The graph a spec file holds."""
-    from visualpath.pathway import Pathway
+    """The graph a spec file holds (its carried code is read from the folder it is in)."""
+    from visualpath.spec import pathway_from_dict
 
+    path = Path(path)
     try:
-        spec = json.loads(Path(path).read_text())
+        spec = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from None
-    return Pathway.from_dict(spec)
+        raise Refused(f"{path} is not valid JSON ({err})") from None
+    except OSError as err:
+        raise Refused(f"{path} cannot be read ({err.strerror or err})") from None
+    return pathway_from_dict(spec, root=path.parent, where=str(path))
 
 
 def stage_pathway(pathway: Pathway, stage: str | None) -> Pathway:
@@ -574,25 +654,34 @@ def stage_pathway(pathway: Pathway, stage: str | None) -> Pathway:
         return pathway
     images = [s.name for s in pathway.streams if s.modality == "image"]
     if not images:
-        raise ValueError("the graph has no image stream, so it has no ventral stage")
+        raise Refused("the graph has no image stream, so it has no ventral stage")
     return pathway.select(images)
 
 
 def read_pathway(run_dir: str | Path, stage: str | None = None,
-                 legacy: Callable[[dict], Pathway] | None = None) -> Pathway:
+                 legacy: Callable[[dict], Pathway] | None = None, trust_code: bool = False) -> Pathway:
     """The graph stored in a run directory (for ``stage``'s checkpoint, see :func:`stage_pathway`).
 
-    A stage's own graph (``pathway.<stage>.json``) comes first.
+    A stage's own graph (``pathway.<stage>.json``) comes first. Its areas are rebuilt from
+    the code the run carries (``code/``), never from the paths it was trained from.
 
     Args:
         legacy: for a run written before graphs were stored, a function from its
             ``config.json`` to its graph (``areas.bimm.run_pathway`` passes the paper's).
+        trust_code: run the code the graph needs even if it is neither installed nor
+            trusted (:mod:`visualpath.trust`); read ``code/`` first.
 
     Raises:
-        ValueError: naming the directory when it holds neither.
+        Refused: naming the directory when it holds neither.
+        visualpath.trust.CodeNotTrusted: the graph needs code the reader has not trusted.
     """
+    from visualpath.trust import trusting
 
-    run_dir = Path(run_dir)
+    with trusting(trust_code):
+        return _read_pathway(Path(run_dir), stage, legacy)
+
+
+def _read_pathway(run_dir: Path, stage: str | None, legacy) -> Pathway:
     own = run_dir / _stage_file(stage) if stage else None
     if own is not None and own.is_file():
         return read_spec(own)
@@ -603,29 +692,30 @@ def read_pathway(run_dir: str | Path, stage: str | None = None,
     if legacy is not None and config.is_file():
         return stage_pathway(legacy(json.loads(config.read_text())), stage)
     if config.is_file():
-        raise ValueError(f"{run_dir} was written before runs stored their graph ({PATHWAY_FILE}): load it with "
-                         "analysis.features.load_run, which rebuilds the paper's graph of its config.json")
-    raise ValueError(f"{run_dir} is not a run directory: it has no {PATHWAY_FILE}"
-                     + (" or config.json" if legacy is not None else ""))
+        raise Refused(f"{run_dir} was written before runs stored their graph ({PATHWAY_FILE}): load it with "
+                      "analysis.features.load_run, which rebuilds the paper's graph of its config.json")
+    raise Refused(f"{run_dir} is not a run directory: it has no {PATHWAY_FILE}"
+                  + (" or config.json" if legacy is not None else ""))
 
 
 def load_model(run_dir: str | Path, stage: str | None = None, device: str | torch.device = "cpu",
-               legacy: Callable[[dict], Pathway] | None = None) -> PathwayModel:
-    """The pathway of a run directory with its trained weights, in eval mode.
+               legacy: Callable[[dict], Pathway] | None = None, trust_code: bool = False) -> PathwayModel:
+    """The pathway of a run directory with its trained weights (verified against the hash
+    their checkpoint recorded), in eval mode.
 
     Args:
         stage: ``"joint"`` or ``"ventral"``; default: the joint checkpoint if there is one.
-        legacy: see :func:`read_pathway`.
+        legacy, trust_code: see :func:`read_pathway`.
     """
     run_dir = Path(run_dir)
-    read_pathway(run_dir, legacy=legacy)  # says so when it is no run directory at all
+    read_pathway(run_dir, legacy=legacy, trust_code=trust_code)  # says so when it is no run directory at all
     stages = [stage] if stage else ["joint", "ventral"]
     ckpt = next((run_dir / s / "model.safetensors" for s in stages if (run_dir / s / "model.safetensors").is_file()),
                 None)
     if ckpt is None:
-        raise ValueError(f"{run_dir} holds no {' or '.join(stages)} checkpoint (model.safetensors)")
-    model = read_pathway(run_dir, stage=ckpt.parent.name, legacy=legacy).build()
-    model.load_state_dict(load_file(str(ckpt)), strict=True)
+        raise Refused(f"{run_dir} holds no {' or '.join(stages)} checkpoint (model.safetensors)")
+    model = read_pathway(run_dir, stage=ckpt.parent.name, legacy=legacy, trust_code=trust_code).build()
+    model.load_state_dict(read_weights(ckpt), strict=True)
     return model.to(device).eval()
 
 

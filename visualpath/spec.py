@@ -11,7 +11,9 @@ The class is found again by a registered name (every :class:`~visualpath.Area` s
 registers its class name when it is defined) or by an import path: ``"package.module:Class"``
 for an importable module, ``"path/to/file.py:Class"`` for a plain file. Written specs always
 use the import path, so a stored graph loads without anything imported first (decisions G1,
-G2 and G4 in docs/decisions.md).
+G2 and G4 in docs/decisions.md). Importing a path outside the installed packages is the
+reader's decision (:mod:`visualpath.trust`), and a run's stored graph carries its own copy of
+such code (:mod:`visualpath.usercode`, format 2 of the spec; decisions T1 and T2).
 
 :func:`apply_overrides` edits a graph by name, as the command line does
 (``dorsal.MT.normalize=false``, ``V1.wavelengths=4,8``, ``ventral.mask.ratio=0.6``), and
@@ -20,10 +22,8 @@ every error names the field it is about.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import sys
 import types
@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
+from visualpath.errors import SpecError
+from visualpath.trust import trusting
 
 __all__ = [
     "SpecError",
@@ -48,14 +51,11 @@ __all__ = [
 ]
 
 FORMAT = "visualpath.pathway/1"
+CODE_FORMAT = "visualpath.pathway/2"  # a spec that carries its code (``"code"``, :mod:`visualpath.usercode`)
 MASKS = ("RandomMask", "TubeMask")
 
 _AREAS: dict[str, type] = {}
 _AMBIGUOUS: dict[str, set[str]] = {}
-
-
-class SpecError(ValueError):
-    """A graph description that cannot be read: the message names the field."""
 
 
 # --------------------------------------------------------------------------- finding classes
@@ -77,12 +77,14 @@ def register_area(cls: type, name: str | None = None) -> type:
     return cls
 
 
-def area_class(ref: str, where: str = "type") -> type:
-    """The area class a spec's ``"type"`` names: a registered name or an import path."""
+def area_class(ref: str, where: str = "type", code=None) -> type:
+    """The area class a spec's ``"type"`` names: a registered name or an import path (found
+    in the run's ``code`` first, see :func:`import_object`). The class is checked to be an
+    :class:`~visualpath.Area` before anything is made of it."""
     from visualpath.area import Area
 
     if ":" in ref:
-        cls = import_object(ref, where)
+        cls = import_object(ref, where, code, from_data=True)
     elif ref in _AMBIGUOUS:
         raise SpecError(f"{where}: the area name {ref!r} is defined by several classes "
                         f"({', '.join(sorted(_AMBIGUOUS[ref]))}); use the import path")
@@ -112,46 +114,31 @@ def class_ref(cls: type) -> str:
     return f"{file or cls.__module__}:{cls.__qualname__}"
 
 
-def _load_file(path: Path, where: str) -> types.ModuleType:
-    """Import a ``.py`` file once per resolved path (a second load returns the same module,
-    so its classes stay the same objects)."""
-    path = path.resolve()
-    if not path.is_file():
-        raise SpecError(f"{where}: no such file {str(path)!r}")
-    main = sys.modules.get("__main__")
-    if getattr(main, "__file__", None) and Path(main.__file__).resolve() == path:
-        return main  # the running script: its classes, not a second copy of them
-    name = f"_visualpath_file_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    module.__visualpath_file__ = str(path)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
-def import_object(ref: str, where: str = "reference") -> Any:
+def import_object(ref: str, where: str = "reference", code=None, from_data: bool = False) -> Any:
     """The object ``"package.module:name"`` or ``"path/to/file.py:name"`` names.
+
+    Args:
+        from_data: the reference was read from data (a spec, a run, a config file), not
+            written by the caller: code outside the installed packages is then imported only
+            under the trust rule of :mod:`visualpath.trust`. A caller naming a reference in
+            Python has chosen it.
+        code: a run's carried code (:class:`visualpath.usercode.Carried`); a reference it
+            holds is loaded from the run's own copy.
 
     Raises:
         SpecError: naming ``where`` and what could not be found.
+        CodeNotTrusted: the code is not installed and the reader has not trusted it.
     """
+    from visualpath import usercode
+
     module_part, sep, attr = ref.rpartition(":")
     if not sep or not module_part or not attr:
         raise SpecError(f"{where}: expected 'package.module:name' or 'path/to/file.py:name', got {ref!r}")
-    if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:
-        module = _load_file(Path(module_part), where)
+    if code is not None and module_part in code:
+        module = code.load(module_part, where)
     else:
-        try:
-            module = importlib.import_module(module_part)
-        except ModuleNotFoundError as err:
-            raise SpecError(f"{where}: cannot import {module_part!r} ({err})") from None
+        with contextlib.nullcontext() if from_data else trusting(named=[module_part]):
+            module = usercode.module_of(module_part, where)
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -271,7 +258,7 @@ def _build(cls: type, fields: Mapping[str, Any], where: str, skip: Sequence[str]
         raise SpecError(f"{where}: {err}") from None
 
 
-def _stream_from_dict(d: Any, i: int):
+def _stream_from_dict(d: Any, i: int, code=None):
     from visualpath.masking import RandomMask, TubeMask
     from visualpath.pathway import Stream
 
@@ -296,7 +283,7 @@ def _stream_from_dict(d: Any, i: int):
             raise SpecError(f"{w}: missing field 'type' (a registered area name or 'module:Class')")
         if "name" in a:
             w = f"{where}.areas[{j}] ({a['name']})"
-        areas.append(_build(area_class(a["type"], f"{w}.type"), a, w, skip=("type",)))
+        areas.append(_build(area_class(a["type"], f"{w}.type", code), a, w, skip=("type",)))
     mask = None
     if d.get("mask") is not None:
         m = d["mask"]
@@ -326,12 +313,19 @@ def _share_from(value: Any) -> Any:
     return tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in value)
 
 
-def pathway_from_dict(spec: Mapping[str, Any]):
+def pathway_from_dict(spec: Mapping[str, Any], root: str | Path | None = None, where: str = "spec"):
     """The :class:`~visualpath.Pathway` a spec describes.
+
+    Args:
+        root: the run directory of a spec that carries its code (format 2: a ``"code"`` list
+            of files in ``root/code/``); its areas are loaded from those copies, under the
+            trust rule of :mod:`visualpath.trust`.
+        where: what to call the spec in messages (its file).
 
     Raises:
         SpecError: an unknown format, area or field, a missing field or a wrong type,
             naming where in the spec it is.
+        CodeNotTrusted: the spec needs code the reader has not trusted.
     """
     from visualpath.pathway import Pathway
     from visualpath.vit import ViTSpec
@@ -339,20 +333,29 @@ def pathway_from_dict(spec: Mapping[str, Any]):
     if not isinstance(spec, Mapping):
         raise SpecError(f"a pathway spec is a mapping, got {type(spec).__name__}")
     fmt = spec.get("format", FORMAT)
-    if fmt != FORMAT:
-        raise SpecError(f"format: this version reads {FORMAT!r}, got {fmt!r}")
+    if fmt not in (FORMAT, CODE_FORMAT):
+        raise SpecError(f"format: this version reads {FORMAT!r} and {CODE_FORMAT!r}, got {fmt!r}")
     for key in ("encoder", "streams"):
         if key not in spec:
             raise SpecError(f"missing field {key!r} (a spec holds 'encoder', 'streams' and 'share')")
-    unknown = [k for k in spec if k not in ("format", "encoder", "streams", "share")]
+    known = ("format", "encoder", "streams", "share") + (("code",) if fmt == CODE_FORMAT else ())
+    unknown = [k for k in spec if k not in known]
     if unknown:
-        raise SpecError(f"unknown field {unknown[0]!r} (a spec holds 'encoder', 'streams' and 'share')")
+        raise SpecError(f"unknown field {unknown[0]!r} (a {fmt} spec holds {', '.join(map(repr, known[1:]))})")
+    code = None
+    if spec.get("code"):
+        from visualpath.usercode import Carried
+
+        if root is None:
+            raise SpecError(f"{where} carries its code (code/ beside it): read it with its run directory "
+                            "(visualpath.rundir.read_pathway)")
+        code = Carried(root, spec["code"], where)
     encoder = _build(ViTSpec, spec["encoder"], "encoder") if isinstance(spec["encoder"], Mapping) else None
     if encoder is None:
         raise SpecError(f"encoder must be a mapping of ViTSpec fields, got {spec['encoder']!r}")
     if not isinstance(spec["streams"], Sequence) or isinstance(spec["streams"], str):
         raise SpecError(f"streams must be a list, got {spec['streams']!r}")
-    streams = [_stream_from_dict(d, i) for i, d in enumerate(spec["streams"])]
+    streams = [_stream_from_dict(d, i, code) for i, d in enumerate(spec["streams"])]
     try:
         return Pathway(encoder=encoder, streams=streams, share=_share_from(spec.get("share", "none")))
     except (ValueError, TypeError) as err:

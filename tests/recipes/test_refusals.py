@@ -48,6 +48,18 @@ def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path):
     (("test.clips=0",), "clips must be an integer >= 1"),
     (("test.crops=5",), "crops must be one of [1, 3]"),
     (("test.batch_size=0",), "batch_size must be an integer >= 1"),
+    (("joint.optim.base_lr=1e3",), "base_lr must be at most 1"),
+    (("joint.optim.base_lr=inf",), "base_lr must be a finite number > 0"),
+    (("finetune.smoothing=2",), "smoothing must be a number in [0, 1)"),
+    (("finetune.mixup=-1",), "mixup must be a finite number >= 0"),
+    (("finetune.drop_path=1.5",), "drop_path must be a number in [0, 1)"),
+    (("log_every=0",), "log_every must be an integer >= 1"),
+    (("data.workers=-1",), "workers must be an integer >= 0"),
+    (("seed=-1",), "seed must be an integer >= 0"),
+    (("data.synthetic_groups=0",), "synthetic_groups must be an integer >= 1"),
+    (("device=cuda:7",), "device=cuda:7: this machine has"),
+    (("device=tpu",), "device must be auto, cpu, mps, cuda or cuda:N"),
+    (("data.size=100000",), "GiB for a single clip"),
 ])
 def test_values_that_pass_the_types_but_cannot_work_are_refused(argv, message, capsys, monkeypatch):
     assert message in _refused(capsys, monkeypatch, *argv)
@@ -81,11 +93,20 @@ def half_joint(tmp_path_factory):
 
     stages.fit = stop
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(SystemExit) as exit_info:  # Ctrl-C: one line saying where it stopped, exit 130
             _main(f"run_dir={run}", "joint.optim.epochs=2")
     finally:
         stages.fit = real
+    assert exit_info.value.code == 130
     return run
+
+
+def test_ctrl_c_says_where_the_run_stopped_in_one_line(half_joint, capsys):
+    from recipes.pipeline import interrupted_at
+
+    cfg = pipeline.attrs.evolve(bimm_ucf101.VARIANTS["tiny"], run_dir=str(half_joint))
+    where = interrupted_at(cfg)
+    assert "joint at step 1 of" in where and "ventral at step" in where and "\n" not in where
 
 
 def test_finetuning_after_an_unfinished_joint_stage_is_refused(half_joint, capsys, monkeypatch):
@@ -136,3 +157,43 @@ def test_resume_false_starts_the_stages_again_and_drops_the_later_ones(tmp_path)
     steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     joint = [r["step"] for r in steps if r["stage"] == "joint"]
     assert joint == sorted(set(joint))  # the restarted stage's records replace the old ones
+
+
+def test_a_user_area_whose_target_disagrees_with_its_target_dim_is_refused_naming_both(tmp_path, capsys,
+                                                                                     monkeypatch):
+    graph = tmp_path / "wrong_dim.py"
+    graph.write_text("""
+import attrs
+from areas import V1Gabor, V2Contour, V4Color
+from visualpath import Area, Pathway, RandomMask, Stream
+
+
+@attrs.frozen(kw_only=True)
+class Edges(Area):
+    name: str = "V3"
+    blocks: int = 1
+
+    def target_dim(self, layout):
+        return 7  # the target below gives patch * patch values per token
+
+    def target(self, inp):
+        return inp.layout.patchify(inp.pixels.mean(1, keepdim=True))
+
+
+def build(model):
+    dec = model.decoder(depth=1)
+    areas = [V1Gabor(blocks=1, decoder=dec), V2Contour(blocks=1, decoder=dec), Edges(blocks=1, decoder=dec),
+             V4Color(blocks=1, decoder=dec)]
+    return Pathway(encoder=model.encoder(depth=4), streams=[Stream("ventral", "image", areas, mask=RandomMask(0.75))])
+""")
+    err = _refused(capsys, monkeypatch, f"pathway={graph}:build", "stages=ventral", "data.image_root=frames",
+                   f"run_dir={tmp_path / 'run'}")
+    assert "area V3 (Edges) of stream 'ventral'" in err and "(1, 36, 7) was expected" in err, err
+    assert "target_dim(layout)=7" in err
+
+
+def test_a_pretrained_file_that_is_not_safetensors_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    err = _refused(capsys, monkeypatch, f"run_dir={tmp_path / 'run'}", f"pretrained={bad}", "stages=finetune,test")
+    assert "is not a readable safetensors file" in err

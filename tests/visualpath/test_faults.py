@@ -88,6 +88,23 @@ def test_weights_that_are_not_the_states_are_refused(tmp_path):
         _train(tmp_path, resume=True)
 
 
+def test_a_truncated_state_is_refused_in_one_line(tmp_path):
+    from visualpath.rundir import DamagedWeights, load_weights
+
+    model, _ = _train(tmp_path, stop_after=4)
+    unit = selected_checkpoint(tmp_path / "stage")
+    state = unit / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    with pytest.raises(DamagedWeights) as err:
+        _train(tmp_path, resume=True)
+    assert "state.pt cannot be read" in str(err.value) and "\n" not in str(err.value)
+    # the weights themselves stay loadable: their hash is also in progress.json
+    load_weights(model, tmp_path / "stage")
+    (unit / "progress.json").unlink()  # a unit from before progress.json held the hash: state.pt is asked
+    with pytest.raises(DamagedWeights, match="state.pt cannot be read"):
+        load_weights(model, tmp_path / "stage")
+
+
 def test_a_stage_written_before_checkpoint_units_resumes_and_keeps_its_files(tmp_path):
     """Plain model.safetensors + state.pt (the old layout) become a unit on the next write."""
     _train(tmp_path / "full")

@@ -29,7 +29,7 @@ import torch
 from scipy import ndimage as ndi
 
 from visualpath.data.decode import Video
-from visualpath.rundir import file_mode
+from visualpath.atomic import file_mode
 
 __all__ = ["MapCache", "ContourCache", "masks_to_contour", "VIDEO_EXTENSIONS", "IMAGE_FILE_EXTENSIONS",
            "find_videos", "find_images", "map_video", "map_image", "contour_video"]

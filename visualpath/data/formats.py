@@ -27,6 +27,7 @@ import csv
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def read_ucf101(root: str | os.PathLike, split: int = 1, train: bool = True) -> 
         raise DatasetFormatError(f"UCF101: expected the video folder {videos} (UCF-101/<Class>/*.avi)")
     classes, index = [], {}
     for line in _lines(lists / "classInd.txt", "UCF101 class index ('1 ApplyEyeMakeup' per line)"):
-        parts = line.split()
+        parts = line.split(maxsplit=1)
         if len(parts) != 2 or not parts[0].isdigit():
             raise DatasetFormatError(f"{lists / 'classInd.txt'}: expected '<index> <ClassName>', got {line!r}")
         classes.append(parts[1])
@@ -112,7 +113,10 @@ def read_ucf101(root: str | os.PathLike, split: int = 1, train: bool = True) -> 
     resolve = _CaseInsensitive(videos)
     records = []
     for line in _lines(lists / name, f"UCF101 {'train' if train else 'test'} list"):
-        parts = line.split()
+        # '<Class>/<file> [label]': a file name may hold spaces, so the label is a trailing integer
+        # after the file's extension, and everything before it is the path
+        labelled = re.fullmatch(r"(.*\.\w+)\s+(\d+)", line.strip())
+        parts = [labelled.group(1), labelled.group(2)] if labelled else [line.strip()]
         relative = parts[0].replace("\\", "/")
         folder = relative.split("/")[0].lower()
         if folder not in index:

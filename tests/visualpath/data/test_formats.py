@@ -135,3 +135,19 @@ def test_a_file_whose_name_is_not_utf8_is_found(tmp_path):
     (root / "ucfTrainTestlist" / "trainlist01.txt").write_bytes(b"Walk/" + name + b" 1\n")
     records, classes = read_ucf101(root, 1, train=True)
     assert len(records) == 1 and records[0].path.is_file()
+
+
+def test_ucf101_file_names_with_spaces_parse(tmp_path):
+    """A copy renamed by hand (``v_x g96_c01.avi``): the label is the trailing integer after the
+    extension, the rest of the line is the path, in both lists."""
+    root = _ucf(tmp_path)
+    folder = root / "UCF-101" / "ApplyEyeMakeup"
+    (folder / "v_ApplyEyeMakeup g96_c01.avi").write_bytes(b"x")
+    lists = root / "ucfTrainTestlist"
+    (lists / "trainlist01.txt").write_bytes((lists / "trainlist01.txt").read_bytes()
+                                            + b"ApplyEyeMakeup/v_ApplyEyeMakeup g96_c01.avi 1\r\n")
+    (lists / "testlist01.txt").write_bytes((lists / "testlist01.txt").read_bytes()
+                                           + b"ApplyEyeMakeup/v_ApplyEyeMakeup g96_c01.avi\r\n")
+    for train in (True, False):
+        records, _ = read_ucf101(root, 1, train=train)
+        assert records[-1].path == folder / "v_ApplyEyeMakeup g96_c01.avi" and records[-1].label == 0

@@ -1,0 +1,28 @@
+"""The one error type a command turns into a one-line refusal.
+
+Every entry point (the recipes, ``python -m analysis`` and its subcommands, export,
+precompute, the benchmarks) catches :class:`Refused` and prints its message as one line,
+``error: ...``, with no traceback. A library raises it (or a subclass: a bad graph, a bad
+setting, untrusted code, damaged weights, a busy run directory) for anything that is the
+caller's input rather than a defect of the code: the message names the file, field or value
+and says what to do. It is a ``ValueError``, so code that caught ``ValueError`` before still
+catches it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Refused", "SpecError", "one_line"]
+
+
+class Refused(ValueError):
+    """A request refused before (or instead of) compute; the message is the whole story."""
+
+
+class SpecError(Refused):
+    """A graph description that cannot be read: the message names the field."""
+
+
+def one_line(err: BaseException) -> str:
+    """``err``'s message on one line (a library's multi-line message joined with ``; ``)."""
+    text = str(err).strip() or type(err).__name__
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
