@@ -275,3 +275,52 @@ def test_flipped_weight_bytes_are_refused_under_finetune_and_test(lab_run, tmp_p
     for argv in (["-m", "analysis", str(run), "--no-figures"],
                  ["-m", "recipes.export", str(run), str(tmp_path / "o"), "--what", "encoder"]):
         _refused(_run(*argv, cwd=tmp_path), "model.safetensors", "SHA-256")
+
+
+def test_the_notebook_never_runs_a_planted_payload_unless_told(lab_run, tmp_path, monkeypatch):
+    """The example notebook on a run whose graph names attacker code: it stops at the cell that
+    loads the run, with the refusal, and the payload never ran; ``PROBE_AREAS_TRUST_CODE=1``
+    is the reader's opt-in, and then it runs."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    root, _ = lab_run
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run, symlinks=True)
+    marker = tmp_path / "marker"
+    _plant(run, tmp_path / "shared", marker, "file")
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("PROBE_AREAS_RUN", str(run))
+    for trust_code in ("", "1"):
+        monkeypatch.setenv("PROBE_AREAS_TRUST_CODE", trust_code)
+        nb = nbformat.read(repo / "analysis/notebooks/probe_areas.ipynb", as_version=4)
+        nb.cells = nb.cells[:4]  # set-up and the cell that loads the run
+        client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                         resources={"metadata": {"path": str(tmp_path)}})
+        if trust_code:
+            client.execute()
+            assert marker.read_text() == "ran"
+        else:
+            with pytest.raises(nbclient.exceptions.CellExecutionError, match="CodeNotTrusted"):
+                client.execute()
+            assert not marker.exists()
+
+
+def test_a_run_written_before_runs_carried_code_loads_under_the_trust_rule(lab_run, tmp_path):
+    """Format 1 (no ``code``): the author's own run still opens from the graph's folder (its
+    module's hash is in their store); a colleague needs --trust-code."""
+    root, video = lab_run
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run, symlinks=True)
+    spec = json.loads((run / "pathway.json").read_text())
+    spec["format"] = "visualpath.pathway/1"
+    del spec["code"]
+    (run / "pathway.json").write_text(json.dumps(spec))
+    shutil.rmtree(run / "code")
+    lab = tmp_path / "lab"
+    shutil.copytree(root / "lab", lab)
+    predict = ("-m", "analysis", "predict", str(run), str(video))
+    done = _run(*predict, cwd=lab)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _refused(_run(*predict, cwd=lab, store=tmp_path / "colleague.json"), "'sobel_area'", "--trust-code")
+    done = _run(*predict, "--trust-code", cwd=lab, store=tmp_path / "colleague.json")
+    assert done.returncode == 0, done.stderr[-3000:]
