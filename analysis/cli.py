@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from visualpath import terminal
 from visualpath.errors import one_line
 from visualpath.trust import TRUST_HELP
 
@@ -118,7 +119,8 @@ def predict_command(run_dir: str, videos: list[str], top: int = 5, device: str =
     out = [{"file": str(f), "error": "unreadable", "reason": why} for f, why in unreadable]
     dataset = _dataset(run, files) if files else []
     with torch.no_grad():
-        for i in track(range(len(dataset)), description="predict", console=None, transient=True):
+        for i in track(range(len(dataset)), description="predict", transient=True, disable=not sys.stderr.isatty(),
+                       console=terminal.console(stderr=True)):
             item = dataset[i]
             probs = torch.softmax(model(item["video"].to(device)), dim=-1).mean(0)
             k = min(top, len(classes))
@@ -165,6 +167,6 @@ def main(argv: list[str]) -> int:
         print(f"error: {one_line(err) if str(err) else 'the run has no video stream'}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted: nothing was written; the same command starts again", file=sys.stderr)
+        print("interrupted: nothing was written; the same command starts again", file=sys.stderr)
         return 130
     return 0

@@ -269,11 +269,16 @@ class _progress:
         self.enabled, self.total, self.what = enabled, total, what
 
     def __enter__(self):
+        import sys
+
+        self.enabled = self.enabled and sys.stderr.isatty()  # a bar only where a person watches it
         if not self.enabled:
             return lambda n: None
         from rich.progress import Progress
 
-        self.bar = Progress(transient=True)
+        from visualpath import terminal
+
+        self.bar = Progress(transient=True, console=terminal.console(stderr=True))
         self.bar.__enter__()
         task = self.bar.add_task(self.what, total=self.total)
         return lambda n: self.bar.advance(task, n)

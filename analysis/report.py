@@ -28,6 +28,7 @@ from analysis.similarity import similarity_matrix, top_component_share
 from analysis.tuning import tuning_report
 from visualpath.errors import one_line
 from visualpath.trust import TRUST_HELP
+from visualpath import terminal
 
 __all__ = ["analyse_run", "main"]
 
@@ -152,10 +153,9 @@ def _fmt(value, percent=False) -> str:
 
 
 def print_table(result: dict, console=None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or terminal.console()
     table = Table(title=f"what each area learned: {result['run_dir']} (chance {100 * result['chance']:.1f}%)")
     for col in ("stream", "area", "probe top-1 % [95% CI]", "random init %", "kNN top-1 % [95% CI]"):
         table.add_column(col, justify="left" if col in ("stream", "area") else "right")

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import attrs
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from areas.bimm import SIZES, TARGETS, ModelConfig, build_pathway, run_pathway  # noqa: F401 (re-exported)
@@ -78,6 +77,7 @@ from visualpath.rundir import (
     stage_progress,
     write_pathway,
 )
+from visualpath import terminal
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "PretrainConfig", "FinetuneConfig", "TestConfig", "run",
            "check", "build_pathway", "build_graph", "main", "demo_optim", "demo_of", "tiny_of", "SIZES", "STAGES",
@@ -406,7 +406,7 @@ def preflight(cfg: Config) -> None:
 
 def _run(cfg: Config, pathway: Pathway) -> dict:
     runtime = setup(cfg.device, cfg.seed)
-    console = Console(stderr=True, quiet=not runtime.main)  # under torchrun, rank 0 speaks
+    console = terminal.console(stderr=True, quiet=not runtime.main)  # under torchrun, rank 0 speaks
     run_log = RunLog(cfg.run_dir, runtime, tensorboard=cfg.tensorboard)
     run_log.write_config(to_dict(cfg))
     if runtime.main and not cfg.resume:  # start again: this stage's and the later stages' checkpoints go
@@ -461,7 +461,7 @@ def _table(name: str, results: dict) -> None:
         if key in results:
             value = results[key]
             table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    terminal.console().print(table)
 
 
 def paper_if_data(argv: list[str], recipe_variants: dict, data_keys: tuple[str, ...] = ("data.root",)) -> list[str]:

@@ -38,6 +38,7 @@ from visualpath.data.contours import MapCache, find_images, find_videos, map_ima
 from visualpath.errors import one_line
 from visualpath.trust import TRUST_HELP, trusting
 from visualpath.data.decode import VideoError
+from visualpath import terminal
 
 __all__ = ["run", "main", "parse_shard", "map_area", "default_cache"]
 
@@ -88,7 +89,7 @@ def run(data_root: str | Path, compute: Callable[[np.ndarray], np.ndarray], *, n
     Args:
         compute: one ``(H, W, 3)`` uint8 frame -> its ``(H, W)`` map (bool or uint8).
     """
-    console = console or Console(stderr=True)
+    console = console or terminal.console(stderr=True)
     data_root = Path(data_root)
     if not data_root.is_dir():
         raise FileNotFoundError(f"--data-root {data_root} is not a folder")

@@ -40,6 +40,7 @@ from visualpath.data.layouts import image_split, video_set
 from visualpath.data.synthetic import ImageSpec, SyntheticSpec, ensure_synthetic_images
 from visualpath.engine import OptimSpec, RunLog, build_optimizer, evaluate, fit, load_weights, make_loader
 from visualpath.rundir import PATHWAY_FILE, stage_progress
+from visualpath import terminal
 
 __all__ = ["FRAMES", "ventral_source", "missing_maps", "given_maps", "run_ventral", "run_joint", "run_finetune", "run_test", "graph_to_finetune", "pretrained_graph", "init_target",
            "checkpoint_format", "is_pathway_checkpoint", "video_records", "image_root", "side_maps", "ddp"]
@@ -469,7 +470,7 @@ def figure(joint, cfg: Config, run_log: RunLog, runtime, console: Console | None
         return
     root, records, classes = video_records(cfg, train=False)
     whole = TrainTransform(size=cfg.data.size, crop="resized", area=(1.0, 1.0), flip=False)  # the whole frame
-    say = (console or Console(stderr=True)).print
+    say = (console or terminal.console(stderr=True)).print
     try:
         # the whole evaluation set, so that an unreadable first video is replaced by a readable one
         dataset = VideoDataset(records, classes, frames=cfg.data.frames, stride=cfg.data.stride,

@@ -21,6 +21,7 @@ from visualpath.config import parse_cli, to_dict
 from visualpath.engine import RunLog, build_optimizer, fit, make_loader, setup, teardown
 from visualpath.tokens import normalize_pixels
 from visualpath.rundir import PATHWAY_FILE
+from visualpath import terminal
 
 __all__ = ["TransferConfig", "DEMO_MODEL", "pretrained_encoder", "normalize", "check_pretrained", "generated_root",
            "train_and_evaluate", "transfer_main", "DEMO_RUN"]
@@ -100,7 +101,7 @@ def train_and_evaluate(cfg: TransferConfig, task: str, prepare, step_fn, evaluat
         collate: the loader's collate function, for items that do not stack.
     """
     runtime = setup(cfg.device, cfg.seed)
-    console = Console(stderr=True)
+    console = terminal.console(stderr=True)
     log = RunLog(cfg.run_dir, runtime)
     log.write_config(to_dict(cfg))
     model = None

@@ -45,6 +45,7 @@ from visualpath.rundir import (  # noqa: F401 (re-exported)
     save_checkpoint,
 )
 from visualpath.runtime import Runtime, seed_everything, setup, teardown  # noqa: F401 (re-exported)
+from visualpath import terminal
 
 __all__ = [
     "OptimSpec",
@@ -128,11 +129,9 @@ def fit(
     Returns:
         The final :class:`TrainState`.
     """
-    from rich.console import Console
-
     directory = run.stage_dir(stage)
     state = TrainState()
-    console = console or Console(stderr=True)
+    console = console or terminal.console(stderr=True)
     if resume and has_checkpoint(directory):
         state = load_checkpoint(directory, model, optimizer, rank=runtime.rank, world=runtime.world)
         if runtime.main:
@@ -314,15 +313,14 @@ def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, console=Non
     Returns ``{"top1", "top5", "count", "predictions": (N, classes) tensor, "labels"}``
     over the whole dataset, gathered across ranks (padding duplicates removed by index).
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     model.eval()
     autocast = runtime.autocast_dtype
     scores, labels, indices = [], [], []
-    console = console or Console(stderr=True)
+    console = console or terminal.console(stderr=True)
     with Progress(TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), console=console,
-                  disable=not runtime.main) as progress:
+                  disable=not (runtime.main and console.is_terminal)) as progress:
         task = progress.add_task(stage, total=len(loader))
         for batch in loader:
             batch = _to_device(batch, runtime.device)

@@ -89,6 +89,9 @@ def test_a_moved_run_whose_sources_are_gone_rebuilds_from_a_third_folder(lab_run
     try:
         done = _run("-m", "analysis", str(moved), "--limit", "4", "--no-figures", cwd=third)
         assert done.returncode == 0, done.stderr[-3000:]
+        # captured as a log file is: no blank preamble from progress bars, no header cut short
+        assert done.stdout.strip() and not done.stdout.startswith("\n") and "…" not in done.stdout
+        assert not done.stderr.strip(), done.stderr[-2000:]
         rows = json.loads((moved / "analysis" / "results.json").read_text())["rows"]
         assert ("ventral", "V3") in {(r["stream"], r["area"]) for r in rows}
         done = _run("-m", "analysis", "predict", str(moved), str(video), cwd=third)
