@@ -1,8 +1,10 @@
 """One call that probes every area of a run: ``analyse_run(run_dir)``; ``python -m analysis``.
 
-For each stream and area: linear-probe and kNN top-1 on the run's video set (features of
-one centre clip per video, pooled over tokens; an image stream sees each clip's middle
-frame) with their 95% Wilson intervals, the same probe on the same graph with random
+For each stream and area: the fraction of its target's variance the model leaves at masked
+tokens (``analysis.fit.target_fit``, 1 = no better than the average target; decision S3) beside
+what the token's 8 neighbours give away (``neighbour_fit``, S5); linear-probe and kNN top-1 on
+the run's video set (features of one centre clip per video, pooled over tokens; an image
+stream sees each clip's middle frame) with their 95% Wilson intervals, the same probe on the same graph with random
 weights (the baseline any learning must beat), median orientation selectivity (OSI) and
 circular variance on static gratings, and for video streams median direction selectivity
 (DSI) on drifting gratings, with the share of responsive units and the quartiles of their
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 
 from analysis.features import extract, load_run, run_dataset
+from analysis.fit import neighbour_fit, target_fit
 from analysis.readouts import knn, linear_probe, wilson_interval
 from analysis.similarity import similarity_matrix, top_component_share
 from analysis.tuning import tuning_report
@@ -48,6 +51,8 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
     tuning_rows = {(r["stream"], r["area"]): r for r in tuning.table()}
     torch.manual_seed(0)
     random_init = model.spec.build().to(device).eval()  # the same graph, never trained
+    fit = target_fit(model, test_set, device=device)  # fraction of each target's variance left at masked tokens
+    reference = neighbour_fit(model, test_set, device=device)  # what a token's 8 neighbours give away
     rows, test_feats = [], {}
     for stream in model.streams:
         train = extract(model, train_set, stream, device=device, progress=progress)
@@ -66,7 +71,9 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
                    "random_init_probe_top1": baseline[area],
                    "osi": t["osi"], "circular_variance": t["circular_variance"], "dsi": t.get("dsi"),
                    "responsive": t["responsive"], "train_items": len(train), "test_items": len(test),
-                   "top_component_share": top_component_share(test[area])}
+                   "top_component_share": top_component_share(test[area]),
+                   "target_left": fit.get(stream, {}).get(area),
+                   "target_left_neighbours": reference.get(stream, {}).get(area)}
             row.update(_quartiles(tuning, stream, area))
             rows.append(row)
     joined = {f"{s}.{a}": f for s, feats in test_feats.items() for a, f in feats.areas.items()}
@@ -157,11 +164,14 @@ def print_table(result: dict, console=None) -> None:
 
     console = console or terminal.console()
     table = Table(title=f"what each area learned: {result['run_dir']} (chance {100 * result['chance']:.1f}%)")
-    for col in ("stream", "area", "probe top-1 % [95% CI]", "random init %", "kNN top-1 % [95% CI]"):
+    for col in ("stream", "area", "probe top-1 % [95% CI]", "random init %", "kNN top-1 % [95% CI]",
+                "target left [8 neighbours]"):
         table.add_column(col, justify="left" if col in ("stream", "area") else "right")
     for r in result["rows"]:
+        left = "-" if r.get("target_left") is None else \
+            f"{_fmt(r['target_left'])} [{_fmt(r.get('target_left_neighbours'))}]"
         table.add_row(r["stream"], r["area"], _with_ci(r["probe_top1"], r.get("probe_ci95")),
-                      _fmt(r.get("random_init_probe_top1"), True), _with_ci(r["knn_top1"], r.get("knn_ci95")))
+                      _fmt(r.get("random_init_probe_top1"), True), _with_ci(r["knn_top1"], r.get("knn_ci95")), left)
     console.print(table)
     tuning = Table(title="tuning to gratings (medians over responsive units; OSI/DSI quartiles)")
     for col in ("stream", "area", "OSI", "OSI 25-75%", "circ. var.", "DSI", "DSI 25-75%", "responsive %"):

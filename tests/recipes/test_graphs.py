@@ -3,6 +3,7 @@ through the same commands as the paper's (the user's area lives in tests/fixture
 outside every package)."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,11 @@ def test_analysis_reports_every_area_of_a_user_graph(user_graph_runs, capsys):
     assert set(rows) == {("ventral", a) for a in ("V1", "V2", "V3", "V4")} | \
         {("dorsal", a) for a in ("V1", "V2", "MT")}
     assert 0 <= rows[("ventral", "V3")]["probe_top1"] <= 1 and rows[("ventral", "V3")]["osi"] is not None
+    for row in rows.values():  # how much of each target is left at masked tokens (a few steps: often above 1)
+        assert math.isfinite(row["target_left"]) and row["target_left"] > 0
+        assert 0 < row["target_left_neighbours"] < 2  # the reference needs no training
+    out = capsys.readouterr().out
+    assert "target left [8 neighbours]" in out
 
 
 def test_finetuning_and_testing_a_user_graph_run_from_another_run_directory(user_graph_runs, tmp_path):
