@@ -16,6 +16,8 @@ scale (decision G3). ``pathway.KEY=VALUE`` edits any field of any stream or area
 
 from __future__ import annotations
 
+import inspect
+import sys
 from pathlib import Path
 
 import attrs
@@ -60,8 +62,9 @@ def _build_graph(cfg) -> Pathway:
             raise ValueError(f"pathway={ref!r}: expected FILE.py:FUNCTION, package.module:FUNCTION, a .json spec "
                              "or a run directory")
         builder = import_object(ref, f"pathway={ref!r}", from_data=True)  # named on a command line or in a config
-        if not callable(builder):
-            raise ValueError(f"pathway={ref!r} is not callable")
+        if not inspect.isfunction(builder) or builder.__module__.split(".")[0] in sys.stdlib_module_names:
+            raise SpecError(f"pathway={ref!r} is not a graph builder: expected a Python function that returns a "
+                            "visualpath.Pathway, defined in your file or package")
         pathway = builder(cfg.model) if builder_takes_config(builder) else builder()
         if not isinstance(pathway, Pathway):
             raise ValueError(f"pathway={ref!r} returned {type(pathway).__name__}, not a visualpath.Pathway")

@@ -144,21 +144,48 @@ def _install_dirs() -> tuple[Path, ...]:
     return tuple(Path(d).resolve() for d in dirs)
 
 
+@functools.lru_cache(maxsize=1)
+def _editable_roots() -> tuple[Path, ...]:
+    """Project folders of distributions installed in editable mode (``pip install -e``)."""
+    import importlib.metadata
+    from urllib.parse import unquote, urlparse
+
+    roots = []
+    for dist in importlib.metadata.distributions():
+        try:
+            info = json.loads(dist.read_text("direct_url.json") or "{}")
+        except (ValueError, OSError):
+            continue
+        if info.get("dir_info", {}).get("editable") and info.get("url", "").startswith("file://"):
+            roots.append(Path(unquote(urlparse(info["url"]).path)).resolve())
+    return tuple(roots)
+
+
 def installed(module_name: str) -> bool:
-    """Whether ``module_name`` belongs to the standard library or an installed distribution
-    (decided from its top-level name; nothing is imported)."""
+    """Whether ``module_name`` is the standard library's or an installed distribution's, as
+    Python would import it here: its top-level module must be found (finding it runs no
+    code) built in, inside the interpreter's library folders, or inside the project folder of
+    a distribution installed in editable mode that provides that name. A file of the same
+    name earlier on ``sys.path`` (the current folder, ``PYTHONPATH``) is not installed code."""
     top = module_name.split(".")[0]
-    if top in sys.stdlib_module_names or top in sys.builtin_module_names or top in _distributions():
+    if top in sys.builtin_module_names:
         return True
     try:
-        found = importlib.util.find_spec(top)  # a top-level name: finding it runs no code
+        found = importlib.util.find_spec(top)
     except (ImportError, ValueError):
         return False
-    origin = getattr(found, "origin", None)
-    if not origin or origin in ("built-in", "frozen"):
-        return found is not None and origin in ("built-in", "frozen")
-    where = Path(origin).resolve()
-    return any(where.is_relative_to(d) for d in _install_dirs())
+    if found is None:
+        return False
+    if found.origin in ("built-in", "frozen"):
+        return True
+    places = [found.origin] if found.origin and found.origin != "namespace" else \
+        list(found.submodule_search_locations or [])
+    if not places:
+        return False
+    where = Path(places[0]).resolve()
+    if any(where.is_relative_to(d) for d in _install_dirs()):
+        return True
+    return top in _distributions() and any(where.is_relative_to(d) for d in _editable_roots())
 
 
 # --------------------------------------------------------------------------- the trust store

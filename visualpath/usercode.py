@@ -136,6 +136,8 @@ def import_module(name: str, where: str = "reference") -> types.ModuleType:
     """
     if name in sys.modules:
         return sys.modules[name]
+    if "__main__" in name.split("."):  # importing a package's __main__ runs it as a program
+        raise CodeError(f"{where}: {name!r} is a program's entry point, not a module a graph can name")
     if not trust.installed(name):
         top = name.split(".")[0]
         found = None
