@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="the graph to time instead of the paper's: FILE.py:FN, module:FN, graph.json or a run")
     parser.add_argument("--feedback", default=None,
                         help="also time the graph with these feedback links (e.g. MT>V1): the cost of the second pass")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="let a run given to --pathway rebuild with the code it carries (decision T1)")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -312,6 +314,8 @@ def main(argv: list[str] | None = None) -> dict:
         _memory_child(args.memory_child)
         return {}
     s = _setup(args)
+    if s.pathway is not None:
+        graph(s)  # a graph that cannot be built, or a run not trusted, is refused before any timing
     torch.manual_seed(0)
     console = Console(width=140)
     video = _video(s)
@@ -377,5 +381,20 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.step``: a refusal (an untrusted or damaged run, a bad graph) is one line."""
+    from visualpath.errors import Refused, one_line
+    from visualpath.trust import trusting
+
+    trust_code = "--trust-code" in (sys.argv[1:] if argv is None else argv)
+    try:
+        with trusting(trust_code, command=True):
+            main(argv)
+    except Refused as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli())

@@ -106,11 +106,32 @@ def _new_module(name: str, source: bytes, filename: str, ref: str, origin: str, 
     module.__visualpath_file__ = ref  # its classes are stored under this reference
     sys.modules[name] = module
     try:
-        _Loader(source, filename, origin, sha, how).exec_module(module)
+        with _Tagging(how):
+            _Loader(source, filename, origin, sha, how).exec_module(module)
     except BaseException:
         del sys.modules[name]
         raise
     return module
+
+
+class _Tagging:
+    """Marks every module of user code that runs inside the block as trusted ``how`` (the
+    siblings a trusted module imports run under the same choice): code that runs only
+    because of ``--trust-code`` is never remembered as the reader's own."""
+
+    def __init__(self, how: str | None) -> None:
+        self.how = how
+
+    def __enter__(self) -> None:
+        self.before = set(sys.modules)
+
+    def __exit__(self, *exc) -> None:
+        if self.how is None:
+            return
+        for name in set(sys.modules) - self.before:
+            module = sys.modules.get(name)
+            if module is not None and not hasattr(module, _HOW) and _user_module(module):
+                setattr(module, _HOW, self.how)
 
 
 def _decide(module_part: str, sha: str | None, where: str) -> str:
@@ -154,11 +175,10 @@ def import_module(name: str, where: str = "reference") -> types.ModuleType:
     else:
         how = None
     try:
-        module = importlib.import_module(name)
+        with _Tagging(how):
+            module = importlib.import_module(name)
     except ModuleNotFoundError as err:
         raise CodeError(f"{where}: cannot import {name!r} ({err})") from None
-    if how is not None and not hasattr(module, _HOW):
-        setattr(module, _HOW, how)
     return module
 
 
@@ -239,7 +259,10 @@ def _imports(source: bytes, module: types.ModuleType) -> set[str]:
         tree = ast.parse(source)
     except SyntaxError:
         return set()
-    package = module.__name__ if getattr(module, "__path__", None) else module.__name__.rpartition(".")[0]
+    name = module.__name__
+    if name == "__main__":  # `python -m pkg.script`: its relative imports are pkg's
+        name = getattr(getattr(module, "__spec__", None), "name", None) or name
+    package = name if getattr(module, "__path__", None) else name.rpartition(".")[0]
     out: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -282,13 +305,18 @@ def collect(modules: Iterable[types.ModuleType]) -> list[SourceFile]:
     return sorted(seen.values(), key=lambda e: (e.module is None, e.ref))
 
 
-def _relative(entry: SourceFile, taken: set[str]) -> str:
+def _relative(run_dir: Path, entry: SourceFile, taken: set[str]) -> str:
+    """Where ``entry``'s copy goes: by module path or file name, with its hash added when
+    that place holds other bytes (another file of the same name, or of another spec file
+    of the run, e.g. ``pathway.ventral.json``'s), so no copy is ever overwritten."""
     if entry.module is not None:
-        path = "/".join(entry.module.split(".")) + ("/__init__.py" if entry.package else ".py")
-        return f"{CODE_DIR}/modules/{path}"
-    stem = Path(entry.ref).stem
-    path = f"{CODE_DIR}/files/{stem}.py"
-    return path if path not in taken else f"{CODE_DIR}/files/{stem}-{entry.sha256[:8]}.py"
+        path = f"{CODE_DIR}/modules/" + "/".join(entry.module.split(".")) + ("/__init__.py" if entry.package else ".py")
+    else:
+        path = f"{CODE_DIR}/files/{Path(entry.ref).stem}.py"
+    target = run_dir / path
+    if path in taken or (target.is_file() and target.read_bytes() != entry.source):
+        path = path[:-len(".py")] + f"-{entry.sha256[:12]}.py"
+    return path
 
 
 def write(run_dir: str | Path, entries: Sequence[SourceFile]) -> list[dict]:
@@ -297,7 +325,7 @@ def write(run_dir: str | Path, entries: Sequence[SourceFile]) -> list[dict]:
     run_dir = Path(run_dir)
     manifest, taken = [], set()
     for entry in entries:
-        relative = _relative(entry, taken)
+        relative = _relative(run_dir, entry, taken)
         taken.add(relative)
         target = run_dir / relative
         if not (target.is_file() and target.read_bytes() == entry.source):
@@ -368,6 +396,11 @@ class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         item = self.carried.modules.get(name)
         if item is None:
+            if any(m.startswith(name + ".") for m in self.carried.modules):
+                # a namespace package (a folder without __init__.py) above carried modules
+                spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+                spec.submodule_search_locations = []
+                return spec
             return None
         source, how = self.carried.source(item)
         filename = str(self.carried.root / item["file"])
@@ -376,7 +409,9 @@ class _Finder(importlib.abc.MetaPathFinder):
                                               origin=filename, is_package=bool(item.get("package")))
         spec.has_location = True
         if item.get("package"):
-            spec.submodule_search_locations = [str(Path(filename).parent)]
+            # submodules come from the manifest only (through this finder), never from a file
+            # someone added beside the copies
+            spec.submodule_search_locations = []
         return spec
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 AREA = Path(__file__).parents[1] / "fixtures" / "v3_sobel.py"
+REPO = Path(__file__).parents[2]
 TINY = ("--variant", "tiny", "device=cpu")
 
 
@@ -133,6 +134,12 @@ CONSUMERS = {
         "-c", f"from visualpath.errors import one_line\nimport sys\nfrom visualpath.interop import encoder_from_run\n"
               f"try:\n    encoder_from_run({str(run)!r}, 'dorsal', trust_code=False)\n"
               "except ValueError as err:\n    print('error:', one_line(err), file=sys.stderr); sys.exit(2)"],
+    "transfer pretrained=RUN": lambda run, video, out: ["-m", "recipes.transfer_ade20k", "--variant", "tiny",
+                                                         f"pretrained={run}", f"run_dir={out / 'ade'}"],
+    "benchmarks.step --pathway RUN": lambda run, video, out: [  # from the repository, where benchmarks/ lives
+        "-c", f"import runpy, sys\nsys.path.insert(0, {str(REPO)!r})\n"
+              f"sys.argv = ['step', '--pathway', {str(run)!r}, '--repeats', '1', '--warmup', '0', '--no-memory']\n"
+              "runpy.run_module('benchmarks.step', run_name='__main__')"],
     "resume": lambda run, video, out: ["-m", "recipes.bimm_ucf101", *TINY, f"run_dir={run}"],
     "finetune pretrained=RUN": lambda run, video, out: ["-m", "recipes.bimm_ucf101", *TINY, f"run_dir={out / 'ft'}",
                                                          f"pretrained={run}", "stages=finetune,test"],
@@ -155,7 +162,7 @@ def test_a_colleagues_run_is_refused_in_one_line_until_they_trust_its_code(lab_r
     store = tmp_path / "colleague.json"
     argv = CONSUMERS[consumer](run, video, tmp_path)
     _refused(_run(*argv, cwd=tmp_path, store=store), "code/modules/sobel_area.py", "--trust-code")
-    if consumer in ("analysis predict", "export encoder", "interop.encoder_from_run"):
+    if consumer in ("analysis predict", "export encoder", "interop.encoder_from_run", "transfer pretrained=RUN"):
         done = _run(*_with_trust(argv), cwd=tmp_path, store=store)
         assert done.returncode == 0, done.stderr[-3000:]
         assert not store.exists()  # trusting once is not remembering
@@ -275,8 +282,14 @@ def test_flipped_weight_bytes_are_refused_under_finetune_and_test(lab_run, tmp_p
     _refused(_run("-m", "recipes.bimm_ucf101", *TINY, f"run_dir={tmp_path / 'ft'}", f"pretrained={run}",
                   "stages=finetune,test", cwd=tmp_path), "model.safetensors", "SHA-256")
     assert not (tmp_path / "ft" / "finetune" / "model.safetensors").exists()
+    read = ("from visualpath.errors import one_line\nimport sys\nfrom visualpath.interop import read_state_dict\n"
+            f"try:\n    read_state_dict({str(run)!r})\n"
+            "except ValueError as err:\n    print('error:', one_line(err), file=sys.stderr); sys.exit(2)")
     for argv in (["-m", "analysis", str(run), "--no-figures"],
-                 ["-m", "recipes.export", str(run), str(tmp_path / "o"), "--what", "encoder"]):
+                 ["-m", "recipes.export", str(run), str(tmp_path / "o"), "--what", "encoder"],
+                 ["-m", "recipes.transfer_ade20k", "--variant", "tiny", f"pretrained={run}",
+                  f"run_dir={tmp_path / 'ade'}"],
+                 ["-c", read]):
         _refused(_run(*argv, cwd=tmp_path), "model.safetensors", "SHA-256")
 
 

@@ -31,6 +31,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from visualpath.errors import Refused
+
 __all__ = [
     "VideoRecord",
     "read_ucf101",
@@ -44,8 +46,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class DatasetFormatError(ValueError):
-    """A split file, list or folder that is missing or not in the expected format."""
+class DatasetFormatError(Refused):
+    """A split file, list or folder that is missing or not in the expected format (a
+    :class:`~visualpath.errors.Refused`, so every command prints it in one line)."""
 
 
 @dataclass(frozen=True)
