@@ -188,12 +188,20 @@ def print_table(result: dict, console=None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis", usage="python -m analysis RUN_DIR [options] | extract ... | predict ...",
+        description=__doc__.splitlines()[0],
+        epilog="commands on any video files (each has its own --help):\n"
+               "  python -m analysis extract RUN_DIR VIDEO... --out FILE   per-area features of the videos\n"
+               "  python -m analysis predict RUN_DIR VIDEO...              top-k classes of a finetuned run",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", help="a recipe's run directory (config.json + joint/ or ventral/)")
-    parser.add_argument("--stage", choices=("joint", "ventral"), default=None)
+    parser.add_argument("--stage", choices=("joint", "ventral"), default=None,
+                        help="which pretraining stage's weights to probe (default: joint if the run has it)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many videos per split")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N (default: cuda when there is one)")
+    parser.add_argument("--no-figures", action="store_true", help="the table and results.json only")
     parser.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     try:

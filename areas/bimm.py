@@ -73,11 +73,11 @@ class ModelConfig:
 
     size: str = attrs.field(default="base", validator=_one_of(SIZES))
     width: int | None = None  # override the size's width (demo models)
-    heads: int | None = None
+    heads: int | None = None  # override the size's attention heads (demo models)
     patch: int | None = None  # override the size's patch side in pixels (demo models)
     split: tuple[int, int, int] | None = attrs.field(default=None, validator=_split)  # blocks of V1, V2, V4/MT
     decoder_width: int = 384  # every decoder's token width
-    decoder_heads: int = 6
+    decoder_heads: int = 6  # every decoder's attention heads
     decoder_depths: tuple[int, int, int] = (1, 2, 4)  # decoder blocks of V1, V2, V4/MT
     image_mask: float = 0.75  # the ventral stream's random mask ratio
     video_mask: float = 0.9  # the dorsal stream's tube mask ratio (Table 7f)

@@ -17,7 +17,7 @@ from visualpath._validate import non_negative_float, non_negative_int, unit_inte
 from visualpath.engine import OptimSpec
 
 __all__ = ["Config", "DataConfig", "PretrainConfig", "FinetuneConfig", "TestConfig", "STAGES", "demo_optim",
-           "demo_model", "tiny_model", "demo_of", "tiny_of", "variants"]
+           "demo_model", "tiny_model", "demo_of", "small_of", "tiny_of", "variants", "VARIANT_NOTES"]
 
 STAGES = ("ventral", "joint", "finetune", "test")
 
@@ -49,7 +49,7 @@ class DataConfig:
     """Where clips come from; ``root=None`` uses the built-in synthetic set (UCF101 layout)."""
 
     format: str = attrs.field(default="ucf101", validator=_one_of(VIDEO_FORMATS))
-    root: str | None = None
+    root: str | None = None  # the video set's folder in its official layout (data.format); None: the built-in set
     split: int = attrs.field(default=1, validator=_one_of((1, 2, 3)))
     # The ventral stage's images: an ImageNet-layout folder (the paper's IN-1K init; BIMM-V), "frames"
     # (frames of the video set: Table 7a's "UCF101 Init") or "builtin" (the generated shapes); None asks.
@@ -57,19 +57,19 @@ class DataConfig:
     contours: str | None = None  # SAM contour cache folder: the same as maps=contour=DIR
     maps: tuple[str, ...] = attrs.field(default=(), validator=_maps)  # NAME=DIR per side map the graph's areas declare (recipes.precompute_maps)
     image_maps: tuple[str, ...] = attrs.field(default=(), validator=_maps)  # NAME=DIR for data.image_root's images
-    frames: int = attrs.field(default=16, validator=_at_least_one)
-    stride: int = attrs.field(default=4, validator=_at_least_one)
-    size: int = attrs.field(default=224, validator=_at_least_one)
+    frames: int = attrs.field(default=16, validator=_at_least_one)  # frames per clip (the paper: 16)
+    stride: int = attrs.field(default=4, validator=_at_least_one)  # frames between sampled frames (the paper: 4)
+    size: int = attrs.field(default=224, validator=_at_least_one)  # side of the square crop in pixels, a multiple of the patch
     workers: int = attrs.field(default=8, validator=non_negative_int)  # data-loading processes (0: in the main one)
-    synthetic_groups: int = attrs.field(default=8, validator=_at_least_one)
-    synthetic_clips: int = attrs.field(default=4, validator=_at_least_one)
-    synthetic_size: int = attrs.field(default=128, validator=_at_least_one)
+    synthetic_groups: int = attrs.field(default=8, validator=_at_least_one)  # built-in set: groups (scenes) per class
+    synthetic_clips: int = attrs.field(default=4, validator=_at_least_one)  # built-in set: clips per group and class
+    synthetic_size: int = attrs.field(default=128, validator=_at_least_one)  # built-in set: frame side in pixels
 
 
 @attrs.frozen(kw_only=True)
 class PretrainConfig:
     optim: OptimSpec
-    flip: bool = True
+    flip: bool = True  # random horizontal flips of the pretraining clips or images
 
 
 @attrs.frozen(kw_only=True)
@@ -82,8 +82,8 @@ class FinetuneConfig:
     cutmix: float = attrs.field(default=1.0, validator=non_negative_float)  # CutMix's beta alpha; 0 turns it off
     smoothing: float = attrs.field(default=0.1, validator=unit_interval)  # label smoothing, in [0, 1)
     repeated: int = 2  # repeated augmentation: views per decoded video
-    flip: bool = True
-    randaugment: str | None = "rand-m7-n4-mstd0.5-inc1"
+    flip: bool = True  # random horizontal flips
+    randaugment: str | None = "rand-m7-n4-mstd0.5-inc1"  # timm RandAugment policy (magnitude 7, 4 ops), None: off
     erase: float = 0.25  # random-erasing probability
     crop_area: tuple[float, float] = (0.08, 1.0)  # random-resized-crop area range (VideoMAE)
     pool: str = attrs.field(default="mean", validator=_one_of(("mean", "cls")))
@@ -93,7 +93,7 @@ class FinetuneConfig:
 class TestConfig:
     clips: int = attrs.field(default=5, validator=_at_least_one)  # clips per video (UCF101: 5)
     crops: int = attrs.field(default=3, validator=_one_of((1, 3)))  # spatial crops per clip: centre, or three
-    batch_size: int = attrs.field(default=8, validator=_at_least_one)
+    batch_size: int = attrs.field(default=8, validator=_at_least_one)  # clips per forward pass
 
 
 @attrs.frozen(kw_only=True)
@@ -105,6 +105,7 @@ class Config:
     stages: tuple[str, ...] = attrs.field(default=STAGES, validator=_stages)  # of ventral, joint, finetune, test
     resume: bool = True  # continue the stages' checkpoints in run_dir; false starts them again
     log_every: int = attrs.field(default=10, validator=_at_least_one)  # optimiser steps between metric records
+    checkpoint_minutes: float = attrs.field(default=10.0, validator=non_negative_float)  # also checkpoint this often mid-epoch (0: at epoch ends only)
     tensorboard: bool = False  # also write metrics as TensorBoard events (needs the tensorboard package)
     compile: bool = False  # torch.compile the model of each training stage
     checkpointing: bool = False  # gradient checkpointing of the encoder blocks (less memory, ~1/3 more compute)
@@ -178,6 +179,27 @@ def demo_of(paper: Config, name: str) -> Config:
     )
 
 
+def small_of(demo: Config, name: str) -> Config:
+    """The demo's model, data and learning rates for a few hundred steps (decision S7): 4
+    ventral, 3 joint and 4 finetuning epochs (88 + 135 + 180 steps on the built-in set) and a
+    lighter test (2 clips, centre crop). Long enough for a graph's areas to show whether they
+    learn (``python -m analysis``: each target's fraction left below 1, probes above the
+    same graph with random weights), short enough to try an idea in about 3 minutes on 2 CPU
+    cores; measured in docs/demo_results.md."""
+    def shorter(optim: OptimSpec, epochs: int) -> OptimSpec:
+        return attrs.evolve(optim, epochs=epochs, warmup_epochs=min(optim.warmup_epochs, 1))
+
+    return attrs.evolve(
+        demo,
+        run_dir=f"runs/{name}_small",
+        log_every=5,
+        ventral=attrs.evolve(demo.ventral, optim=shorter(demo.ventral.optim, 4)),
+        joint=attrs.evolve(demo.joint, optim=shorter(demo.joint.optim, 3)),
+        finetune=attrs.evolve(demo.finetune, optim=shorter(demo.finetune.optim, 4)),
+        test=attrs.evolve(demo.test, clips=2, crops=1),
+    )
+
+
 def tiny_of(demo: Config, name: str) -> Config:
     """A few steps of every stage on a tiny built-in set: what the tests run."""
     return attrs.evolve(
@@ -193,7 +215,20 @@ def tiny_of(demo: Config, name: str) -> Config:
     )
 
 
+# what each variant is for and what it costs, in --help (times: recipes.bimm_ucf101 on a 2-core
+# CPU with the built-in set generated; docs/demo_results.md)
+VARIANT_NOTES = {
+    "demo": "the whole recipe at laptop scale on the built-in set: every stage, enough pretraining to beat none "
+            "(docs/demo_results.md); about 12-15 min on 2 CPU cores",
+    "small": "the demo's model and learning rates for a few hundred steps: does a new area learn anything? "
+             "(target fit below 1, probes above random weights); about 3 min on 2 CPU cores",
+    "paper": "the paper's settings (Tables 8 and 9) for real data (data.root=...): days on 8 GPUs",
+    "tiny": "a few steps of every stage at width 32: checks that a graph or setting runs end to end (about 20 s); "
+            "learns nothing",
+}
+
+
 def variants(paper: Config, name: str, **extra: Config) -> dict[str, Config]:
-    """A recipe's ``VARIANTS``: ``demo`` (the default), ``paper``, any ``extra``, ``tiny``."""
+    """A recipe's ``VARIANTS``: ``demo`` (the default), ``paper``, any ``extra``, ``small``, ``tiny``."""
     demo = demo_of(paper, name)
-    return {"demo": demo, "paper": paper, **extra, "tiny": tiny_of(demo, name)}
+    return {"demo": demo, "paper": paper, **extra, "small": small_of(demo, name), "tiny": tiny_of(demo, name)}

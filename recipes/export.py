@@ -35,7 +35,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, what: str = "classifier
     run_dir = Path(run_dir)
     saved = json.loads((run_dir / "config.json").read_text())["config"] if (run_dir / "config.json").is_file() else {}
     data = saved.get("data", {})
-    size, frames = data.get("size", 224), data.get("frames", 16)
+    size, frames, stride = data.get("size", 224), data.get("frames", 16), data.get("stride", 4)
     classes = None
     if what == "classifier":
         model, classes = load_classifier(run_dir, trust_code=trust_code)  # says what is missing (--what encoder exports without it)
@@ -49,7 +49,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, what: str = "classifier
         model = encoder = Encoder.from_pathway(pathway_model, stream)
         classes = None
     if encoder.layout.is_video:
-        return export_videomae(model, out_dir, image_size=size, num_frames=frames, classes=classes)
+        return export_videomae(model, out_dir, image_size=size, num_frames=frames, classes=classes, stride=stride)
     if what == "classifier":
         raise ValueError("an image classifier exports as its encoder: --what encoder (timm)")
     export_timm(encoder, out_dir, img_size=size)

@@ -26,7 +26,7 @@ from areas.bimm import paper_pathway, run_pathway
 from visualpath import Pathway
 from visualpath.rundir import read_spec
 from visualpath.trust import chosen, trusting
-from visualpath.spec import SpecError, apply_overrides, builder_takes_config, import_object, override_keys
+from visualpath.spec import SpecError, apply_overrides, builder_takes_config, import_object, override_keys, override_notes
 
 __all__ = ["build_graph", "ventral_graph", "split_graph_args", "graph_help", "GRAPH_PREFIX"]
 
@@ -122,6 +122,10 @@ def graph_help(cfg) -> str:
         areas = " -> ".join(f"{a.name} ({type(a).__name__}, {a.blocks} blocks)" for a in s.areas)
         lines.append(f"  {s.name} [{s.modality}]: {areas}")
     lines.append(f"  share: {pathway.share}")
-    lines.append("graph keys (pathway.KEY=VALUE; AREA.FIELD sets it in every stream that has AREA):")
-    lines += [f"  {GRAPH_PREFIX}{k} = {v!r}" for k, v in override_keys(pathway).items()]
+    lines.append("graph keys (pathway.KEY=VALUE; AREA.FIELD sets it in every stream that has AREA; "
+                 "type = value; what it is):")
+    notes = override_notes(pathway)
+    for key, value in override_keys(pathway).items():
+        kind, note = notes.get(key, ("", ""))
+        lines.append(f"  {GRAPH_PREFIX}{key}: {kind or type(value).__name__} = {value!r}" + (f"  # {note}" if note else ""))
     return "\n".join(lines)

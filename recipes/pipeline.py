@@ -29,6 +29,7 @@ from rich.table import Table
 from areas.bimm import SIZES, TARGETS, ModelConfig, build_pathway, run_pathway  # noqa: F401 (re-exported)
 from recipes.config import (  # noqa: F401 (re-exported: recipes import them from here)
     STAGES,
+    VARIANT_NOTES,
     Config,
     DataConfig,
     FinetuneConfig,
@@ -58,6 +59,8 @@ from recipes.stages import (
     run_test,
     run_ventral,
     ventral_source,
+    graph_label,
+    data_label,
 )
 from visualpath import Pathway
 from visualpath.config import parse_cli, to_dict
@@ -303,7 +306,8 @@ def _stored_graph(cfg: Config) -> Pathway | None:
 # keys that may change between a run and its resumption: they do not change what is trained
 # (the graph is compared as a graph: pathway= may name it differently, or not at all for
 # finetune/test stages, which take the graph stored in the run directory)
-RESUMABLE_CHANGES = ("name", "run_dir", "stages", "resume", "log_every", "tensorboard", "device", "data.workers",
+RESUMABLE_CHANGES = ("name", "run_dir", "stages", "resume", "log_every", "checkpoint_minutes", "tensorboard", "device",
+                     "data.workers",
                      "compile", "checkpointing", "pathway", "pathway_overrides",
                      "test.")
 
@@ -423,7 +427,8 @@ def _run(cfg: Config, pathway: Pathway) -> dict:
         if ventral is not None and ventral != stage_pathway(pathway, "ventral"):
             write_pathway(run_log.root, ventral, stage="ventral", builder=cfg.pathway)
     runtime.barrier()
-    results: dict = {"run_dir": str(run_log.root), "device": str(runtime.device), "world": runtime.world}
+    results: dict = {"run_dir": str(run_log.root), "graph": graph_label(cfg), "data": data_label(cfg),
+                     "device": str(runtime.device), "world": runtime.world}
     model = None
     try:
         if "ventral" in cfg.stages:
@@ -456,8 +461,8 @@ def _table(name: str, results: dict) -> None:
     table = Table(title=f"{name} results")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("top1", "top5", "chance", "test_items", "ventral_images", "ventral_skipped", "joint_skipped",
-                "finetune_skipped", "run_dir"):
+    for key in ("graph", "data", "top1", "top5", "chance", "test_items", "ventral_images", "ventral_skipped",
+                "joint_skipped", "finetune_skipped", "run_dir"):
         if key in results:
             value = results[key]
             table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
@@ -484,6 +489,15 @@ def paper_if_data(argv: list[str], recipe_variants: dict, data_keys: tuple[str, 
     return out
 
 
+RECIPE_OPTIONS = (
+    ("--data-root DIR", "the same as data.root=DIR: the dataset in its official layout; without --variant it "
+                        "selects the paper variant"),
+    ("--trust-code", "run the code a run or graph names even if it is neither installed nor trusted by you "
+                     "(never remembered; docs/reliability.md#security)"),
+    ("pathway.KEY=VALUE", "set a field of the graph (graph keys, at the end)"),
+)
+
+
 def parse(argv: list[str], recipe_variants: dict, module: str, doc: str) -> Config:
     """The command line's config: ``[--variant V] [key=value ...] [pathway.KEY=VALUE ...]``;
     ``--help`` also lists the graph's streams, areas and keys."""
@@ -496,7 +510,8 @@ def parse(argv: list[str], recipe_variants: dict, module: str, doc: str) -> Conf
     def with_graph(cfg: Config) -> Config:
         return attrs.evolve(cfg, pathway_overrides=cfg.pathway_overrides + graph)
 
-    _, cfg = parse_cli(argv, recipe_variants, module, doc, help_extra=lambda c: graph_help(with_graph(c)))
+    _, cfg = parse_cli(argv, recipe_variants, module, doc, help_extra=lambda c: graph_help(with_graph(c)),
+                       options=RECIPE_OPTIONS, variant_notes=VARIANT_NOTES)
     return with_graph(cfg)
 
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from areas.bimm import run_pathway
+from areas.bimm import ModelConfig, run_pathway
 from recipes.config import Config, FinetuneConfig
 from visualpath import Pathway, inherit_stream
 from visualpath.pathway import copy_streams
@@ -38,11 +38,12 @@ from visualpath.data.datasets import ImageFolder
 from visualpath.data.decode import VideoError
 from visualpath.data.layouts import image_split, video_set
 from visualpath.data.synthetic import ImageSpec, SyntheticSpec, ensure_synthetic_images
+from visualpath.errors import Refused
 from visualpath.engine import OptimSpec, RunLog, build_optimizer, evaluate, fit, load_weights, make_loader
 from visualpath.rundir import PATHWAY_FILE, stage_progress
 from visualpath import terminal
 
-__all__ = ["FRAMES", "ventral_source", "missing_maps", "given_maps", "run_ventral", "run_joint", "run_finetune", "run_test", "graph_to_finetune", "pretrained_graph", "init_target",
+__all__ = ["FRAMES", "ventral_source", "graph_label", "data_label", "papers_configuration", "missing_maps", "given_maps", "run_ventral", "run_joint", "run_finetune", "run_test", "graph_to_finetune", "pretrained_graph", "init_target",
            "checkpoint_format", "is_pathway_checkpoint", "video_records", "image_root", "side_maps", "ddp"]
 
 
@@ -120,7 +121,7 @@ def _train(stage: str, cfg: Config, model, step_fn, dataset, optim: OptimSpec, r
     optimizer = build_optimizer(model, optim, runtime, num_layers=num_layers)
     loader = make_loader(dataset, optim.batch_size, runtime, shuffle=True, seed=cfg.seed, workers=cfg.data.workers)
     return fit(stage, wrapped, step_fn, loader, optimizer, optim, runtime, run, resume=cfg.resume,
-               log_every=cfg.log_every, console=console)
+               log_every=cfg.log_every, checkpoint_minutes=cfg.checkpoint_minutes, console=console)
 
 
 def _describe_maps(maps: dict[str, MapCache], pathway: Pathway) -> str:
@@ -131,13 +132,43 @@ def _describe_maps(maps: dict[str, MapCache], pathway: Pathway) -> str:
         f"{m} from {maps[m].root}" if m in maps else f"{m}: no cache, its area's own fallback" for m in declared)
 
 
+def papers_configuration(cfg: Config) -> bool:
+    """Whether ``cfg`` is the paper's own configuration: its graph (no ``pathway=``, no graph
+    edits, BIMM's targets) on a real dataset. Only then do labels cite the paper's tables."""
+    return (cfg.pathway is None and not cfg.pathway_overrides and cfg.model.targets == ModelConfig().targets
+            and cfg.data.root is not None)
+
+
+def graph_label(cfg: Config) -> str:
+    """Which graph ran, for the results table and ``results.json``."""
+    if cfg.pathway is not None:
+        return f"{cfg.pathway}" + (f" with {', '.join(cfg.pathway_overrides)}" if cfg.pathway_overrides else "")
+    what = "the paper's BIMM graph" if cfg.model.targets == ModelConfig().targets else \
+        f"the paper's graph with targets {cfg.model.targets}"
+    edits = f" with {', '.join(cfg.pathway_overrides)}" if cfg.pathway_overrides else ""
+    return f"{what} (model.size={cfg.model.size}){edits}"
+
+
+def data_label(cfg: Config) -> str:
+    """Which videos ran, for the results table and ``results.json``."""
+    if cfg.data.root is None:
+        return (f"the built-in set ({cfg.data.synthetic_groups} groups x {cfg.data.synthetic_clips} clips per class "
+                f"at {cfg.data.synthetic_size} px, UCF101 layout, split {cfg.data.split})")
+    layout = {"lists": "train/test lists", "folders": "class folders", "unlabeled": "unlabeled videos"}.get(
+        cfg.data.format, f"{cfg.data.format}'s official layout")
+    split = f", split {cfg.data.split}" if cfg.data.format in ("ucf101", "hmdb51") else ""
+    return f"{cfg.data.root} ({layout}{split})"
+
+
 def ventral_source(cfg: Config) -> str:
-    """What the ventral stage trains on, as the results table and config.json name it."""
+    """What the ventral stage trains on, as the results table and config.json name it; the
+    paper's Table 7a row only for the paper's own configuration."""
+    paper = papers_configuration(cfg)
     if cfg.data.image_root == FRAMES:
-        return "frames of the video set (Table 7a: UCF101 Init)"
+        return "frames of the video set" + (" (Table 7a: UCF101 Init)" if paper and cfg.data.format == "ucf101" else "")
     if cfg.data.image_root == "builtin":
         return "built-in shape images"
-    return f"ImageNet-layout folder {cfg.data.image_root} (Table 7a: IN-1K Init)"
+    return f"ImageNet-layout folder {cfg.data.image_root}" + (" (Table 7a: IN-1K Init)" if paper else "")
 
 
 def run_ventral(cfg: Config, runtime, run: RunLog, console: Console):
@@ -155,7 +186,7 @@ def run_ventral(cfg: Config, runtime, run: RunLog, console: Console):
         maps = side_maps(cfg, pathway, root)
         dataset = VideoDataset(records, classes, frames=1, transform=transform, as_images=True, seed=cfg.seed,
                                maps=maps, name="video frames")
-        source = f"frames of {root} (data.image_root=frames: Table 7a's video-set init)"
+        source = f"frames of {root} (data.image_root=frames)"
     names = ", ".join(s.name for s in pathway.streams)
     console.print(f"[bold]ventral[/]: MAE-style pretraining of {names} on {source}, {len(dataset)} items"
                   f"{_describe_maps(maps, pathway)}")
@@ -240,25 +271,25 @@ def init_target(cfg: Config, pathway: Pathway) -> tuple[str, str, str]:
     stream takes either (an image patch embedding is inflated over the tube).
 
     Raises:
-        ValueError: naming the file or the missing stream/stage.
+        Refused: naming the file or the missing stream/stage.
     """
     fmt = checkpoint_format(cfg.init)
     if fmt == "visualpath":
-        raise ValueError(f"init={cfg.init!r} is one of our pathway checkpoints: finetune it with pretrained=, or "
+        raise Refused(f"init={cfg.init!r} is one of our pathway checkpoints: finetune it with pretrained=, or "
                          "continue its run directory with resume")
     modality = "video" if fmt in ("videomae", "huggingface-videomae") else "image"
     matching = [s.name for s in pathway.streams if s.modality == modality]
     if len(pathway.streams) == 1:
         matching = [pathway.streams[0].name]
     if len(matching) != 1:
-        raise ValueError(f"init={cfg.init!r} is a {fmt} checkpoint, which initialises one {modality} stream; the "
+        raise Refused(f"init={cfg.init!r} is a {fmt} checkpoint, which initialises one {modality} stream; the "
                          f"graph has {len(matching)} ({matching}) among {[s.name for s in pathway.streams]}")
     stream = matching[0]
     is_image = pathway.stream(stream).modality == "image"
     stage = "ventral" if is_image and "ventral" in cfg.stages else "joint"
     if stage not in cfg.stages:
         when = "the ventral or joint stage" if is_image else "the joint stage"
-        raise ValueError(f"init={cfg.init!r} initialises the {stream} stream before {when}: keep one in stages "
+        raise Refused(f"init={cfg.init!r} initialises the {stream} stream before {when}: keep one in stages "
                          f"(stages={','.join(cfg.stages)})")
     return fmt, stream, stage
 
@@ -360,7 +391,7 @@ def _pretrained(cfg: Config, run: RunLog, console: Console):
             encoder = _encoder_keys(model, cfg.finetune.stream)
             missing = sorted(encoder & set(result.missing_keys))
             if missing:
-                raise ValueError(f"{ckpt} holds no weights for {len(missing)} of the {len(encoder)} tensors of the "
+                raise Refused(f"{ckpt} holds no weights for {len(missing)} of the {len(encoder)} tensors of the "
                                  f"{cfg.finetune.stream} encoder (e.g. {missing[0]}): it was trained with another "
                                  "graph or without that stream; finetune.stream names the stream to finetune")
             console.print(f"[bold]finetune[/]: {cfg.finetune.stream} encoder from {ckpt} "

@@ -14,13 +14,16 @@ from rich.console import Console
 
 from areas.bimm import ModelConfig, paper_pathway, run_pathway
 from recipes.config import demo_model
-from recipes.pipeline import paper_if_data
+from recipes.pipeline import paper_if_data, trust_args
 from recipes.stages import ddp as _ddp
+from visualpath._validate import non_negative_float
 from visualpath.classifier import Encoder
 from visualpath.config import parse_cli, to_dict
+from visualpath.errors import Refused, one_line
+from visualpath.trust import trusting
 from visualpath.engine import RunLog, build_optimizer, fit, make_loader, setup, teardown
 from visualpath.tokens import normalize_pixels
-from visualpath.rundir import PATHWAY_FILE
+from visualpath.rundir import PATHWAY_FILE, read_weights
 from visualpath import terminal
 
 __all__ = ["TransferConfig", "DEMO_MODEL", "pretrained_encoder", "normalize", "check_pretrained", "generated_root",
@@ -33,16 +36,17 @@ DEMO_MODEL = demo_model(ModelConfig())  # the encoder's shape at demo scale with
 class TransferConfig:
     """Settings every transfer recipe has; each recipe's ``Config`` adds its task's own."""
 
-    name: str = "transfer"
-    run_dir: str = "runs/transfer"
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = True
-    log_every: int = 50
+    name: str = "transfer"  # the run's title in its results
+    run_dir: str = "runs/transfer"  # where config, metrics, checkpoints and results go
+    seed: int = 0  # seeds every random draw
+    device: str = "auto"  # auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N
+    resume: bool = True  # continue the checkpoint in run_dir; false starts again
+    log_every: int = 50  # optimiser steps between metric records
+    checkpoint_minutes: float = attrs.field(default=10.0, validator=non_negative_float)  # also checkpoint this often mid-epoch (0: at epoch ends only)
     pretrained: str | None = None  # a recipe's run directory: its encoder is the backbone
     model: ModelConfig = ModelConfig()  # the encoder's shape when no pretrained run is given
     data_root: str | None = None  # the dataset's official layout; None: a generated set in that layout
-    workers: int = 8
+    workers: int = 8  # data-loading processes (0: in the main one)
 
 DEMO_RUN = "runs/bimm_ucf101_demo"  # the transfer demos adapt this run's encoders when it exists
 
@@ -60,6 +64,11 @@ def check_pretrained(pretrained: str | None, stream: str) -> None:
     streams = [s.name for s in run_pathway(pretrained).streams]
     if stream not in streams:
         raise ValueError(f"the backbone is the {stream} encoder: the run {pretrained!r} has streams {streams}")
+    weights = [Path(pretrained, s, "model.safetensors") for s in ("joint", "ventral")]
+    weights = [w for w in weights if w.is_file()]
+    if not weights:
+        raise ValueError(f"pretrained={pretrained!r} holds no pretrained weights (joint/ or ventral/model.safetensors)")
+    read_weights(weights[0])  # checked against its recorded hash before any data is prepared
 
 
 def pretrained_encoder(pretrained: str | None, model: ModelConfig, stream: str, drop_path: float, task: str,
@@ -112,7 +121,7 @@ def train_and_evaluate(cfg: TransferConfig, task: str, prepare, step_fn, evaluat
         loader = make_loader(train, cfg.optim.batch_size, runtime, shuffle=True, seed=cfg.seed, workers=cfg.workers,
                              collate_fn=collate)
         fit(task, _ddp(model, runtime), step_fn, loader, optimizer, cfg.optim, runtime, log, resume=cfg.resume,
-            log_every=cfg.log_every, console=console)
+            log_every=cfg.log_every, checkpoint_minutes=cfg.checkpoint_minutes, console=console)
         results = {"run_dir": cfg.run_dir, **evaluate(model, held_out, runtime.device)}
     finally:
         log.close()
@@ -128,13 +137,24 @@ normalize = normalize_pixels  # uint8 images (B, 3, H, W) or clips (B, 3, T, H, 
 
 def transfer_main(module: str, doc: str, variants: dict, check, run, argv: list[str] | None = None) -> int:
     """``python -m recipes.transfer_*``: ``data_root`` given and no ``--variant`` selects the
-    paper's settings; a bad configuration is one error line and exit status 2."""
+    paper's settings. ``--trust-code`` lets a ``pretrained`` run from someone else rebuild
+    with the code it carries (decision T1). Every refusal is one error line and exit status
+    2; Ctrl-C one line and exit status 130."""
     argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), variants, ("data_root",))
-    _, cfg = parse_cli(argv, variants, module, doc)
-    try:
-        check(cfg)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    run(cfg)
+    argv, trust_code, _ = trust_args(argv)
+    with trusting(trust_code, command=True):
+        _, cfg = parse_cli(argv, variants, module, doc)
+        try:
+            try:
+                check(cfg)
+            except ValueError as err:  # a bad configuration, found before compute
+                raise Refused(str(err)) from None
+            run(cfg)
+        except Refused as err:  # untrusted code, damaged weights, a dataset not in its layout, ...
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print(f"interrupted: {cfg.run_dir} keeps its last checkpoint; the same command resumes from there",
+                  file=sys.stderr)
+            raise SystemExit(130) from None
     return 0

@@ -18,7 +18,8 @@ import attrs
 
 from visualpath.errors import Refused
 
-__all__ = ["ConfigError", "apply_overrides", "flat_fields", "to_dict", "parse_cli"]
+__all__ = ["ConfigError", "apply_overrides", "flat_fields", "to_dict", "parse_cli", "help_text", "field_notes",
+           "attribute_docs"]
 
 
 class ConfigError(Refused):
@@ -128,9 +129,12 @@ def _split(text: str) -> tuple[str, str]:
 
 
 def parse_cli(argv: Sequence[str], variants: Mapping[str, Any], prog: str, doc: str,
-              help_extra: Callable[[Any], str] | None = None) -> tuple[str, Any]:
-    """``[--variant V] [key=value ...]`` -> (variant name, config); ``--help`` lists both
-    (and what ``help_extra(config)`` adds).
+              help_extra: Callable[[Any], str] | None = None, options: Sequence[tuple[str, str]] = (),
+              variant_notes: Mapping[str, str] | None = None) -> tuple[str, Any]:
+    """``[--variant V] [key=value ...]`` -> (variant name, config); ``--help`` lists the
+    variants (with ``variant_notes``), the options (with the command's own ``options``, as
+    ``(option, what it does)``), every key with its type and description, and what
+    ``help_extra(config)`` adds.
 
     Raises:
         SystemExit: after printing help, or with status 2 and the reason for a bad command.
@@ -155,18 +159,7 @@ def parse_cli(argv: Sequence[str], variants: Mapping[str, Any], prog: str, doc: 
             raise SystemExit(2) from None
         cfg = variants[_variant_from([], variants, default)]
     if wants_help:
-        print(f"usage: python -m {prog} [--variant V] [--config FILE] [--print-config] [key.path=value ...]\n\n"
-              f"{doc.strip()}\n")
-        print("variants: " + ", ".join(variants) + f" (default {default})\n")
-        print("--config FILE: start from a saved run's config.json (or a JSON/YAML mapping of keys); "
-              "--print-config: print the resolved configuration and stop\n")
-        print("keys (type; value as this command line makes it; what it is):")
-        notes = field_notes(cfg)
-        for key, (kind, value) in flat_fields(cfg).items():
-            note = notes.get(key, "")
-            print(f"  {key}: {type_name(kind)} = {value!r}" + (f"  # {note}" if note else ""))
-        if help_extra is not None:
-            print("\n" + help_extra(cfg))
+        print(help_text(prog, doc, variants, cfg, help_extra, options, variant_notes))
         raise SystemExit(0)
     if printing:
         import json
@@ -174,6 +167,34 @@ def parse_cli(argv: Sequence[str], variants: Mapping[str, Any], prog: str, doc: 
         print(json.dumps(to_dict(cfg), indent=2))
         raise SystemExit(0)
     return name, cfg
+
+
+def help_text(prog: str, doc: str, variants: Mapping[str, Any], cfg: Any,
+              help_extra: Callable[[Any], str] | None = None, options: Sequence[tuple[str, str]] = (),
+              variant_notes: Mapping[str, str] | None = None) -> str:
+    """What ``--help`` prints (see :func:`parse_cli`)."""
+    default = next(iter(variants))
+    lines = [f"usage: python -m {prog} [--variant V] [options] [key.path=value ...]", "", doc.strip(), "",
+             f"variants (--variant V; default {default}):"]
+    notes = variant_notes or {}
+    width = max(len(v) for v in variants)
+    lines += [f"  {v:<{width}}  {notes.get(v, '')}".rstrip() for v in variants]
+    every = [("--variant V", "start from variant V (above)"),
+             ("--config FILE", "start from a saved run's config.json, or a JSON/YAML mapping of keys"),
+             ("--print-config", "print the resolved configuration and stop"),
+             *options,
+             ("--KEY VALUE, --KEY=VALUE", "the same as KEY=VALUE for any key below (dashes read as underscores)"),
+             ("-h, --help", "this help")]
+    width = max(len(o) for o, _ in every)
+    lines += ["", "options:"] + [f"  {o:<{width}}  {what}" for o, what in every]
+    lines += ["", "keys (KEY=VALUE; type = value as this command line makes it; what it is):"]
+    field_help = field_notes(cfg)
+    for key, (kind, value) in flat_fields(cfg).items():
+        note = field_help.get(key, "")
+        lines.append(f"  {key}: {type_name(kind)} = {value!r}" + (f"  # {note}" if note else ""))
+    if help_extra is not None:
+        lines += ["", help_extra(cfg)]
+    return "\n".join(lines)
 
 
 def _config_file(args: list[str]) -> tuple[list[str], dict[str, Any]]:
@@ -266,19 +287,107 @@ def type_name(kind: Any) -> str:
     return getattr(kind, "__name__", str(kind))
 
 
-def field_notes(cfg: Any, prefix: str = "") -> dict[str, str]:
-    """``{"a.b": "what it is"}``: the comment after each field in its class's source, and the
-    allowed values of fields whose validator names them."""
+def attribute_docs(cls: type) -> dict[str, str]:
+    """``{field: "what it is"}`` for a class's fields, in one line each: the comment on (or
+    just above) the field in its source, else its entry in the docstring's ``Attributes:``
+    (or ``Args:``) section; a subclass's word wins over its bases'."""
+    import inspect
+
+    out: dict[str, str] = {}
+    for klass in reversed(getattr(cls, "__mro__", (cls,))):
+        if klass is object:
+            continue
+        out.update(_docstring_entries(klass.__dict__.get("__doc__") or ""))
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        out.update(_source_comments(source))
+    return out
+
+
+def _one_line(text: str) -> str:
+    import re
+
+    text = " ".join(text.split())
+    first = re.split(r"(?<=[a-z0-9)`'\]])(?<!e\.g)(?<!i\.e)(?<!etc)\. (?=[A-Z(`])", text, maxsplit=1)[0]
+    return first.rstrip(".").replace("``", "")
+
+
+def _docstring_entries(doc: str) -> dict[str, str]:
     import inspect
     import re
 
+    lines = inspect.cleandoc(doc).splitlines()
+    out: dict[str, str] = {}
+    in_section, indent, name, text = False, None, None, []
+
+    def close():
+        if name is not None:
+            out[name] = _one_line(" ".join(text))
+
+    for line in lines:
+        stripped = line.strip()
+        depth = len(line) - len(line.lstrip())
+        if re.fullmatch(r"(Attributes|Args|Arguments|Parameters):", stripped) and depth == 0:
+            close()
+            in_section, indent, name, text = True, None, None, []
+            continue
+        if not in_section:
+            continue
+        if stripped and depth == 0:  # the next section, or prose after it
+            close()
+            in_section, name = False, None
+            continue
+        if not stripped:
+            continue
+        indent = depth if indent is None else indent
+        entry = re.match(r"(\w+)(?:\s*\([^)]*\))?:\s*(.*)$", stripped)
+        if depth == indent and entry:
+            close()
+            name, text = entry.group(1), [entry.group(2)]
+        elif name is not None:
+            text.append(stripped)
+    close()
+    return out
+
+
+def _source_comments(source: str) -> dict[str, str]:
+    """Field comments of a class body: ``name: T = v  # what`` or ``# what`` lines above it."""
+    import re
+
+    out: dict[str, str] = {}
+    above: list[str] = []
+    body_indent = None
+    lines = source.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("class ")), 0)
+    for line in lines[start + 1:]:
+        stripped = line.strip()
+        depth = len(line) - len(line.lstrip())
+        if stripped and body_indent is None:
+            body_indent = depth
+        if not stripped or depth != body_indent:
+            if not stripped:
+                above = []
+            continue
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("#").strip())
+            continue
+        field = re.match(r"(\w+)\s*:[^\n#=]*(?:=[^\n#]*)?(?:#\s*(.+))?$", stripped)
+        if field and not stripped.startswith(("def ", "class ", "@")):
+            note = field.group(2) or " ".join(above)
+            if note:
+                out[field.group(1)] = _one_line(note)
+        above = []
+    return out
+
+
+def field_notes(cfg: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a.b": "what it is"}`` for every leaf field of a nested attrs config
+    (:func:`attribute_docs`), with the allowed values of fields whose validator names them."""
     out: dict[str, str] = {}
     cls = type(cfg)
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        source = ""
-    comments = dict(re.findall(r"^\s+(\w+):[^\n#]*#\s*(.+)$", source, flags=re.M))
+    docs = attribute_docs(cls)
     for f in attrs.fields(cls):
         value = getattr(cfg, f.name)
         key = f"{prefix}{f.name}"
@@ -289,8 +398,8 @@ def field_notes(cfg: Any, prefix: str = "") -> dict[str, str]:
         options = getattr(f.validator, "options", None)
         if options is not None:
             parts.append(f"one of {list(options)}")
-        if f.name in comments:
-            parts.append(comments[f.name].strip())
+        if f.name in docs:
+            parts.append(docs[f.name])
         if parts:
             out[key] = "; ".join(parts)
     return out

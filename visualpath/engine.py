@@ -111,6 +111,7 @@ def fit(
     resume: bool = False,
     log_every: int = 10,
     checkpoint_every: int | None = None,
+    checkpoint_minutes: float | None = None,
     stop_after: int | None = None,
     console=None,
 ) -> TrainState:
@@ -124,6 +125,10 @@ def fit(
         resume: continue from ``run.root / stage`` if a checkpoint is there.
         log_every: optimiser steps between metric records (the only host syncs).
         checkpoint_every: also checkpoint every N optimiser steps (else each epoch end).
+        checkpoint_minutes: also checkpoint at the first step after this many minutes since
+            the last checkpoint (decision R8): on one process any step, across processes the
+            first metric record (every ``log_every`` steps), where rank 0's clock decides for
+            every rank. Resumed bit-identically like an epoch end's.
         stop_after: stop after this many optimiser steps in total (tests, smoke runs).
 
     Returns:
@@ -171,6 +176,7 @@ def fit(
     with _StageProgress(*columns, console=console, disable=not live, transient=False) as progress:
         task = progress.add_task(stage, total=total, completed=state.step, rate="")
         start, start_step = time.perf_counter(), state.step
+        clock = _CheckpointClock(checkpoint_minutes, runtime)
         while state.epoch < epochs and state.step < total:
             done_in_epoch = state.step - state.epoch * steps_per_epoch
             loader.sampler.set_epoch(state.epoch, skip=done_in_epoch * loader.batch_size * spec.accum_steps)
@@ -218,16 +224,48 @@ def fit(
                                       markup=False, highlight=False, soft_wrap=True)
                     window_start, clips, running, micro = time.perf_counter(), 0, {}, 0
                 progress.update(task, completed=state.step)
-                if checkpoint_every and state.step % checkpoint_every == 0:
+                logged = state.step % log_every == 0 or state.step == total
+                if (checkpoint_every and state.step % checkpoint_every == 0) or clock.due(logged):
                     _record_broken(stage, broken, state, run, runtime)
                     _checkpoint(directory, model, optimizer, state, runtime)
+                    clock.reset()
                 if stop_after is not None and state.step >= stop_after:
                     return state
             state.epoch += 1
             _record_broken(stage, broken, state, run, runtime)
             _checkpoint(directory, model, optimizer, state, runtime)
+            clock.reset()
     _record_broken(stage, broken, state, run, runtime)
     return state
+
+
+_now = time.monotonic  # the checkpoint clock (a test advances its own)
+
+
+class _CheckpointClock:
+    """When a time-based checkpoint is due: after ``minutes`` on rank 0's clock. Every rank
+    must take the same decision at the same step (the checkpoint gathers from all of them),
+    so across processes rank 0's answer is broadcast, at metric records only (no extra sync
+    on other steps)."""
+
+    def __init__(self, minutes: float | None, runtime: Runtime) -> None:
+        self.seconds = minutes * 60 if minutes else None
+        self.runtime = runtime
+        self.reset()
+
+    def reset(self) -> None:
+        self.last = _now()
+
+    def due(self, logged: bool) -> bool:
+        if self.seconds is None:
+            return False
+        if not self.runtime.distributed:
+            return _now() - self.last >= self.seconds
+        if not logged:
+            return False
+        flag = torch.tensor([float(_now() - self.last >= self.seconds)], device=self.runtime.device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
 
 
 class _StageProgress(Progress):

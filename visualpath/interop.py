@@ -151,10 +151,12 @@ def read_state_dict(path) -> dict[str, Tensor]:
     wrappers are removed.
 
     A recipe's run directory stands for its trained pathway: its joint checkpoint, else its
-    ventral one.
+    ventral one. A run's ``model.safetensors`` is checked against the SHA-256 its checkpoint
+    recorded (:func:`visualpath.rundir.read_weights`).
 
     Raises:
-        ValueError: naming the file when it is missing or not a checkpoint.
+        ValueError: naming the file when it is missing or not a checkpoint
+            (:class:`~visualpath.rundir.DamagedWeights` when a run's weights were damaged).
     """
     path = Path(path)
     if path.is_dir():
@@ -164,6 +166,10 @@ def read_state_dict(path) -> dict[str, Tensor]:
         path = found[0]
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
+    if path.name == "model.safetensors":
+        from visualpath.rundir import read_weights
+
+        return read_weights(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -579,12 +585,17 @@ def encoder_to_timm(encoder: Encoder, img_size: int | tuple[int, int] = 224) -> 
 
 
 def export_videomae(model: nn.Module, out_dir: str | Path, *, image_size: int, num_frames: int,
-                    classes: list[str] | None = None) -> list[str]:
+                    classes: list[str] | None = None, stride: int | None = None) -> list[str]:
     """Write a directory that Hugging Face ``from_pretrained`` loads directly.
 
     An :class:`Encoder` becomes ``VideoMAEModel``; a mean-pooling :class:`Classifier` becomes
     ``VideoMAEForVideoClassification``, with ``id2label`` from ``classes``. Writes
-    ``config.json`` (through ``transformers.VideoMAEConfig``) and ``model.safetensors``.
+    ``config.json`` (through ``transformers.VideoMAEConfig``; ``visualpath_sampling`` records
+    the clip the model was trained on: ``num_frames`` frames, every ``stride``-th),
+    ``model.safetensors`` and ``preprocessor_config.json``, a ``VideoMAEImageProcessor``
+    with the test-time transform (shorter side resized to ``image_size``, centre crop,
+    ImageNet normalisation; decision E1), so ``AutoImageProcessor.from_pretrained`` gives the
+    model's input from raw frames.
 
     Returns:
         Notes on what changed on the way (a dropped key bias, the head's norm epsilon).
@@ -630,13 +641,31 @@ def export_videomae(model: nn.Module, out_dir: str | Path, *, image_size: int, n
                          "differ by rounding")
     else:
         config["architectures"] = ["VideoMAEModel"]
+    if stride is not None:
+        config["visualpath_sampling"] = {"num_frames": num_frames, "stride": stride, "clip": "centre of the video"}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     VideoMAEConfig(**config).save_pretrained(str(out))
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(out / "model.safetensors"),
               metadata={"format": "pt"})
     _readable_by_all(out / "model.safetensors")
+    video_processor(image_size).save_pretrained(str(out))
     return notes
+
+
+def video_processor(image_size: int):
+    """The ``transformers.VideoMAEImageProcessor`` of our test-time transform: the shorter
+    side resized to ``image_size`` (bilinear), the centre ``image_size`` square, ``/ 255``,
+    ImageNet mean and std. On frames already at ``image_size`` it gives our input exactly;
+    a resize differs from ours (torchvision's antialiased bilinear) by rounding."""
+    from transformers import VideoMAEImageProcessor
+
+    from visualpath.tokens import IMAGENET_MEAN, IMAGENET_STD
+
+    return VideoMAEImageProcessor(do_resize=True, size={"shortest_edge": image_size}, resample=2,
+                                  do_center_crop=True, crop_size={"height": image_size, "width": image_size},
+                                  do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+                                  image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
 
 
 def _readable_by_all(path: Path) -> None:

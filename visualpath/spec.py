@@ -396,6 +396,55 @@ def override_keys(pathway) -> dict[str, Any]:
     return keys
 
 
+def override_notes(pathway) -> dict[str, tuple[str, str]]:
+    """``{key: (type, what it is)}`` for every key of :func:`override_keys`: types from the
+    classes' fields, words from their docstrings and field comments
+    (:func:`visualpath.config.attribute_docs`), allowed values where a validator names them.
+    A user's area is described as its class documents its fields."""
+    from visualpath.config import attribute_docs
+    from visualpath.area import DecoderSpec
+    from visualpath.pathway import Stream
+    from visualpath.vit import ViTSpec
+
+    def described(cls) -> dict[str, tuple[str, str]]:
+        docs = attribute_docs(cls)
+        out = {}
+        for f in attrs.fields(cls):
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            note = docs.get(f.name, "")
+            options = getattr(f.validator, "options", None)
+            if options is not None:
+                note = f"one of {list(options)}" + (f"; {note}" if note else "")
+            out[f.name] = (str(kind), note)
+        return out
+
+    encoder, stream, decoder = described(ViTSpec), described(Stream), described(DecoderSpec)
+    streams = {s.name: s for s in pathway.streams}
+    areas = {a.name: a for s in pathway.streams for a in s.areas}
+    notes: dict[str, tuple[str, str]] = {}
+    for key in override_keys(pathway):
+        head, *rest = key.split(".")
+        if head == "encoder":
+            notes[key] = encoder.get(rest[0], ("", ""))
+        elif key == "share":
+            notes[key] = ("str", "which stages are one set of weights across streams: none, partial (every area "
+                                 "name in two or more streams), all (stage i of every stream), or area names "
+                                 "joined by commas")
+        elif head in streams and rest == ["mask", "ratio"]:
+            notes[key] = ("float", "fraction of tokens masked (at random in an image stream, as tubes in a video one)")
+        elif head in streams and rest == ["feedback"]:
+            notes[key] = ("str", "top-down links as SOURCE>TARGET,... (e.g. MT>V1), or none")
+        elif head in streams and len(rest) == 1:
+            notes[key] = stream.get(rest[0], ("", ""))
+        else:
+            area, field = (streams[head].area(rest[0]), rest[1:]) if head in streams else (areas[head], rest)
+            if field[0] == "decoder" and len(field) == 2:
+                notes[key] = decoder.get(field[1], ("", ""))
+            else:
+                notes[key] = described(type(area)).get(field[0], ("", ""))
+    return notes
+
+
 def _leaves(d: Mapping, skip: Sequence[str] = (), prefix: str = ""):
     for k, v in d.items():
         if k in skip:

@@ -43,6 +43,66 @@ def test_extract_writes_per_area_features_of_any_videos(finetuned, videos, tmp_p
     assert list(features.meta["unreadable"])[0].endswith("broken.avi")
 
 
+@pytest.fixture(scope="module")
+def class_folders(tmp_path_factory):
+    """Six videos of the built-in set in two class folders, as a lab keeps its own clips."""
+    from visualpath.data.layouts import video_set
+
+    _, records, classes = video_set(None, "ucf101", 1, False, None)
+    folder = tmp_path_factory.mktemp("classes")
+    for name in (classes[3], classes[7]):
+        (folder / name).mkdir()
+        for r in [r for r in records if classes[r.label] == name][:3]:
+            (folder / name / r.path.name).symlink_to(r.path)
+    return folder, sorted((classes[3], classes[7]))
+
+
+def test_extract_labels_videos_by_their_class_folders(finetuned, class_folders, tmp_path):
+    folder, names = class_folders
+    assert main(["extract", str(finetuned), str(folder), "--out", str(tmp_path / "feats")]) == 0
+    features = Features.load(tmp_path / "feats")
+    assert features.meta["classes"] == names and features.meta["labels_from"] == "class folders"
+    by_file = dict(zip(features.meta["files"], features.labels.tolist()))
+    assert all(names[label] == Path(f).parent.name for f, label in by_file.items()) and set(by_file.values()) == {0, 1}
+
+
+def test_extract_reads_a_path_label_list(finetuned, class_folders, tmp_path):
+    folder, names = class_folders
+    files = sorted(folder.rglob("*.avi"))
+    (tmp_path / "videos.txt").write_text("".join(f"{f} {names.index(f.parent.name)}\n" for f in files))
+    (tmp_path / "classes.txt").write_text("\n".join(names) + "\n")
+    assert main(["extract", str(finetuned), "--list", str(tmp_path / "videos.txt"), "--out",
+                 str(tmp_path / "feats")]) == 0
+    features = Features.load(tmp_path / "feats")
+    assert features.meta["classes"] == names and features.labels.tolist() == [names.index(f.parent.name) for f in files]
+
+
+def test_extract_writes_every_streams_tokens_as_arrays_that_numpy_and_sklearn_read(finetuned, class_folders,
+                                                                                    tmp_path):
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    folder, names = class_folders
+    out = tmp_path / "tokens.npz"
+    assert main(["extract", str(finetuned), str(folder), "--out", str(out), "--stream", "all", "--tokens"]) == 0
+    arrays = np.load(out)
+    areas = [k for k in arrays.files if k not in ("labels", "files", "classes")]
+    assert areas == ["ventral.V1", "ventral.V2", "ventral.V4", "dorsal.V1", "dorsal.V2", "dorsal.MT"]
+    assert arrays["dorsal.MT"].ndim == 3 and arrays["dorsal.MT"].shape[0] == 6  # videos x tokens x width
+    assert arrays["ventral.V4"].shape[1] != arrays["dorsal.MT"].shape[1]  # each stream's own token grid
+    assert list(arrays["classes"]) == names and arrays["labels"].shape == (6,)
+    flat = arrays["dorsal.MT"].reshape(6, -1)
+    LogisticRegression(max_iter=50).fit(flat, arrays["labels"])  # as scikit-learn takes it
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["stream"] == "all" and set(meta["streams"]) == {"ventral", "dorsal"}
+
+
+def test_extract_refuses_a_stream_the_run_lacks(finetuned, class_folders, tmp_path, capsys):
+    folder, _ = class_folders
+    assert main(["extract", str(finetuned), str(folder), "--out", str(tmp_path / "f"), "--stream", "MT"]) == 2
+    assert "not a stream of the run" in capsys.readouterr().err
+
+
 def test_predict_gives_top_k_class_names_per_file(finetuned, videos, tmp_path, capsys):
     assert main(["predict", str(finetuned), str(videos), "--top", "3", "--out", str(tmp_path / "p.json")]) == 0
     rows = json.loads((tmp_path / "p.json").read_text())

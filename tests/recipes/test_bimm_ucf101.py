@@ -1,9 +1,8 @@
 import json
+from pathlib import Path
 
 import attrs
 import pytest
-
-from pathlib import Path
 
 from recipes import bimm_ucf101 as recipe
 from recipes import pipeline
@@ -65,7 +64,7 @@ def test_help_lists_variants_and_keys(capsys):
     with pytest.raises(SystemExit):
         recipe.main(["--help"])
     out = capsys.readouterr().out
-    assert "variants: demo, paper, tiny" in out and "joint.optim.base_lr" in out
+    assert "\n  demo " in out and "\n  small " in out and "\n  tiny " in out and "joint.optim.base_lr" in out
 
 
 def test_paper_settings_follow_tables_8_and_9():
@@ -124,9 +123,25 @@ def test_real_data_without_a_choice_of_ventral_images_names_both_choices(tmp_pat
 
 def test_the_results_and_config_name_the_ventral_images(tiny_run):
     cfg, results = tiny_run
-    assert results["ventral_images"] == "frames of the video set (Table 7a: UCF101 Init)"
+    assert results["ventral_images"] == "frames of the video set"  # the built-in set: no paper table cited
+    assert results["graph"] == "the paper's BIMM graph (model.size=tiny)"
+    assert results["data"].startswith("the built-in set (")
     saved = json.loads(Path(cfg.run_dir, "config.json").read_text())
     assert saved["config"]["data"]["image_root"] == "frames"
+
+
+def test_labels_cite_the_paper_only_for_its_own_configuration(tmp_path):
+    from recipes.stages import data_label, graph_label, ventral_source
+
+    paper = recipe.VARIANTS["paper"]
+    ucf = attrs.evolve(paper, data=attrs.evolve(paper.data, root=str(tmp_path), image_root="frames"))
+    assert ventral_source(ucf) == "frames of the video set (Table 7a: UCF101 Init)"
+    assert data_label(ucf) == f"{tmp_path} (ucf101's official layout, split 1)"
+    own = attrs.evolve(ucf, pathway="my_graph.py:build", data=attrs.evolve(ucf.data, format="folders"))
+    assert ventral_source(own) == "frames of the video set" and graph_label(own) == "my_graph.py:build"
+    assert data_label(own) == f"{tmp_path} (class folders)"
+    edited = attrs.evolve(ucf, pathway_overrides=("pathway.V1.cells=2",))
+    assert "Table 7a" not in ventral_source(edited) and graph_label(edited).endswith("with pathway.V1.cells=2")
 
 
 def test_help_gives_each_keys_type_allowed_values_and_description(capsys):

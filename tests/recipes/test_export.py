@@ -93,3 +93,46 @@ def test_a_key_bias_is_dropped_exactly_with_a_note():
         assert (hf(pixel_values=x.permute(0, 2, 1, 3, 4)).last_hidden_state - encoder(x, normalized=True)).abs().max() \
             < 1e-5
     assert len(notes) == 2 and "dropped the key-projection bias" in notes[0]
+
+
+@pytest.fixture(scope="module")
+def finetuned_at_video_size(tmp_path_factory):
+    """A tiny run trained at the built-in set's own frame size (64 px)."""
+    run = tmp_path_factory.mktemp("export64") / "run"
+    cfg = bimm_ucf101.VARIANTS["tiny"]
+    bimm_ucf101.run(attrs.evolve(cfg, run_dir=str(run), device="cpu", data=attrs.evolve(cfg.data, size=64)))
+    return run
+
+
+def test_the_exported_processor_and_model_reproduce_predict_on_a_raw_clip(finetuned_at_video_size, tmp_path):
+    """What a Hugging Face user does with an export: decode the clip config.json describes
+    (PyAV), AutoImageProcessor, VideoMAEForVideoClassification: the same top-1 as
+    ``python -m analysis predict`` and logits within 1e-4 of ours."""
+    import av
+    import numpy as np
+
+    from analysis.cli import _dataset, predict_command
+    from analysis.features import load_classifier
+    from visualpath.data.layouts import video_set
+
+    run = finetuned_at_video_size
+    assert export_main([str(run), str(tmp_path / "hf")]) == 0
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path / "hf")
+    hf = transformers.VideoMAEForVideoClassification.from_pretrained(tmp_path / "hf").eval()
+    sampling = hf.config.visualpath_sampling
+    model, classes = load_classifier(run)
+    _, records, _ = video_set(None, "ucf101", 1, False, None)
+    for record in records[:3]:
+        with av.open(str(record.path)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        span = (sampling["num_frames"] - 1) * sampling["stride"] + 1
+        start = round((len(frames) - span) / 2)  # the centre clip
+        clip = [frames[start + i * sampling["stride"]] for i in range(sampling["num_frames"])]
+        pixels = processor(clip, return_tensors="pt")["pixel_values"]  # (1, T, C, H, W)
+        with torch.no_grad():
+            theirs = hf(pixel_values=pixels).logits[0]
+            ours = model(_dataset(run, [record.path])[0]["video"])[0]
+        torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-4)
+        top = predict_command(str(run), [str(record.path)], top=1)[0]["top"][0][0]
+        assert hf.config.id2label[int(theirs.argmax())] == top == classes[int(ours.argmax())]
+        assert np.isfinite(theirs.numpy()).all()

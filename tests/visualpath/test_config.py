@@ -50,7 +50,7 @@ def test_cli_variants_help_and_flags(capsys):
         parse_cli(["--help"], variants, "x", "doc")
     assert exit_.value.code == 0
     printed = capsys.readouterr().out
-    assert "variants: demo, paper" in printed and "inner.ratio: float = 0.9" in printed
+    assert "variants (--variant V; default demo):\n  demo\n  paper" in printed and "inner.ratio: float = 0.9" in printed
     with pytest.raises(SystemExit) as exit_:
         parse_cli(["--variant", "papr"], variants, "x", "doc")
     assert exit_.value.code == 2 and "did you mean 'paper'" in capsys.readouterr().err

@@ -137,6 +137,35 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     assert len(lines) == 9 and '"ventral.V4"' in lines[0] and '"clips_per_s"' in lines[0]
 
 
+def test_time_based_checkpoints_land_mid_epoch_and_resume_to_the_same_weights(tmp_path, monkeypatch):
+    """checkpoint_minutes=1 on a clock that advances 30 s per reading: checkpoints at steps 2
+    and 5 by the clock, besides the epoch ends (3 steps each), and a run killed after step 5
+    resumes from that mid-epoch checkpoint to exactly the uninterrupted weights."""
+    import itertools
+
+    from visualpath import engine
+    from visualpath.rundir import stage_progress
+
+    def train(root, stop_after=None, resume=False):
+        model = _model()
+        torch.manual_seed(123)
+        opt = build_optimizer(model, SPEC, CPU)
+        loader = make_loader(Images(), SPEC.batch_size, CPU, shuffle=True, seed=5)
+        state = fit("stage", model, _step, loader, opt, SPEC, CPU, RunLog(root, CPU), resume=resume,
+                    stop_after=stop_after, log_every=1, checkpoint_minutes=1)
+        return model, state
+
+    full, _ = _train(tmp_path / "full")
+    ticks = itertools.count()
+    monkeypatch.setattr(engine, "_now", lambda: next(ticks) * 30.0)
+    train(tmp_path / "killed", stop_after=5)
+    assert stage_progress(tmp_path / "killed" / "stage")["step"] == 5  # mid-epoch 2, by the clock alone
+    resumed, state = train(tmp_path / "killed", resume=True)
+    assert state.step == 9
+    for p, q in zip(full.parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
 def test_non_finite_loss_names_the_step_and_the_area(tmp_path):
     def bad_step(model, batch):
         loss, parts = _step(model, batch)
