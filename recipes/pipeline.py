@@ -512,7 +512,25 @@ def parse(argv: list[str], recipe_variants: dict, module: str, doc: str) -> Conf
 
     _, cfg = parse_cli(argv, recipe_variants, module, doc, help_extra=lambda c: graph_help(with_graph(c)),
                        options=RECIPE_OPTIONS, variant_notes=VARIANT_NOTES)
+    problem = config_file_run_dir(argv, cfg)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     return with_graph(cfg)
+
+
+def config_file_run_dir(argv: list[str], cfg: Config) -> str | None:
+    """Why ``cfg.run_dir`` may not be used when a ``--config`` file set it (None if it may): a
+    file someone else wrote chooses where this run writes only inside the current folder
+    (decision T1); anywhere else takes ``run_dir=`` on the command line."""
+    named_on_line = any(a.replace("-", "_").lstrip("_").startswith("run_dir") for a in argv)
+    if named_on_line or not any(a == "--config" or a.startswith("--config=") for a in argv):
+        return None
+    path = Path(cfg.run_dir)
+    if path.is_absolute() or ".." in path.parts:
+        return (f"the --config file sets run_dir={cfg.run_dir!r}, outside the current folder: a config file chooses "
+                "only a folder inside it; give run_dir= on the command line to write there")
+    return None
 
 
 def trust_args(argv: list[str]) -> tuple[list[str], bool, list[str]]:

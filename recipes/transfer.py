@@ -135,6 +135,20 @@ def train_and_evaluate(cfg: TransferConfig, task: str, prepare, step_fn, evaluat
 normalize = normalize_pixels  # uint8 images (B, 3, H, W) or clips (B, 3, T, H, W) -> ImageNet-normalised floats
 
 
+TRANSFER_OPTIONS = (
+    ("--data-root DIR", "the same as data_root=DIR: the dataset in its official layout; without --variant it "
+                        "selects the paper variant"),
+    ("--trust-code", "let a pretrained= run from someone else rebuild with the code it carries (never remembered; "
+                     "docs/reliability.md#security)"),
+)
+TRANSFER_NOTES = {
+    "demo": "the task at laptop scale on a generated set in the dataset's layout (the demo run's encoder if "
+            "runs/bimm_ucf101_demo exists)",
+    "paper": "the paper's settings for the real dataset (data_root=...)",
+    "tiny": "a few steps on a tiny generated set: checks that it runs end to end; learns nothing",
+}
+
+
 def transfer_main(module: str, doc: str, variants: dict, check, run, argv: list[str] | None = None) -> int:
     """``python -m recipes.transfer_*``: ``data_root`` given and no ``--variant`` selects the
     paper's settings. ``--trust-code`` lets a ``pretrained`` run from someone else rebuild
@@ -143,7 +157,7 @@ def transfer_main(module: str, doc: str, variants: dict, check, run, argv: list[
     argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), variants, ("data_root",))
     argv, trust_code, _ = trust_args(argv)
     with trusting(trust_code, command=True):
-        _, cfg = parse_cli(argv, variants, module, doc)
+        _, cfg = parse_cli(argv, variants, module, doc, options=TRANSFER_OPTIONS, variant_notes=TRANSFER_NOTES)
         try:
             try:
                 check(cfg)

@@ -100,7 +100,7 @@ def test_unknown_graph_is_refused_before_any_compute(capsys, tmp_path):
     assert err.value.code == 2
     assert "'nope:dorsal': no such graph" in capsys.readouterr().err
     for argv, says in ((["--only", "bimm:dorsl"], "graph 'bimm' has the streams ['dorsal', 'ventral']"),
-                       (["--variant", "nope"], "the recipes' variants are ['demo', 'paper', 'tiny']"),
+                       (["--variant", "nope"], "the recipes' variants are ['demo', 'paper', 'small', 'tiny']"),
                        (["--docs", "--steps", "0"], "--docs writes the stored diagnosis"),
                        (["--ablations", "--steps", "0"], "--ablations are learning runs"),
                        (["--docs", "--only", "bimm"], "--docs writes the stored diagnosis")):

@@ -173,6 +173,24 @@ def test_print_config_and_config_files_rerun_a_saved_run(tiny_run, tmp_path, cap
     assert printed["model"]["video_mask"] == 0.5 and printed["stages"] == ["joint", "finetune"]
 
 
+def test_a_config_file_chooses_a_run_dir_only_inside_the_current_folder(tmp_path, capsys):
+    """A shared config file pointing run_dir elsewhere is refused before anything is written;
+    run_dir= on the command line (the reader's choice) or a relative one is used."""
+    from recipes.pipeline import config_file_run_dir
+
+    for where in (str(tmp_path / "elsewhere"), "../elsewhere"):
+        settings = tmp_path / "shared.json"
+        settings.write_text(json.dumps({"run_dir": where}))
+        with pytest.raises(SystemExit) as exit_info:
+            recipe.main(["--variant", "tiny", "--config", str(settings)])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "outside the current folder" in err
+        assert not Path(where).exists() and not (tmp_path / "elsewhere").exists()
+    argv = ["--config", str(settings), f"run_dir={tmp_path / 'mine'}"]
+    assert config_file_run_dir(argv, attrs.evolve(recipe.VARIANTS["tiny"], run_dir=str(tmp_path / "mine"))) is None
+    assert config_file_run_dir(["--config", "f.json"], attrs.evolve(recipe.VARIANTS["tiny"], run_dir="runs/x")) is None
+
+
 def test_an_unknown_flag_is_an_unknown_option(capsys):
     with pytest.raises(SystemExit) as exit_info:
         recipe.main(["--varaint", "tiny"])

@@ -4,6 +4,7 @@ outside every package)."""
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -181,8 +182,8 @@ def test_help_lists_the_graph_areas_and_their_keys(capsys):
         _main(f"pathway={GRAPH}:build", "--help")
     out = capsys.readouterr().out
     assert "ventral [image]: V1 (V1Gabor, 1 blocks) -> V2 (V2Contour, 1 blocks) -> V3 (V3Sobel, 1 blocks)" in out
-    for key in ("pathway.dorsal.MT.normalize = True", "pathway.V3.cells = 2", "pathway.ventral.mask.ratio = 0.75",
-                "pathway.V1.decoder.width = 32"):
+    for key in ("pathway.dorsal.MT.normalize: bool = True", "pathway.ventral.V3.cells: int = 2",
+                "pathway.ventral.mask.ratio: float = 0.75", "pathway.ventral.V1.decoder.width: int = 32"):
         assert key in out
 
 
@@ -219,10 +220,14 @@ def test_a_stored_graph_that_no_longer_loads_is_reported_not_guessed(user_graph_
     assert "stores a graph that cannot be read" in capsys.readouterr().err
 
 
-def test_finetuning_a_stream_the_checkpoint_lacks_fails_naming_it(user_graph_runs, tmp_path):
+def test_finetuning_a_stream_the_checkpoint_lacks_fails_naming_it(user_graph_runs, tmp_path, capsys):
     straight, _ = user_graph_runs
     ventral_only = f"{straight}/ventral/model.safetensors"
     assert _main(f"run_dir={tmp_path / 'ok'}", f"pretrained={straight}/joint/model.safetensors",
                  "stages=finetune", "finetune.optim.epochs=1") == 0  # its graph is found beside it
-    with pytest.raises(ValueError, match="holds no weights for .* tensors of the dorsal encoder"):
+    with pytest.raises(SystemExit) as stop:  # refused in one line before any data is prepared
         _main(f"run_dir={tmp_path / 'bad'}", f"pretrained={ventral_only}", "stages=finetune")
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(r"error: .* holds no weights for .* tensors of the dorsal encoder", err), err
+    assert not (tmp_path / "bad" / "finetune").exists()
