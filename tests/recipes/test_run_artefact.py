@@ -244,7 +244,7 @@ def test_a_config_file_naming_a_builder_is_refused_until_trusted(tmp_path, suffi
     marker = tmp_path / "marker"
     (tmp_path / "x.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
                                    "def build():\n    raise SystemExit('built')\n")
-    settings = {"pathway": str(tmp_path / "x.py") + ":build", "run_dir": str(tmp_path / "r")}
+    settings = {"pathway": str(tmp_path / "x.py") + ":build", "run_dir": "r"}
     config = tmp_path / f"shared{suffix}"
     config.write_text(json.dumps(settings) if suffix == ".json" else
                       "".join(f"{k}: '{v}'\n" for k, v in settings.items()))
