@@ -197,3 +197,30 @@ def test_a_pretrained_file_that_is_not_safetensors_is_refused_in_one_line(tmp_pa
     bad.write_bytes(b"\x00" * 64)
     err = _refused(capsys, monkeypatch, f"run_dir={tmp_path / 'run'}", f"pretrained={bad}", "stages=finetune,test")
     assert "is not a readable safetensors file" in err
+
+
+def test_resuming_under_torchrun_with_another_process_count_is_one_line_per_process(tmp_path):
+    """A 1-process run stopped after its first checkpoint, resumed by ``torchrun`` with 2:
+    each process says why in one line, before any step; what follows is torchrun's own report."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": repo}
+    argv = ["-m", "recipes.bimm_ucf101", "--variant", "tiny", "device=cpu", f"run_dir={tmp_path / 'run'}",
+            "stages=ventral", "ventral.optim.epochs=2"]
+    first = subprocess.run([sys.executable, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           env={**env, "VISUALPATH_KILL_AT": "old-removed@1"})
+    assert first.returncode == 137, first.stderr[-2000:]
+    done = subprocess.run([torchrun, "--nproc_per_node", "2", *argv], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode != 0
+    ours = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(ours) == 2 and len(set(ours)) == 1, done.stderr[-3000:]
+    assert "was trained by 1 process(es) and this run has 2: resume it with 1" in ours[0]
+    assert "ventral step" not in done.stderr and "/recipes/" not in done.stderr  # no step ran; no traceback of ours
