@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from visualpath.pathway import PathwayModel
+from visualpath.model import PathwayModel
 
 __all__ = ["Features", "extract", "load_run", "load_classifier", "run_dataset", "clip_dataset", "block_features", "area_features"]
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from visualpath.pathway import PathwayModel
+from visualpath.model import PathwayModel
 
 log = logging.getLogger(__name__)
 

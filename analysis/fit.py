@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from analysis.features import _batches
-from visualpath.pathway import PathwayModel
+from visualpath.model import PathwayModel
 
 __all__ = ["target_fit", "neighbour_fit", "visible_fit", "channel_fit", "channel_means", "interpolate_visible"]
 

@@ -169,7 +169,7 @@ def ours_bimm(s: Setup):
 
 def feedback_graph(s: Setup) -> Pathway:
     """:func:`graph` with the ``--feedback`` links (``MT>V1``, ...) in every stream holding both ends."""
-    from visualpath.spec import _feedback_links, apply_overrides
+    from visualpath.overrides import _feedback_links, apply_overrides
 
     base = graph(s)
     ends = {end for link in _feedback_links(s.feedback, "--feedback") for end in link.values()}

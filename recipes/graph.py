@@ -11,7 +11,7 @@ A builder is a callable returning a :class:`~visualpath.Pathway`. One that takes
 receives the variant's :class:`~areas.bimm.ModelConfig`, whose ``encoder(depth)`` and
 ``decoder(depth)`` give the variant's scale, so one graph file runs at tiny, demo and paper
 scale (decision G3). ``pathway.KEY=VALUE`` edits any field of any stream or area of the graph
-(:func:`visualpath.spec.apply_overrides`, decision G4); ``--help`` lists every key.
+(:func:`visualpath.overrides.apply_overrides`, decision G4); ``--help`` lists every key.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from areas.bimm import paper_pathway, run_pathway
 from visualpath import Pathway
 from visualpath.rundir import read_spec
 from visualpath.trust import chosen, trusting
-from visualpath.spec import SpecError, apply_overrides, builder_takes_config, import_object, override_keys, override_notes
+from visualpath.overrides import apply_overrides, override_keys, override_notes
+from visualpath.spec import SpecError, builder_takes_config, import_object
 
 __all__ = ["build_graph", "ventral_graph", "split_graph_args", "graph_help", "GRAPH_PREFIX"]
 

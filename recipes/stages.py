@@ -31,7 +31,7 @@ from rich.console import Console
 from areas.bimm import ModelConfig, run_pathway
 from recipes.config import Config, FinetuneConfig
 from visualpath import Pathway, inherit_stream
-from visualpath.pathway import copy_streams
+from visualpath.inherit import copy_streams
 from visualpath.classifier import Classifier, Encoder
 from visualpath.data import MapCache, TrainTransform, VideoDataset
 from visualpath.data.datasets import ImageFolder

@@ -31,7 +31,7 @@ from recipes.pipeline import tiny_model
 from recipes.transfer import (DEMO_MODEL, TransferConfig, check_pretrained, demo_pretrained, generated_root,
                               pretrained_encoder, train_and_evaluate, transfer_main)
 from visualpath.engine import OptimSpec
-from visualpath.pathway import IMAGENET_MEAN, IMAGENET_STD
+from visualpath.tokens import IMAGENET_MEAN, IMAGENET_STD
 from visualpath.transfer.backbones import SimpleFeaturePyramid
 from visualpath.transfer.coco import COCODetection, coco_files, write_coco_like
 from visualpath.transfer.metrics import coco_ap

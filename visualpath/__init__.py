@@ -6,18 +6,10 @@ pathway graph. The paper's cortical areas live in the ``areas`` package.
 
 from visualpath.area import Area, Decoder, DecoderSpec, Stage, TargetInput
 from visualpath.masking import Mask, RandomMask, TubeMask
-from visualpath.pathway import (
-    Feedback,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Pathway,
-    PathwayModel,
-    PathwayOutput,
-    Stream,
-    StreamOutput,
-    inherit_stream,
-)
-from visualpath.tokens import Layout, PatchEmbed, sincos_flat, sincos_grid
+from visualpath.graph import Feedback, Pathway, Stream
+from visualpath.inherit import inherit_stream
+from visualpath.model import PathwayModel, PathwayOutput, StreamOutput
+from visualpath.tokens import IMAGENET_MEAN, IMAGENET_STD, Layout, PatchEmbed, sincos_flat, sincos_grid
 from visualpath.vit import Attention, Block, ViTSpec, vit_base, vit_large, vit_small, vit_tiny
 
 __all__ = [

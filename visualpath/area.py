@@ -115,6 +115,31 @@ class TargetInput:
         return self.maps.get("contour")
 
 
+# --------------------------------------------------------------------------- the registry
+
+# Area classes by name, for a stored graph's ``"type"`` (:func:`visualpath.spec.area_class`):
+# every Area subclass adds itself when it is defined, so the arrows run one way (an area
+# module imports this one; readers of stored graphs look names up here).
+AREAS: dict[str, type] = {}
+AMBIGUOUS_AREA_NAMES: dict[str, set[str]] = {}  # names that two different classes define
+
+
+def register_area(cls: type, name: str | None = None) -> type:
+    """Make ``cls`` findable by ``name`` (default: its class name) in a spec's ``"type"``.
+
+    Every :class:`~visualpath.Area` subclass is registered under its class name when it is
+    defined; two different classes with one name make the name ambiguous (a spec must then
+    use the import path). Usable as a decorator.
+    """
+    key = name or cls.__name__
+    known = AREAS.get(key)
+    where = f"{cls.__module__}:{cls.__qualname__}"
+    if known is not None and f"{known.__module__}:{known.__qualname__}" != where:
+        AMBIGUOUS_AREA_NAMES.setdefault(key, {f"{known.__module__}:{known.__qualname__}"}).add(where)
+    AREAS[key] = cls
+    return cls
+
+
 def area_name(instance, attribute, value) -> None:
     """attrs validator for area names (subclasses that redefine ``name`` reuse it)."""
     if not isinstance(value, str) or not value or "." in value or "/" in value:
@@ -153,8 +178,6 @@ class Area(abc.ABC):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        from visualpath.spec import register_area
-
         register_area(cls)  # found by its class name in a stored graph
 
     @property

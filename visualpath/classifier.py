@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from visualpath.pathway import PathwayModel
+from visualpath.model import PathwayModel
 from visualpath.tokens import normalize_pixels
 from visualpath.tokens import Layout, PatchEmbed, cached_position_table
 from visualpath.vit import ViTSpec, init_weights

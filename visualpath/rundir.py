@@ -4,7 +4,7 @@
 
     run_dir/
       config.json          the recipe's configuration (``{"config": ..., "git_revision": ...}``)
-      pathway.json         the graph it trains (:mod:`visualpath.spec`), written before any stage
+      pathway.json         the graph it trains (:mod:`visualpath.graph`), written before any stage
       metrics.jsonl        one JSON record per logged step, per stage
       <stage>/model.safetensors, <stage>/state.pt   each stage's checkpoint
 
@@ -23,6 +23,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +35,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from visualpath.atomic import atomic, file_mode
+from visualpath import usercode
 from visualpath.errors import Refused, one_line
+from visualpath.graph import Pathway, pathway_from_dict
+from visualpath.overrides import override_keys
+from visualpath.spec import CODE_FORMAT
+from visualpath.trust import trusting
 
 if TYPE_CHECKING:
-    from visualpath.engine import Runtime
-    from visualpath.pathway import Pathway, PathwayModel
+    from visualpath.model import PathwayModel
+    from visualpath.runtime import Runtime
 
 __all__ = [
     "TrainState",
@@ -609,11 +615,6 @@ def write_pathway(root: str | Path, pathway: Pathway, stage: str | None = None, 
     (:mod:`visualpath.usercode`); the author's copies become trusted by content
     (:mod:`visualpath.trust`), so their own run opens anywhere without a flag.
     """
-    import sys
-
-    from visualpath import usercode
-    from visualpath.spec import CODE_FORMAT
-
     root = Path(root)
     path = root / (_stage_file(stage) if stage else PATHWAY_FILE)
     spec = pathway.to_dict()
@@ -635,7 +636,6 @@ def write_pathway(root: str | Path, pathway: Pathway, stage: str | None = None, 
 
 def read_spec(path: Path) -> Pathway:
     """The graph a spec file holds (its carried code is read from the folder it is in)."""
-    from visualpath.spec import pathway_from_dict
 
     path = Path(path)
     try:
@@ -675,7 +675,6 @@ def read_pathway(run_dir: str | Path, stage: str | None = None,
         Refused: naming the directory when it holds neither.
         visualpath.trust.CodeNotTrusted: the graph needs code the reader has not trusted.
     """
-    from visualpath.trust import trusting
 
     with trusting(trust_code):
         return _read_pathway(Path(run_dir), stage, legacy)
@@ -721,7 +720,6 @@ def load_model(run_dir: str | Path, stage: str | None = None, device: str | torc
 
 def graph_differences(old: Pathway, new: Pathway, limit: int = 5) -> list[str]:
     """``key: old -> new`` lines between two graphs (keys as graph overrides spell them)."""
-    from visualpath.spec import override_keys
 
     if old == new:
         return []

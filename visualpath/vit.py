@@ -6,7 +6,7 @@ GELU MLP. Parameter names match timm's ``Block`` (``norm1``, ``attn.qkv``, ``att
 ``norm2``, ``mlp.fc1``, ``mlp.fc2``) so that timm and VideoMAE weights map one-to-one.
 
 A :class:`ViTSpec` only describes an encoder; streams build their own embeddings and the
-pathway builds the blocks stage by stage (see :mod:`visualpath.pathway`).
+pathway builds the blocks stage by stage (see :mod:`visualpath.model`).
 """
 
 from __future__ import annotations

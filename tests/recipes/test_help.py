@@ -33,7 +33,7 @@ def test_every_config_field_of_every_recipe_has_a_description(recipe):
 def test_every_graph_key_has_a_type_and_a_description():
     from recipes import bimm_ucf101
     from recipes.graph import build_graph
-    from visualpath.spec import override_keys, override_notes
+    from visualpath.overrides import override_keys, override_notes
 
     for variant in ("demo", "paper"):
         pathway = build_graph(bimm_ucf101.VARIANTS[variant])
@@ -48,7 +48,7 @@ def test_a_user_areas_fields_are_typed_in_the_graph_keys():
     from recipes import bimm_ucf101
     from recipes.graph import build_graph
 
-    from visualpath.spec import override_notes
+    from visualpath.overrides import override_notes
 
     cfg = attrs.evolve(bimm_ucf101.VARIANTS["tiny"], pathway=f"{USER_GRAPH}:build")
     notes = override_notes(build_graph(cfg))

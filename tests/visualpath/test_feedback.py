@@ -5,7 +5,9 @@ import torch
 
 from areas import MTMotion, V1Gabor, V2Contour, V4Color
 from visualpath import DecoderSpec, Feedback, Pathway, RandomMask, Stream, TubeMask
-from visualpath.spec import SpecError, apply_overrides, pathway_from_dict
+from visualpath.graph import pathway_from_dict
+from visualpath.overrides import apply_overrides
+from visualpath.spec import SpecError
 from visualpath.vit import vit_tiny
 
 

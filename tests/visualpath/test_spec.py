@@ -10,7 +10,8 @@ from safetensors.torch import save_file
 from areas import MTMotion, V1Gabor, V4Color
 from areas.bimm import SIZES, ModelConfig, paper_pathway
 from visualpath import DecoderSpec, Pathway, Stream, TubeMask, vit_tiny
-from visualpath.spec import SpecError, apply_overrides, area_class, class_ref, import_object, override_keys
+from visualpath.overrides import apply_overrides, override_keys
+from visualpath.spec import SpecError, area_class, class_ref, import_object
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "v3_sobel.py"
 
@@ -121,7 +122,7 @@ def test_a_sub_graph_keeps_the_sharing_left_among_its_streams():
 
 
 def test_the_joint_stage_gets_the_ventral_weights_whichever_stream_owns_a_shared_stage():
-    from visualpath.pathway import copy_streams
+    from visualpath.inherit import copy_streams
 
     dec = DecoderSpec(width=32, depth=1, heads=2)
     v1 = V1Gabor(blocks=1, decoder=dec)
