@@ -67,6 +67,7 @@ from visualpath.config import parse_cli, to_dict
 from visualpath.data.layouts import UNLABELED, check_root, video_split
 from visualpath.engine import RunLog, setup, teardown
 from visualpath.errors import Refused, one_line
+from visualpath.preemption import EXIT_PREEMPTED, Preempted
 from visualpath.trust import chosen, trusting
 from visualpath.rundir import (
     PATHWAY_FILE,
@@ -563,7 +564,8 @@ def main(module: str, doc: str, recipe_variants: dict, argv: list[str] | None = 
          data_keys: tuple[str, ...] = ("data.root",)) -> int:
     """``python -m recipes.NAME``: given real data (``data_keys``) and no ``--variant``, the
     paper's settings. Every refusal is one line (``error: ...``, exit 2) before compute; a
-    run stopped by Ctrl-C says where it stopped (exit 130)."""
+    run stopped by Ctrl-C says where it stopped (exit 130); one stopped by a scheduler's
+    SIGTERM or SIGUSR1 checkpoints at the next step and says so (exit 75, decision R9)."""
     argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), recipe_variants, data_keys)
     argv, trust_code, named = trust_args(argv)
     with trusting(trust_code, named, command=True):
@@ -584,6 +586,9 @@ def main(module: str, doc: str, recipe_variants: dict, argv: list[str] | None = 
         except KeyboardInterrupt:
             print(f"interrupted: {interrupted_at(cfg)}; the same command resumes from there", file=sys.stderr)
             raise SystemExit(130) from None
+        except Preempted as stop:  # a scheduler's SIGTERM / SIGUSR1: checkpointed at a step boundary (R9)
+            print(f"preempted: {stop}; the same command resumes from there (exit {EXIT_PREEMPTED})", file=sys.stderr)
+            raise SystemExit(EXIT_PREEMPTED) from None
     return 0
 
 

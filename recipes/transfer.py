@@ -20,6 +20,7 @@ from visualpath._validate import non_negative_float
 from visualpath.classifier import Encoder
 from visualpath.config import parse_cli, to_dict
 from visualpath.errors import Refused, one_line
+from visualpath.preemption import EXIT_PREEMPTED, Preempted
 from visualpath.trust import trusting
 from visualpath.engine import RunLog, build_optimizer, fit, make_loader, setup, teardown
 from visualpath.tokens import normalize_pixels
@@ -171,4 +172,7 @@ def transfer_main(module: str, doc: str, variants: dict, check, run, argv: list[
             print(f"interrupted: {cfg.run_dir} keeps its last checkpoint; the same command resumes from there",
                   file=sys.stderr)
             raise SystemExit(130) from None
+        except Preempted as stop:  # a scheduler's SIGTERM / SIGUSR1 (decision R9)
+            print(f"preempted: {stop}; the same command resumes from there (exit {EXIT_PREEMPTED})", file=sys.stderr)
+            raise SystemExit(EXIT_PREEMPTED) from None
     return 0

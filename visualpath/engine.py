@@ -44,6 +44,7 @@ from visualpath.rundir import (  # noqa: F401 (re-exported)
     load_weights,
     save_checkpoint,
 )
+from visualpath.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch  # noqa: F401 (re-exported)
 from visualpath.runtime import Runtime, seed_everything, setup, teardown  # noqa: F401 (re-exported)
 from visualpath import terminal
 
@@ -65,6 +66,8 @@ __all__ = [
     "load_weights",
     "RunLog",
     "NonFiniteLoss",
+    "Preempted",
+    "EXIT_PREEMPTED",
 ]
 
 log = logging.getLogger(__name__)
@@ -133,6 +136,11 @@ def fit(
 
     Returns:
         The final :class:`TrainState`.
+
+    Raises:
+        Preempted: SIGTERM or SIGUSR1 arrived (a scheduler stopping or requeuing the job):
+            every rank stopped at the same step boundary and the checkpoint there is written
+            (:mod:`visualpath.preemption`, decision R9).
     """
     directory = run.stage_dir(stage)
     state = TrainState()
@@ -173,7 +181,8 @@ def fit(
                TextColumn("{task.fields[rate]}", table_column=Column(no_wrap=True)))
     live = console.is_terminal and runtime.main
     model.train()
-    with _StageProgress(*columns, console=console, disable=not live, transient=False) as progress:
+    with PreemptionWatch(runtime) as watch, \
+            _StageProgress(*columns, console=console, disable=not live, transient=False) as progress:
         task = progress.add_task(stage, total=total, completed=state.step, rate="")
         start, start_step = time.perf_counter(), state.step
         clock = _CheckpointClock(checkpoint_minutes, runtime)
@@ -225,6 +234,10 @@ def fit(
                     window_start, clips, running, micro = time.perf_counter(), 0, {}, 0
                 progress.update(task, completed=state.step)
                 logged = state.step % log_every == 0 or state.step == total
+                if watch.requested():  # a scheduler's signal: checkpoint here and stop (decision R9)
+                    _record_broken(stage, broken, state, run, runtime)
+                    _checkpoint(directory, model, optimizer, state, runtime)
+                    raise watch.stopped(stage, state.step)
                 if (checkpoint_every and state.step % checkpoint_every == 0) or clock.due(logged):
                     _record_broken(stage, broken, state, run, runtime)
                     _checkpoint(directory, model, optimizer, state, runtime)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from visualpath.preemption import ignore_in_workers
 from visualpath.runtime import Runtime
 
 __all__ = ["EpochSampler", "make_loader", "flatten_views"]
@@ -64,7 +65,8 @@ def make_loader(dataset: Dataset, batch_size: int, runtime: Runtime, *, shuffle:
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, generator=generator,
                       drop_last=drop_last, collate_fn=collate_fn, pin_memory=runtime.device.type == "cuda",
-                      persistent_workers=False, prefetch_factor=4 if workers else None)
+                      persistent_workers=False, prefetch_factor=4 if workers else None,
+                      worker_init_fn=ignore_in_workers if workers else None)
 
 
 def flatten_views(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
