@@ -1,8 +1,9 @@
-"""Stopping cleanly when a scheduler asks: SIGTERM or SIGUSR1 (decision R9).
+"""Stopping cleanly when a scheduler asks: SIGTERM, SIGUSR1 or SIGUSR2 (decision R9).
 
 A cluster scheduler (SLURM) sends SIGTERM to every task of a job before it stops it, or the
 signal a job asked for with ``--signal`` (SIGUSR1 by convention) before its time is up or it
-is preempted and requeued; ``torchrun`` forwards SIGTERM to its workers. :func:`fit
+is preempted and requeued (submitit's jobs ask for SIGUSR2); ``torchrun`` forwards SIGTERM
+to its workers. :func:`fit
 <visualpath.engine.fit>` listens for both while it trains: the handler only notes the signal,
 every rank stops at the next optimiser step boundary that all of them reach, a checkpoint is
 written there, and :class:`Preempted` carries the stop to the command, which says where it
@@ -27,7 +28,7 @@ from visualpath.runtime import Runtime
 
 __all__ = ["EXIT_PREEMPTED", "Preempted", "PreemptionWatch", "ignore_in_workers", "SIGNALS"]
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL (sysexits.h): stopped on request, to be run again
 
 
@@ -37,7 +38,7 @@ class Preempted(Exception):
     Attributes:
         stage: the stage that stopped.
         step: the optimiser step its checkpoint holds.
-        signal_name: ``"SIGTERM"`` or ``"SIGUSR1"`` (the first one this process received; on
+        signal_name: ``"SIGTERM"``, ``"SIGUSR1"`` or ``"SIGUSR2"`` (the first one this process received; on
             a rank that received none, the name another rank reported).
         seconds: from the signal (on this process) to the checkpoint written.
     """
@@ -49,7 +50,7 @@ class Preempted(Exception):
 
 
 class PreemptionWatch:
-    """While open, notes SIGTERM / SIGUSR1 instead of dying of them; :meth:`requested` tells
+    """While open, notes SIGTERM / SIGUSR1 / SIGUSR2 instead of dying of them; :meth:`requested` tells
     every rank at once whether any was received (one small all-reduce per step across
     processes). Handlers can only be set from the main thread: elsewhere the watch stays
     closed and the signals keep their default action."""

@@ -1,0 +1,46 @@
+"""``python -m recipes.submit`` through submitit's local executor: a tiny run submitted,
+signalled before its time limit (SIGUSR2, as submitit asks SLURM to), checkpointed at a step,
+requeued and resumed, finishing with the uninterrupted run's weights (decision R10)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+submitit = pytest.importorskip("submitit", reason="pip install -e '.[cluster]'")
+
+from recipes import submit  # noqa: E402
+
+ARGV = ["--variant", "tiny", "device=cpu", "stages=ventral", "ventral.optim.epochs=20", "log_every=1"]
+
+
+def test_a_submitted_run_preempted_by_the_executor_is_requeued_and_ends_with_the_same_weights(tmp_path,
+                                                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "recipes.bimm_ucf101", *ARGV, f"run_dir={tmp_path / 'full'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = tmp_path / "run"
+    # a one-minute limit whose signal comes 52 s early: every attempt is signalled about 8 s in
+    job = submit.submit("bimm_ucf101", [*ARGV, f"run_dir={run}"], cluster="local", time_min=1, signal_delay_s=52,
+                        requeues=6)
+    assert job.result() == 0
+    logs = "".join(p.read_text() for p in (run / "submitit").glob("*/*_log.*"))
+    assert "preempted: ventral stopped at step" in logs and "on SIGUSR2" in logs, logs[-3000:]
+    assert "Requeued job" in logs and "ventral: resumed at epoch" in logs, logs[-3000:]
+    assert (run / "submitit" / "jobs.txt").read_text().startswith(f"{job.job_id}\t")
+    ours = load_file(str(run / "ventral" / "model.safetensors"))
+    theirs = load_file(str(tmp_path / "full" / "ventral" / "model.safetensors"))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_a_bad_recipe_command_line_is_refused_before_anything_is_submitted(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        submit.main(["bimm_ucf101", "--cluster", "local", "--", "--variant", "tiny", "ventral.optim.epochs=-1"])
+    assert "ventral.optim.epochs" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*_submitted.pkl"))
+    assert submit.main(["no_such_recipe", "--cluster", "local"]) == 2
