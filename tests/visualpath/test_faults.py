@@ -245,3 +245,25 @@ def test_checkpoint_files_are_readable_under_the_umask(tmp_path):
     unit = selected_checkpoint(tmp_path / "stage")
     assert {f.name: f.stat().st_mode & 0o777 for f in unit.iterdir()} == {
         "model.safetensors": 0o644, "state.pt": 0o644, "progress.json": 0o644}
+
+
+def test_a_run_directory_on_a_filesystem_without_flock_runs_unlocked_and_says_so(tmp_path, monkeypatch, caplog):
+    """Some NFS and Lustre mounts refuse ``flock`` (ENOLCK, EOPNOTSUPP): the run goes on without
+    the lock and warns that one run at a time must write the folder; a busy lock is still refused."""
+    import errno
+    import fcntl
+    import logging
+
+    from visualpath.rundir import RunDirBusy, RunLock
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    with monkeypatch.context() as m:
+        m.setattr(fcntl, "flock", no_flock)
+        with caplog.at_level(logging.WARNING), RunLock(tmp_path / "run"):
+            pass
+    assert "cannot be locked on this filesystem (No locks available)" in caplog.text
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(RunDirBusy, match="is in use by PID"):
+            RunLock(tmp_path / "run").__enter__()

@@ -51,6 +51,7 @@ whole groups.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -378,12 +379,40 @@ def _write_set(root: Path, spec, classes, fill) -> Path:
     return root
 
 
+@contextlib.contextmanager
+def _one_writer(root: Path):
+    """Hold an exclusive lock beside ``root`` (``.<name>.lock``) while a set is checked and
+    generated: the processes of a ``torchrun`` job (one per GPU, on every node) all ask for the
+    set, and one generates it while the others wait, then find it current. Where the
+    filesystem has no ``flock`` the set is generated without it (each writer renames a
+    complete folder into place)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root.parent / f".{root.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:  # no flock here (some NFS or Lustre mounts)
+            log.warning("cannot lock %s (%s): generating without a lock", root, err.strerror)
+        yield
+    finally:
+        os.close(fd)
+
+
 def ensure_synthetic(root: str | os.PathLike | None = None, spec: SyntheticSpec = SyntheticSpec()) -> Path:
-    """Return the set's root, generating it first if absent or made with another spec."""
+    """Return the set's root, generating it first if absent or made with another spec (one
+    process at a time, :func:`_one_writer`)."""
     root = Path(root) if root is not None else default_root(spec)
-    if not _is_current(root, spec):
-        log.info("generating the built-in synthetic action set in %s", root)
-        generate(root, spec)
+    if _is_current(root, spec):
+        return root
+    with _one_writer(root):
+        if not _is_current(root, spec):  # another process may have made it while this one waited
+            log.info("generating the built-in synthetic action set in %s", root)
+            generate(root, spec)
     return root
 
 
@@ -439,9 +468,13 @@ def generate_images(root: str | os.PathLike, spec: ImageSpec = ImageSpec()) -> P
 
 
 def ensure_synthetic_images(root: str | os.PathLike | None = None, spec: ImageSpec = ImageSpec()) -> Path:
-    """Return the image set's root, generating it first if absent or made with another spec."""
+    """Return the image set's root, generating it first if absent or made with another spec
+    (one process at a time)."""
     root = Path(root) if root is not None else default_image_root(spec)
-    if not _is_current(root, spec):
-        log.info("generating the built-in synthetic image set in %s", root)
-        generate_images(root, spec)
+    if _is_current(root, spec):
+        return root
+    with _one_writer(root):
+        if not _is_current(root, spec):
+            log.info("generating the built-in synthetic image set in %s", root)
+            generate_images(root, spec)
     return root
