@@ -50,11 +50,27 @@ __all__ = ["FRAMES", "ventral_source", "graph_label", "data_label", "papers_conf
 # --------------------------------------------------------------------------- data
 
 
-def video_records(cfg: Config, train: bool):
-    """(root, records, classes) of the training or evaluation part of the video set."""
+def video_records(cfg: Config, train: bool, runtime=None):
+    """(root, records, classes) of the training or evaluation part of the video set. Under
+    torchrun (``runtime`` given) rank 0 lists and checks the set and the other ranks receive
+    its list (decision R11): a dataset of 240k files on shared storage is scanned once per
+    job, not once per process."""
     spec = SyntheticSpec(groups=cfg.data.synthetic_groups, clips=cfg.data.synthetic_clips,
                          size=cfg.data.synthetic_size)
-    return video_set(cfg.data.root, cfg.data.format, cfg.data.split, train, spec)
+    if runtime is None or not runtime.distributed or cfg.data.root is None:  # the built-in set: every node's own
+        return video_set(cfg.data.root, cfg.data.format, cfg.data.split, train, spec)
+    import torch.distributed as dist
+
+    listed = [None]
+    if runtime.main:
+        try:
+            listed = [video_set(cfg.data.root, cfg.data.format, cfg.data.split, train, spec)]
+        except Exception as err:  # every rank must hear of it, or the others wait forever
+            listed = [err]
+    dist.broadcast_object_list(listed, src=0)
+    if isinstance(listed[0], Exception):
+        raise listed[0]
+    return listed[0]
 
 
 FRAMES = "frames"  # data.image_root: the ventral stage on frames of the video set (Table 7a, "UCF101 Init")
@@ -182,7 +198,7 @@ def run_ventral(cfg: Config, runtime, run: RunLog, console: Console):
         dataset = ImageFolder(folder, transform=transform, seed=cfg.seed, maps=maps)
         source = f"images of {folder}"
     else:
-        root, records, classes = video_records(cfg, train=True)
+        root, records, classes = video_records(cfg, train=True, runtime=runtime)
         maps = side_maps(cfg, pathway, root)
         dataset = VideoDataset(records, classes, frames=1, transform=transform, as_images=True, seed=cfg.seed,
                                maps=maps, name="video frames")
@@ -235,7 +251,7 @@ def run_joint(cfg: Config, runtime, run: RunLog, console: Console):
         console.print(f"[bold]joint[/]: {', '.join(names)} from scratch")
     if cfg.init is not None and init_target(cfg, pathway)[2] == "joint":
         _load_init(cfg, model, pathway, "joint", console)
-    root, records, classes = video_records(cfg, train=True)
+    root, records, classes = video_records(cfg, train=True, runtime=runtime)
     transform = TrainTransform(size=cfg.data.size, crop="multiscale", flip=cfg.joint.flip)
     maps = side_maps(cfg, pathway, root)
     dataset = VideoDataset(records, classes, frames=cfg.data.frames, stride=cfg.data.stride, transform=transform,
@@ -429,7 +445,7 @@ def run_finetune(cfg: Config, runtime, run: RunLog, console: Console):
         dataset = ImageFolder(folder, transform=transform, seed=cfg.seed)
         classes = dataset.classes
     else:
-        _, records, classes = video_records(cfg, train=True)
+        _, records, classes = video_records(cfg, train=True, runtime=runtime)
         transform = TrainTransform(size=cfg.data.size, crop="resized", area=ft.crop_area, flip=ft.flip,
                                    randaugment=ft.randaugment)
         # Table 9's batch counts videos; repeated augmentation gives each `repeated` clips (VideoMAE).
@@ -448,7 +464,7 @@ def run_test(cfg: Config, runtime, run: RunLog, console: Console, model=None):
         dataset = ImageFolder(image_split(image_root(cfg), train=False), size=cfg.data.size)
         classes = dataset.classes
     else:
-        _, records, classes = video_records(cfg, train=False)
+        _, records, classes = video_records(cfg, train=False, runtime=runtime)
         dataset = VideoDataset(records, classes, frames=cfg.data.frames, stride=cfg.data.stride,
                                sampling=cfg.finetune.sampling, mode="test", size=cfg.data.size,
                                clips=cfg.test.clips, crops=cfg.test.crops, name="evaluation videos")
@@ -499,7 +515,7 @@ def figure(joint, cfg: Config, run_log: RunLog, runtime, console: Console | None
 
     if not any(s.modality == "video" for s in joint.spec.streams):
         return
-    root, records, classes = video_records(cfg, train=False)
+    root, records, classes = video_records(cfg, train=False)  # rank 0 alone draws the figure
     whole = TrainTransform(size=cfg.data.size, crop="resized", area=(1.0, 1.0), flip=False)  # the whole frame
     say = (console or terminal.console(stderr=True)).print
     try:

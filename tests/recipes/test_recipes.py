@@ -295,3 +295,39 @@ def test_compile_and_checkpointing_train_and_save_plain_checkpoints(tmp_path):
     pipeline.run(cfg)
     keys = load_file(str(tmp_path / "bimm_ucf101" / "joint" / "model.safetensors")).keys()
     assert keys and not any(k.startswith(("_orig_mod.", "module.")) for k in keys)
+
+
+def test_under_torchrun_only_rank_0_lists_a_real_dataset(monkeypatch, tmp_path):
+    """A 240k-file dataset on shared storage is listed once per job: rank 0 lists, the others
+    receive its list (and its refusal, when the set is not in its layout)."""
+    import attrs
+    import torch.distributed as dist
+
+    from recipes import bimm_ucf101, stages
+
+    calls = []
+    monkeypatch.setattr(stages, "video_set", lambda *a, **k: calls.append(a) or ("root", ["rec"], ["c"]))
+    cfg = attrs.evolve(bimm_ucf101.VARIANTS["tiny"], data=attrs.evolve(bimm_ucf101.VARIANTS["tiny"].data,
+                                                                       root=str(tmp_path)))
+
+    class Rank:
+        def __init__(self, rank):
+            self.rank, self.distributed, self.main = rank, True, rank == 0
+
+    sent = {}
+
+    def broadcast(objects, src):
+        if "list" in sent:
+            objects[0] = sent["list"]
+        else:
+            sent["list"] = objects[0]
+
+    monkeypatch.setattr(dist, "broadcast_object_list", broadcast)
+    assert stages.video_records(cfg, train=True, runtime=Rank(0)) == ("root", ["rec"], ["c"])
+    assert stages.video_records(cfg, train=True, runtime=Rank(1)) == ("root", ["rec"], ["c"])
+    assert len(calls) == 1  # rank 1 did not list
+    sent.clear()
+    monkeypatch.setattr(stages, "video_set", lambda *a, **k: (_ for _ in ()).throw(ValueError("not a UCF101 tree")))
+    for rank in (0, 1):
+        with pytest.raises(ValueError, match="not a UCF101 tree"):
+            stages.video_records(cfg, train=True, runtime=Rank(rank))
