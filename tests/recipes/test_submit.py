@@ -44,3 +44,25 @@ def test_a_bad_recipe_command_line_is_refused_before_anything_is_submitted(tmp_p
     assert "ventral.optim.epochs" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*_submitted.pkl"))
     assert submit.main(["no_such_recipe", "--cluster", "local"]) == 2
+
+
+@pytest.mark.slow
+def test_a_table_is_submitted_as_one_job_per_row_and_printed_from_the_finished_rows(tmp_path, monkeypatch):
+    from recipes import ablations
+
+    monkeypatch.chdir(tmp_path)
+    base = ["--variant", "tiny", "device=cpu", f"run_dir={tmp_path / 'abl'}"]
+    jobs = submit.submit_table("7e", base, cluster="local", time_min=10)
+    assert len(jobs) == 3 and len({j.job_id for j in jobs}) == 3
+    results = [j.result() for j in jobs]
+    assert [r["label"] for r in results] == ["No sharing", "Partial Sharing", "All Sharing"]
+    assert all(0 <= r["top1"] <= 1 for r in results)
+    listed = (tmp_path / "abl" / "table7" / "submitit" / "jobs.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in listed] == [j.job_id for j in jobs]
+    # the table from the finished rows: nothing trains again
+    done = subprocess.run([sys.executable, "-m", "recipes.ablations", "--table", "7e", *base], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "already complete" in done.stderr and " step 1/" not in done.stderr
+    assert all(f"{r['top1'] * 100:.1f}" in done.stdout for r in results), done.stdout
+    assert ablations.TABLES["7e"][0] in done.stdout
