@@ -1,4 +1,5 @@
-"""The README's Python examples run as written.
+"""The README's (and the guide's) Python examples run as written, and its commands in a
+newcomer's order.
 
 ``python`` blocks run here; ``py`` blocks need files a user has (checkpoints, a finished run)
 and are only shown.
@@ -11,19 +12,34 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+GUIDE = README.parent / "docs" / "guide.md"
+BLOCKS = [(path.name, block) for path in (README, GUIDE)
+          for block in re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)]
 
 
-def test_readme_has_the_pathway_and_custom_area_examples():
-    assert len(BLOCKS) >= 2
-    assert "share=[\"V1\", \"V2\"]" in BLOCKS[0] and "class V3Orientation(Area)" in BLOCKS[1]
+def test_readme_and_guide_have_the_pathway_and_custom_area_examples():
+    readme = [block for name, block in BLOCKS if name == "README.md"]
+    guide = [block for name, block in BLOCKS if name == "guide.md"]
+    assert "share=[\"V1\", \"V2\"]" in readme[0]
+    assert any("class V3Orientation(Area)" in b for b in guide) and any("Feedback(" in b for b in guide)
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index, capsys):
-    exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {"__name__": "readme"})
+    name, block = BLOCKS[index]
+    exec(compile(block, f"{name}[python block {index}]", "exec"), {"__name__": "readme"})
     printed = capsys.readouterr().out
     assert "V1" in printed  # each example prints its per-area losses
+
+
+def test_the_readme_is_a_front_door_and_docs_has_an_index():
+    assert len(README.read_text().splitlines()) <= 210
+    index = (README.parent / "docs" / "README.md").read_text()
+    for doc in sorted((README.parent / "docs").glob("*.md")):
+        if doc.name != "README.md":
+            assert f"]({doc.name})" in index, f"docs/README.md does not list {doc.name}"
+    for link in re.findall(r"\]\((docs/[^)#]+)", README.read_text()):
+        assert (README.parent / link).is_file(), link
 
 
 def test_readme_commands_are_the_ci_commands():
@@ -33,7 +49,7 @@ def test_readme_commands_are_the_ci_commands():
     assert tests and tests[0] in ci
 
 
-SHOWN = re.findall(r"```py\n(.*?)```", README.read_text(), flags=re.S)
+SHOWN = [b for path in (README, GUIDE) for b in re.findall(r"```py\n(.*?)```", path.read_text(), flags=re.S)]
 
 
 @pytest.mark.parametrize("index", range(len(SHOWN)))
