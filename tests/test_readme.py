@@ -138,3 +138,48 @@ def test_a_changed_finetune_setting_in_a_finished_run_suggests_the_command_that_
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"run_dir={run}_ft pretrained={run} stages=finetune,test" in err and "\n" not in err.strip()
+
+
+def test_the_cluster_commands_parse_as_written(monkeypatch, tmp_path):
+    """No cluster here: each line of the README's cluster block is parsed by the program that
+    would run it (torchrun's own parser; recipes.submit up to the executor, which records what
+    it would submit to SLURM)."""
+    import shlex
+
+    from torch.distributed.run import get_args_parser
+
+    from recipes import submit
+
+    block = re.search(r"## On a cluster\n\n```bash\n(.*?)\n```", README.read_text(), flags=re.S).group(1)
+    lines = [line.split("  #", 1)[0].strip() for line in block.replace("\\\n", " ").splitlines()]
+    assert len(lines) == 3
+    for line in lines[:2]:
+        args = get_args_parser().parse_args(shlex.split(line)[1:])
+        assert args.module and args.training_script == "recipes.bimm_k400"
+    submitted = {}
+
+    class Executor:
+        def __init__(self, folder, cluster, slurm_max_num_timeout):
+            submitted.update(folder=folder, cluster=cluster)
+
+        def update_parameters(self, **params):
+            submitted.update(params)
+
+        def submit(self, work):
+            submitted["work"] = repr(work)
+
+            class Job:
+                job_id, paths = "1", type("P", (), {"folder": "f"})
+
+            return Job()
+
+    import submitit
+
+    monkeypatch.setattr(submitit, "AutoExecutor", Executor)
+    monkeypatch.chdir(tmp_path)
+    command = shlex.split(lines[2].split("&&", 1)[1])
+    assert command[:3] == ["python", "-m", "recipes.submit"]
+    assert submit.main(command[3:]) == 0
+    assert submitted["cluster"] == "slurm" and submitted["nodes"] == 8 and submitted["gpus_per_node"] == 8
+    assert submitted["tasks_per_node"] == 8 and submitted["slurm_partition"] == "gpu"
+    assert submitted["work"] == "python -m recipes.bimm_k400 --data-root /data/k400"
