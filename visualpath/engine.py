@@ -234,7 +234,7 @@ def fit(
                     window_start, clips, running, micro = time.perf_counter(), 0, {}, 0
                 progress.update(task, completed=state.step)
                 logged = state.step % log_every == 0 or state.step == total
-                if watch.requested():  # a scheduler's signal: checkpoint here and stop (decision R9)
+                if watch.requested(logged):  # a scheduler's signal: checkpoint here and stop (decision R9)
                     _record_broken(stage, broken, state, run, runtime)
                     _checkpoint(directory, model, optimizer, state, runtime)
                     raise watch.stopped(stage, state.step)

@@ -5,7 +5,8 @@ signal a job asked for with ``--signal`` (SIGUSR1 by convention) before its time
 is preempted and requeued (submitit's jobs ask for SIGUSR2); ``torchrun`` forwards SIGTERM
 to its workers. :func:`fit
 <visualpath.engine.fit>` listens for both while it trains: the handler only notes the signal,
-every rank stops at the next optimiser step boundary that all of them reach, a checkpoint is
+every rank stops at the same optimiser step (the next one alone, the next metric record
+across processes), a checkpoint is
 written there, and :class:`Preempted` carries the stop to the command, which says where it
 stopped and exits with :data:`EXIT_PREEMPTED`. The same command resumes exactly (decision R1).
 
@@ -51,8 +52,8 @@ class Preempted(Exception):
 
 class PreemptionWatch:
     """While open, notes SIGTERM / SIGUSR1 / SIGUSR2 instead of dying of them; :meth:`requested` tells
-    every rank at once whether any was received (one small all-reduce per step across
-    processes). Handlers can only be set from the main thread: elsewhere the watch stays
+    every rank at once whether any was received (one small all-reduce at each metric record
+    across processes). Handlers can only be set from the main thread: elsewhere the watch stays
     closed and the signals keep their default action."""
 
     def __init__(self, runtime: Runtime) -> None:
@@ -78,17 +79,21 @@ class PreemptionWatch:
             signal.signal(sig, handler)
         self._previous.clear()
 
-    def requested(self) -> bool:
-        """Whether any process received a signal: every rank gets the same answer at the same
-        step, so they all checkpoint together."""
-        local = self.received is not None
+    def requested(self, logged: bool = True) -> bool:
+        """Whether any process received a signal. Every rank must answer the same at the same
+        step, so they all checkpoint together: across processes the ranks compare notes at
+        metric records only (``logged``, every ``log_every`` steps), where the loop already
+        waits for the device, so other steps gain no synchronisation."""
         if not self.runtime.distributed:
-            return local
+            return self.received is not None
+        if not logged:
+            return False
         code = torch.tensor([self.received or 0], device=self.runtime.device)
         dist.all_reduce(code, op=dist.ReduceOp.MAX)
-        if code.item() and self.received is None:  # another rank's signal: stop with it
-            self.received, self.at = int(code.item()), time.monotonic()
-        return bool(code.item())
+        found = int(code.item())
+        if found and self.received is None:  # another rank's signal: stop with it
+            self.received, self.at = found, time.monotonic()
+        return bool(found)
 
     def stopped(self, stage: str, step: int) -> Preempted:
         name = signal.Signals(self.received).name if self.received else "a signal"

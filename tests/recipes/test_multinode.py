@@ -3,9 +3,9 @@ localhost, gloo) train a tiny recipe to the same weights as one node with two pr
 node killed mid-run and the job started again resumes exactly (docs/reliability.md)."""
 
 import os
-import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ RECIPE = ["-m", "recipes.bimm_ucf101", "--variant", "tiny", "device=cpu", "stage
 STAGES = ("ventral", "joint", "finetune")
 
 pytestmark = pytest.mark.slow
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # what the torchrun command runs
 
 
 def _port() -> int:
@@ -33,7 +34,7 @@ def _env(**extra) -> dict:
 
 
 def _nodes(run: Path, cwd: Path, kill_node0_at: str | None = None, rdzv: str = "static") -> list[int]:
-    torchrun, port = shutil.which("torchrun"), _port()
+    torchrun, port = TORCHRUN, _port()
     procs = []
     for node in (0, 1):
         if rdzv == "static":
@@ -41,7 +42,7 @@ def _nodes(run: Path, cwd: Path, kill_node0_at: str | None = None, rdzv: str = "
         else:
             where = ["--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", run.name]
         env = _env(VISUALPATH_KILL_AT=kill_node0_at) if kill_node0_at and node == 0 else _env()
-        procs.append(subprocess.Popen([torchrun, "--nnodes", "2", "--nproc_per_node", "1", *where, *RECIPE,
+        procs.append(subprocess.Popen([*torchrun, "--nnodes", "2", "--nproc_per_node", "1", *where, *RECIPE,
                                        f"run_dir={run}"], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                       stderr=open(cwd / f"{run.name}.node{node}.log", "a")))
     return [p.wait(timeout=400) for p in procs]
@@ -56,9 +57,7 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def test_two_nodes_train_like_one_node_with_two_processes_and_a_killed_node_resumes_exactly(tmp_path):
-    if shutil.which("torchrun") is None:
-        pytest.skip("torchrun is not on PATH")
-    single = subprocess.run([shutil.which("torchrun"), "--nproc_per_node", "2", "--master_port", str(_port()),
+    single = subprocess.run([*TORCHRUN, "--nproc_per_node", "2", "--master_port", str(_port()),
                              *RECIPE, f"run_dir={tmp_path / 'single'}"], cwd=tmp_path, env=_env(),
                             capture_output=True, text=True, timeout=400)
     assert single.returncode == 0, single.stderr[-3000:]

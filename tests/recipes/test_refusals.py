@@ -202,14 +202,11 @@ def test_a_pretrained_file_that_is_not_safetensors_is_refused_in_one_line(tmp_pa
 def test_resuming_under_torchrun_with_another_process_count_is_one_line_per_process(tmp_path):
     """A 1-process run stopped after its first checkpoint, resumed by ``torchrun`` with 2:
     each process says why in one line, before any step; what follows is torchrun's own report."""
-    import shutil
     import subprocess
     import sys
     from pathlib import Path
 
-    torchrun = shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun is not on PATH")
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]  # what the torchrun command runs
     repo = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": repo}
     argv = ["-m", "recipes.bimm_ucf101", "--variant", "tiny", "device=cpu", f"run_dir={tmp_path / 'run'}",
@@ -217,7 +214,7 @@ def test_resuming_under_torchrun_with_another_process_count_is_one_line_per_proc
     first = subprocess.run([sys.executable, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                            env={**env, "VISUALPATH_KILL_AT": "old-removed@1"})
     assert first.returncode == 137, first.stderr[-2000:]
-    done = subprocess.run([torchrun, "--nproc_per_node", "2", *argv], cwd=tmp_path, capture_output=True, text=True,
+    done = subprocess.run([*torchrun, "--nproc_per_node", "2", *argv], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300, env=env)
     assert done.returncode != 0
     ours = [line for line in done.stderr.splitlines() if line.startswith("error: ")]

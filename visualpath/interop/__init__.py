@@ -8,6 +8,7 @@ and returns a :class:`LoadReport` of what was loaded, unused and kept. Writing
 :func:`export_timm`, with the state-dict converters beneath them.
 """
 
+from visualpath.interop import reading, writing
 from visualpath.interop.reading import (
     FORMATS,
     LoadReport,
@@ -28,20 +29,4 @@ from visualpath.interop.writing import (
     video_processor,
 )
 
-__all__ = [
-    "FORMATS",
-    "LoadReport",
-    "detect_format",
-    "read_state_dict",
-    "to_encoder_keys",
-    "load_checkpoint",
-    "load_encoder",
-    "encoder_from_checkpoint",
-    "encoder_from_run",
-    "encoder_to_videomae",
-    "encoder_to_timm",
-    "timm_kwargs",
-    "export_videomae",
-    "video_processor",
-    "export_timm",
-]
+__all__ = reading.__all__ + writing.__all__
