@@ -19,7 +19,7 @@ from visualpath.model import PathwayModel
 log = logging.getLogger(__name__)
 
 __all__ = ["reconstruction_figure", "token_map", "cka_heatmap", "tuning_curves", "attention_weights",
-           "attention_figure"]
+           "attention_figure", "neural_figure"]
 
 
 def token_map(values: Tensor, area, layout, grid) -> Tensor:
@@ -273,5 +273,62 @@ def loss_curves(metrics_file):
         ax.set_title(stage, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def neural_figure(result: Mapping):
+    """Per region (rows): each area's median noise-corrected predictivity with its 95%
+    bootstrap interval, trained (filled) beside random weights (hatched), the dashed line at
+    1 the recording's ceiling; and each area's RSA with the recording (mean and standard
+    error over data RDMs) inside rsatoolbox's noise-ceiling band. From
+    :func:`analysis.neural.neural_report`'s results."""
+    import numpy as np
+
+    trained, random_init = result["trained"], result.get("random_init")
+    regions = list(trained["encoding"]["regions"])
+    areas = list(trained["encoding"]["areas"])
+    x = np.arange(len(areas))
+    fig, axes = plt.subplots(len(regions), 2, figsize=(max(6.0, 1.1 * len(areas) + 3), 2.6 * len(regions)),
+                             squeeze=False)
+
+    def nan(v):
+        return float("nan") if v is None else v
+
+    for row, region in enumerate(regions):
+        enc, ax = trained["encoding"]["regions"][region], axes[row, 0]
+        runs = [("trained", trained, {"color": "tab:blue"})]
+        if random_init:
+            runs.append(("random weights", random_init, {"color": "white", "edgecolor": "tab:blue", "hatch": "///"}))
+        width = 0.8 / len(runs)
+        for k, (label, run, style) in enumerate(runs):
+            rows = run["encoding"]["regions"][region]["areas"]
+            med = np.array([nan(rows[a]["median_corrected"]) for a in areas])
+            lo = np.array([nan(rows[a]["lo"]) for a in areas])
+            hi = np.array([nan(rows[a]["hi"]) for a in areas])
+            ax.bar(x + (k - (len(runs) - 1) / 2) * width, med, width, label=label,
+                   yerr=np.nan_to_num(np.stack([med - lo, hi - med]).clip(0)), capsize=2, **style)
+        ax.axhline(1.0, color="k", ls="--", lw=0.8)
+        ax.axhline(0.0, color="k", lw=0.5)
+        ax.set_xticks(x, areas, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("noise-corrected r", fontsize=8)
+        ax.set_title(f"{region}: encoding ({enc['neuroids']} neuroids, ceiling {nan(enc['median_ceiling']):.2f}); "
+                     f"best: {enc['assigned_area']}", fontsize=8)
+        if row == 0:
+            ax.legend(fontsize=6)
+        rsa, ax = trained["rsa"]["regions"][region], axes[row, 1]
+        low, high = (nan(v) for v in rsa["noise_ceiling"])
+        if np.isfinite(low):
+            ax.axhspan(low, high, color="0.85", label="noise ceiling")
+        for k, (label, run, style) in enumerate(runs):
+            rows = run["rsa"]["regions"][region]["areas"]
+            ax.bar(x + (k - (len(runs) - 1) / 2) * width, [rows[a]["mean"] for a in areas], width, label=label,
+                   yerr=[nan(rows[a]["sem"]) if rows[a]["sem"] is not None else 0 for a in areas], capsize=2, **style)
+        ax.axhline(0.0, color="k", lw=0.5)
+        ax.set_xticks(x, areas, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(f"RSA ({trained['rsa']['method']})", fontsize=8)
+        ax.set_title(f"{region}: RSA with rsatoolbox", fontsize=8)
+        if row == 0:
+            ax.legend(fontsize=6)
     fig.tight_layout()
     return fig

@@ -189,11 +189,13 @@ def print_table(result: dict, console=None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m analysis", usage="python -m analysis RUN_DIR [options] | extract ... | predict ...",
+        prog="python -m analysis", usage="python -m analysis RUN_DIR [options] | extract ... | predict ... | neural ...",
         description=__doc__.splitlines()[0],
         epilog="commands on any video files (each has its own --help):\n"
                "  python -m analysis extract RUN_DIR VIDEO... --out FILE   per-area features of the videos\n"
-               "  python -m analysis predict RUN_DIR VIDEO...              top-k classes of a finetuned run",
+               "  python -m analysis predict RUN_DIR VIDEO...              top-k classes of a finetuned run\n"
+               "  python -m analysis neural RUN_DIR --stimuli DIR --responses FILE\n"
+               "                                                          areas against neural recordings",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", help="a recipe's run directory (config.json + joint/ or ventral/)")
     parser.add_argument("--stage", choices=("joint", "ventral"), default=None,

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 AREA = Path(__file__).parents[1] / "fixtures" / "v3_sobel.py"
@@ -97,8 +98,46 @@ def test_a_moved_run_whose_sources_are_gone_rebuilds_from_a_third_folder(lab_run
         assert ("ventral", "V3") in {(r["stream"], r["area"]) for r in rows}
         done = _run("-m", "analysis", "predict", str(moved), str(video), cwd=third)
         assert done.returncode == 0 and str(video) in done.stdout, done.stderr[-3000:]
+        stimuli, responses = _simulated_recording(moved, video, tmp_path)
+        log = third / "neural.log"
+        with log.open("w") as out:  # as a user keeps it: the log redirected to a file
+            done = subprocess.run([sys.executable, "-m", "analysis", "neural", os.path.relpath(moved, third),
+                                   "--stimuli", str(stimuli), "--responses", str(responses), "--folds", "3"],
+                                  cwd=third, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=600,
+                                  env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        text = log.read_text()
+        assert done.returncode == 0, text[-3000:]
+        assert "skipping unreadable stimulus" in text and "broken.avi" in text.splitlines()[0], text[:500]
+        assert "ventral.V3" in text and "assignment" in text and "…" not in text, text[-3000:]
+        result = json.loads((moved / "analysis" / "neural" / "results.json").read_text())
+        assert result["skipped"] == 1 and result["stimulus_count"] == len(list(stimuli.iterdir())) - 1 >= 9
+        for weights in ("trained", "random_init"):  # the user's area, trained and with random weights
+            assert "ventral.V3" in result[weights]["encoding"]["areas"]
+            assert "ventral.V3" in result[weights]["rsa"]["regions"]["MT"]["areas"]
+        assert set(result["assignment"]) == {"V1", "MT"}
+        assert (moved / "analysis" / "neural" / "neural.png").stat().st_size > 10_000
+        assert (moved / "analysis" / "neural" / "rsatoolbox" / "trained" / "rsa_V1.hdf5").is_file()
     finally:
         shutil.move(hidden, root / "lab")
+
+
+def _simulated_recording(run: Path, video: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Up to twelve of the built-in set's videos and a broken one, and a simulated V1/MT recording
+    (NetCDF, Brain-Score's layout) naming them by file name, for ``analysis neural``."""
+    from analysis.neural import load_stimuli
+    from analysis.simulated_cells import simulate_recording
+
+    stimuli = tmp_path / "stimuli"
+    stimuli.mkdir()
+    files = sorted(video.parent.parent.rglob("*.avi"))[::3][:12]
+    for f in files:
+        (stimuli / f.name).symlink_to(f)
+    (stimuli / "broken.avi").write_bytes(b"not a video")
+    clips, _, _ = load_stimuli(files, run)
+    recording, _ = simulate_recording(clips.numpy(), [f.name for f in files], v1=4, mt=4, repetitions=4)
+    recording.responses = np.concatenate([recording.responses[:1], recording.responses])  # the broken one's row
+    recording.stimulus_ids = ["broken.avi", *recording.stimulus_ids]
+    return stimuli, recording.save(tmp_path / "recording.nc")
 
 
 def test_an_edited_area_file_does_not_change_what_the_run_rebuilds(lab_run, tmp_path):
@@ -143,7 +182,19 @@ CONSUMERS = {
     "resume": lambda run, video, out: ["-m", "recipes.bimm_ucf101", *TINY, f"run_dir={run}"],
     "finetune pretrained=RUN": lambda run, video, out: ["-m", "recipes.bimm_ucf101", *TINY, f"run_dir={out / 'ft'}",
                                                          f"pretrained={run}", "stages=finetune,test"],
+    "analysis neural": lambda run, video, out: ["-m", "analysis", "neural", str(run), *_neural_inputs(video, out)],
 }
+
+
+def _neural_inputs(video: Path, out: Path) -> list[str]:
+    """Six videos and a valid recording of them: the command gets as far as opening the run."""
+    stimuli = out / "neural_stimuli"
+    stimuli.mkdir(exist_ok=True)
+    for f in sorted(video.parent.glob("*.avi"))[:6]:
+        if not (stimuli / f.name).exists():
+            (stimuli / f.name).symlink_to(f)
+    np.save(out / "responses.npy", np.random.default_rng(0).poisson(3.0, (6, 4, 2)).astype(float))
+    return ["--stimuli", str(stimuli), "--responses", str(out / "responses.npy"), "--folds", "2"]
 
 
 def _with_trust(argv: list[str]) -> list[str]:
