@@ -156,7 +156,7 @@ def encoding_scores(features: Mapping[str, np.ndarray | Tensor], recording: Reco
     reliable = np.isfinite(rho) & (rho >= min_reliability)
     sqrt_rho = np.sqrt(np.where(reliable, rho, np.nan))
     constant = mean.std(0) == 0
-    r_of, corrected_of, areas = {}, {}, {}
+    r_of, corrected_of, shuffled_of, areas = {}, {}, {}, {}
     shuffle = np.random.default_rng(seed + 1).permutation(S)
     for name, x in features.items():
         x = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
@@ -167,13 +167,14 @@ def encoding_scores(features: Mapping[str, np.ndarray | Tensor], recording: Reco
         r[constant] = np.nan
         corrected = r / sqrt_rho
         r_of[name], corrected_of[name] = r, corrected
-        summary = {"median_r": float(np.nanmedian(r)) if np.isfinite(r).any() else float("nan")}
+        summary = {"median_r": _median(r)}
         med, lo, hi = bootstrap_median(corrected, boots, seed)
         summary.update(median_corrected=med, ci95=[lo, hi], features=int(x.reshape(S, -1).shape[1]),
                        median_alpha=float(np.median(alphas)))
         if control:
             shuffled, _, held_out = ridge_predictions(x.reshape(S, -1), mean[shuffle], folds, seed)
-            summary["shuffled_median_r"] = float(np.nanmedian(fold_pearson(shuffled, mean[shuffle], held_out)))
+            shuffled_of[name] = fold_pearson(shuffled, mean[shuffle], held_out)
+            summary["shuffled_median_r"] = _median(shuffled_of[name])
         areas[name] = summary
     names = list(features)
     stacked = np.stack([np.nan_to_num(r_of[a], nan=-np.inf) for a in names])  # (A, N)
@@ -185,8 +186,9 @@ def encoding_scores(features: Mapping[str, np.ndarray | Tensor], recording: Reco
         rows = {a: dict(zip(("median_corrected", "lo", "hi"), bootstrap_median(corrected_of[a][idx], boots, seed)))
                 for a in names}
         for a in names:
-            rows[a]["median_r"] = float(np.nanmedian(r_of[a][idx])) if np.isfinite(r_of[a][idx]).any() else \
-                float("nan")
+            rows[a]["median_r"] = _median(r_of[a][idx])
+            if control:
+                rows[a]["shuffled_median_r"] = _median(shuffled_of[a][idx])
         scored = {a: v["median_corrected"] for a, v in rows.items() if np.isfinite(v["median_corrected"])}
         best_here = [b for b, keep in zip(best, idx) if keep and b is not None]
         by_region[region] = {
@@ -203,6 +205,10 @@ def encoding_scores(features: Mapping[str, np.ndarray | Tensor], recording: Reco
                      "r": {a: _floats(r_of[a]) for a in names}},
         "areas": areas, "regions": by_region,
     }
+
+
+def _median(x: np.ndarray) -> float:
+    return float(np.nanmedian(x)) if np.isfinite(x).any() else float("nan")
 
 
 def _floats(x: np.ndarray) -> list:

@@ -287,7 +287,7 @@ def neural_figure(result: Mapping):
 
     trained, random_init = result["trained"], result.get("random_init")
     regions = list(trained["encoding"]["regions"])
-    areas = list(trained["encoding"]["areas"])
+    areas = list(next(iter(trained["encoding"]["regions"].values()))["areas"])
     x = np.arange(len(areas))
     fig, axes = plt.subplots(len(regions), 2, figsize=(max(6.0, 1.1 * len(areas) + 3), 2.6 * len(regions)),
                              squeeze=False)
@@ -312,8 +312,9 @@ def neural_figure(result: Mapping):
         ax.axhline(0.0, color="k", lw=0.5)
         ax.set_xticks(x, areas, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel("noise-corrected r", fontsize=8)
-        ax.set_title(f"{region}: encoding ({enc['neuroids']} neuroids, ceiling {nan(enc['median_ceiling']):.2f}); "
-                     f"best: {enc['assigned_area']}", fontsize=8)
+        readout = result.get("readout", {}).get(region, "")
+        ax.set_title(f"{region}: encoding, {readout} readout ({enc['neuroids']} neuroids, ceiling "
+                     f"{nan(enc['median_ceiling']):.2f}); best: {enc['assigned_area']}", fontsize=8)
         if row == 0:
             ax.legend(fontsize=6)
         rsa, ax = trained["rsa"]["regions"][region], axes[row, 1]

@@ -2,7 +2,7 @@
 recorded neurons, and how well against the noise ceiling.
 
     python -m analysis neural RUN_DIR --stimuli STIMULI/ --responses recording.nc [--areas V1 MT]
-        [--readout grid|pooled] [--folds 5] [--rsa-method spearman] [--out DIR]
+        [--readout pooled | grid | V1=grid MT=pooled] [--folds 5] [--rsa-method spearman] [--out DIR]
 
 The stimuli (video files, or images, which every stream sees as a still clip) are read as
 the run reads its videos (one centre clip at its frame count, stride and size); the
@@ -34,8 +34,8 @@ from analysis.recordings import Recording, needs, read_recording
 from visualpath.errors import one_line
 from visualpath.trust import TRUST_HELP
 
-__all__ = ["IMAGE_SUFFIXES", "match_stimuli", "load_stimuli", "area_readouts", "neural_report", "print_neural_table",
-           "main"]
+__all__ = ["IMAGE_SUFFIXES", "match_stimuli", "load_stimuli", "area_readouts", "parse_readouts", "neural_report",
+           "print_neural_table", "main"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -146,7 +146,7 @@ def _grid(model, stream: str, x: torch.Tensor) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def area_readouts(model, clips: torch.Tensor, readout: str = "grid", cells: int = 4, areas=None,
+def area_readouts(model, clips: torch.Tensor, readout: str = "pooled", cells: int = 4, areas=None,
                   batch_size: int = 16, device: str = "cpu") -> dict[str, np.ndarray]:
     """``{STREAM.AREA: (S, F)}`` features of ``clips`` for every area of every stream (or the
     ``areas`` named, by ``STREAM.AREA`` or by area name), read out by
@@ -173,13 +173,37 @@ def area_readouts(model, clips: torch.Tensor, readout: str = "grid", cells: int 
     return {k: torch.cat(chunks[k]).numpy().astype(np.float64) for k in wanted}
 
 
+def parse_readouts(readout: str | list[str] | dict, regions: list[str] | None) -> dict[str, str]:
+    """``{region: "grid" | "pooled"}`` from one readout for every region, or ``REGION=READOUT``
+    items (``["V1=grid", "MT=pooled"]``; a bare item is the default for the regions not named)."""
+    names = list(dict.fromkeys(regions or ["all"]))
+    items = [readout] if isinstance(readout, str) else list(readout) if not isinstance(readout, dict) else \
+        [f"{k}={v}" for k, v in readout.items()]
+    default, chosen = "pooled", {}
+    for item in items:
+        region, _, how = item.rpartition("=")
+        if how not in ("grid", "pooled"):
+            raise ValueError(f"--readout {item!r}: a readout is grid or pooled (or REGION=grid|pooled)")
+        if not region:
+            default = how
+        elif region not in names:
+            raise ValueError(f"--readout {item!r}: the recording has no region {region!r}; its regions: "
+                             f"{', '.join(names)}")
+        else:
+            chosen[region] = how
+    return {region: chosen.get(region, default) for region in names}
+
+
 def neural_report(run_dir: str | Path, stimuli: str | Path, responses: str | Path | Recording, *, areas=None,
-                  readout: str = "grid", cells: int = 4, folds: int = 5, seed: int = 0, rsa_method: str = "spearman",
-                  time_bins=None, baseline: bool = True, out: str | Path | None = None, device: str = "cpu",
-                  trust_code: bool = False, min_reliability: float = 0.1, figure: bool = True) -> dict:
+                  readout: str | list[str] | dict = "pooled", cells: int = 4, folds: int = 5, seed: int = 0,
+                  rsa_method: str = "spearman", time_bins=None, baseline: bool = True, out: str | Path | None = None,
+                  device: str = "cpu", trust_code: bool = False, min_reliability: float = 0.1,
+                  figure: bool = True) -> dict:
     """Encoding models and RSA of every area of a run (and of its graph with random weights)
     against a recording; writes ``results.json``, ``neural.png`` and rsatoolbox's files to
-    ``out`` (default ``RUN_DIR/analysis/neural``) and returns the results."""
+    ``out`` (default ``RUN_DIR/analysis/neural``) and returns the results. ``readout``: one
+    for every region, or per region (:func:`parse_readouts`): a spatial ``grid`` readout for
+    small retinotopic receptive fields, ``pooled`` for large ones."""
     from analysis.encoding import encoding_scores
     from analysis.features import load_run
     from analysis.neural_rsa import METHODS, compare_areas
@@ -187,10 +211,11 @@ def neural_report(run_dir: str | Path, stimuli: str | Path, responses: str | Pat
     run_dir = Path(run_dir)
     needs("rsatoolbox", "python -m analysis neural (RSA)")
     recording = responses if isinstance(responses, Recording) else read_recording(responses)
-    if readout not in ("grid", "pooled"):
-        raise ValueError(f"--readout must be grid or pooled, got {readout!r}")
+    readouts = parse_readouts(readout, recording.regions)
     if rsa_method not in METHODS:
         raise ValueError(f"--rsa-method {rsa_method!r} is not one of {', '.join(METHODS)}")
+    if cells < 1:
+        raise ValueError(f"--cells must be at least 1, got {cells}")
     recording.check_folds(folds)
     if time_bins is not None and recording.responses[..., time_bins].shape[-1] == 0:
         raise ValueError(f"--time-bins {time_bins.start}:{time_bins.stop} selects none of the recording's "
@@ -209,17 +234,28 @@ def neural_report(run_dir: str | Path, stimuli: str | Path, responses: str | Pat
         torch.manual_seed(seed)
         models["random_init"] = model.spec.build().to(device).eval()  # the same graph, never trained
     result = {"run_dir": str(run_dir), "stimuli": str(stimuli), "responses": recording.source,
-              "readout": readout, "cells": cells if readout == "grid" else None, "stimulus_count": recording.shape[0],
+              "readout": readouts, "cells": cells, "stimulus_count": recording.shape[0],
               "neuroid_count": recording.shape[1], "repetitions": recording.repetitions,
               "skipped": len(unreadable), "unreadable": dict(unreadable), "figures": []}
+    regions = np.array(recording.regions or ["all"] * recording.shape[1])
     for label, m in models.items():
-        feats = area_readouts(m, clips, readout, cells, areas, device=device)
-        result[label] = {
-            "encoding": encoding_scores(feats, recording, folds=folds, seed=seed, min_reliability=min_reliability,
-                                        time_bins=time_bins),
-            "rsa": compare_areas(feats, recording, rsa_method, time_bins=time_bins,
-                                 out_dir=out_dir / "rsatoolbox" / label),
-        }
+        encoding = {"regions": {}, "by_readout": {}}
+        rsa = {"method": rsa_method, "rdm_method": "correlation", "regions": {}}
+        for how in dict.fromkeys(readouts.values()):
+            group = np.isin(regions, [g for g, r in readouts.items() if r == how])
+            part = recording if group.all() else recording.select(group)
+            feats = area_readouts(m, clips, how, cells, areas, device=device)
+            scores = encoding_scores(feats, part, folds=folds, seed=seed, min_reliability=min_reliability,
+                                     time_bins=time_bins)
+            encoding["by_readout"][how] = scores
+            encoding["regions"].update(scores["regions"])
+            compared = compare_areas(feats, part, rsa_method, time_bins=time_bins,
+                                     out_dir=out_dir / "rsatoolbox" / label / how)
+            rsa["regions"].update(compared["regions"])
+        order = list(dict.fromkeys(regions.tolist()))
+        encoding["regions"] = {g: encoding["regions"][g] for g in order}
+        rsa["regions"] = {g: rsa["regions"][g] for g in order}
+        result[label] = {"encoding": encoding, "rsa": rsa}
     assignment = {region: r["assigned_area"] for region, r in result["trained"]["encoding"]["regions"].items()}
     result["assignment"] = assignment
     # Brain-Score's form of a layer commitment: region -> the model layer that stands for it
@@ -266,17 +302,17 @@ def print_neural_table(result: dict, console=None) -> None:
     for region, enc in trained["encoding"]["regions"].items():
         rsa = trained["rsa"]["regions"][region]
         low, high = rsa["noise_ceiling"]
-        table = Table(title=f"{region}: {enc['neuroids']} neuroids ({enc['reliable']} reliable), median ceiling "
+        table = Table(title=f"{region} ({result['readout'][region]} readout): {enc['neuroids']} neuroids "
+                            f"({enc['reliable']} reliable), median ceiling "
                             f"{_num(enc['median_ceiling'])}; RSA ({rsa_method}) ceiling {_num(low)}-{_num(high)}")
         for column in ("area", "corrected", "95% CI", "random", "r", "shuffled r", "best for", "RSA", "RSA random"):
             table.add_column(column, justify="left" if column == "area" else "right")
         for area, row in enc["areas"].items():
-            summary = trained["encoding"]["areas"][area]
             rnd = random_init["encoding"]["regions"][region]["areas"][area] if random_init else None
             rnd_rsa = random_init["rsa"]["regions"][region]["areas"][area]["mean"] if random_init else None
             table.add_row(area + (" *" if area == enc["assigned_area"] else ""), _num(row["median_corrected"]),
                           f"{_num(row['lo'])}-{_num(row['hi'])}", _num(rnd["median_corrected"]) if rnd else "-",
-                          _num(row["median_r"]), _num(summary.get("shuffled_median_r")),
+                          _num(row["median_r"]), _num(row.get("shuffled_median_r")),
                           str(enc["best_area_counts"][area]), _num(rsa["areas"][area]["mean"], 3),
                           _num(rnd_rsa, 3))
         console.print(table)
@@ -296,9 +332,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--responses", required=True,
                         help="the recording: .npy, .npz, .h5/.hdf5 or NetCDF .nc (xarray / Brain-Score assembly)")
     parser.add_argument("--areas", nargs="+", default=None, help="areas to compare (STREAM.AREA or AREA; default all)")
-    parser.add_argument("--readout", choices=("grid", "pooled"), default="grid",
-                        help="grid: features of each of cells x cells parts of the view (retinotopic recordings; "
-                             "default); pooled: the mean over tokens")
+    parser.add_argument("--readout", nargs="+", default=["pooled"], metavar="[REGION=]grid|pooled",
+                        help="pooled: the mean over tokens (default); grid: features of each of cells x cells parts "
+                             "of the view, for small retinotopic receptive fields; per region, e.g. V1=grid MT=pooled")
     parser.add_argument("--cells", type=int, default=4, help="the grid readout's cells per side (default 4)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds over stimuli (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="folds, split-halves, bootstrap and random weights")
