@@ -34,7 +34,8 @@ from torch import Tensor
 
 from analysis.recordings import Recording
 
-__all__ = ["ALPHAS", "readout", "split_half_reliability", "ridge_predictions", "pearson", "fold_pearson", "encoding_scores",
+__all__ = ["ALPHAS", "readout", "split_half_reliability", "ridge_predictions", "pearson", "fold_pearson",
+           "encoding_scores",
            "bootstrap_median"]
 
 ALPHAS = np.logspace(-2, 8, 21)  # ridge penalties tried per neuroid (features standardised)

@@ -189,7 +189,8 @@ def print_table(result: dict, console=None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m analysis", usage="python -m analysis RUN_DIR [options] | extract ... | predict ... | neural ...",
+        prog="python -m analysis",
+        usage="python -m analysis RUN_DIR [options] | extract ... | predict ... | neural ...",
         description=__doc__.splitlines()[0],
         epilog="commands on any video files (each has its own --help):\n"
                "  python -m analysis extract RUN_DIR VIDEO... --out FILE   per-area features of the videos\n"

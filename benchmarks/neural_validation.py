@@ -202,8 +202,9 @@ def findings(result: dict) -> list[str]:
         ventral_mt = max((v["trained_MT"] for k, v in r["areas"].items() if k.startswith("ventral.")), default=None)
         ind = r["independent"]
         out.append(
-            f"`--readout {' '.join(READOUTS[readout])}`: V1 cells are assigned {a['V1']} (block {d['V1']}), MT cells {a['MT']} "
-            f"(block {d['MT']}): V1 at {order} MT. {_close(r, 'V1')} {_close(r, 'MT')} {_depth(r)} MT cells: {a['MT']} reaches {_n(trained_mt)} "
+            f"`--readout {' '.join(READOUTS[readout])}`: V1 cells are assigned {a['V1']} (block {d['V1']}), "
+            f"MT cells {a['MT']} (block {d['MT']}): V1 at {order} MT. {_close(r, 'V1')} {_close(r, 'MT')} "
+            f"{_depth(r)} MT cells: {a['MT']} reaches {_n(trained_mt)} "
             f"noise-corrected (random weights: {_n(random_mt)}, best random area {_n(best_random_mt)})"
             + (f", the ventral stream, which sees one frame, at most {_n(ventral_mt)}" if ventral_mt is not None else "")
             + f". The shuffled control stays within {_n(r['shuffled_max_abs_r'], 3)} of 0 for every area. "

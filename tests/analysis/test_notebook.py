@@ -1,6 +1,5 @@
 """The example notebook runs headless from top to bottom, on any run's graph."""
 
-import json
 import os
 import subprocess
 import sys
@@ -52,10 +51,13 @@ def test_the_notebook_works_on_a_user_graph_with_an_area_the_packages_lack(tmp_p
         if "print(" in "".join(code[i].source) or "Markdown(" in "".join(code[i].source):
             if i:
                 assert "V3" in text, (i, "".join(code[i].source)[:200], text[:500])
+    neural = next(t for c, t in zip(code, texts) if "neural_report(" in "".join(c.source))
+    assert "ventral.V3" in neural and "assignment" in neural and "MT (pooled readout)" in neural, neural[:2000]
     prose = texts[-1]
     assert "ventral probes" in prose and "V3" in prose and "runs/bimm_ucf101_demo" not in prose
+    assert "Against 20 simulated V1 and 20 simulated MT cells" in prose
     images = [o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 8  # CKA, block CKA, and per stream: tuning curves, reconstructions, attention
+    assert len(images) >= 9  # CKA, block CKA, per stream: tuning curves, reconstructions, attention; neural
 
 
 def test_a_missing_run_is_an_error_and_nothing_is_trained(tmp_path, monkeypatch):
@@ -66,7 +68,7 @@ def test_a_missing_run_is_an_error_and_nothing_is_trained(tmp_path, monkeypatch)
 
 def test_the_stored_notebook_describes_the_run_its_outputs_came_from():
     """The committed outputs are one execution: the prose cell's text is its own output."""
-    nb = json.loads(NOTEBOOK.read_text())
+    nb = nbformat.read(NOTEBOOK, as_version=4)  # joins the stored multi-line strings
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(c.get("outputs") for c in code), "the stored notebook was saved without its outputs"
     prose = "".join(o.get("data", {}).get("text/markdown", "") for o in code[-1]["outputs"])

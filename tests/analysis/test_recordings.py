@@ -26,7 +26,8 @@ def test_npy_axes_follow_its_number_of_dimensions(tmp_path):
 def test_npz_with_named_axes_in_any_order(tmp_path):
     r = _counts()
     names = [f"img{i}.png" for i in range(12)]
-    np.savez(tmp_path / "r.npz", responses=r.transpose(1, 3, 0, 2), dims=np.array(["neuroid", "time", "stimulus", "trial"]),
+    np.savez(tmp_path / "r.npz", responses=r.transpose(1, 3, 0, 2),
+             dims=np.array(["neuroid", "time", "stimulus", "trial"]),
              stimulus_id=np.array(names), neuroid_id=np.array([f"n{i}" for i in range(5)]),
              region=np.array(["V1", "V1", "MT", "MT", "MT"]))
     rec = read_recording(tmp_path / "r.npz")
