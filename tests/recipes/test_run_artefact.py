@@ -112,11 +112,11 @@ def test_a_moved_run_whose_sources_are_gone_rebuilds_from_a_third_folder(lab_run
         result = json.loads((moved / "analysis" / "neural" / "results.json").read_text())
         assert result["skipped"] == 1 and result["stimulus_count"] == len(list(stimuli.iterdir())) - 1 >= 9
         for weights in ("trained", "random_init"):  # the user's area, trained and with random weights
-            assert "ventral.V3" in result[weights]["encoding"]["areas"]
+            assert "ventral.V3" in result[weights]["encoding"]["regions"]["V1"]["areas"]
             assert "ventral.V3" in result[weights]["rsa"]["regions"]["MT"]["areas"]
         assert set(result["assignment"]) == {"V1", "MT"}
         assert (moved / "analysis" / "neural" / "neural.png").stat().st_size > 10_000
-        assert (moved / "analysis" / "neural" / "rsatoolbox" / "trained" / "rsa_V1.hdf5").is_file()
+        assert (moved / "analysis" / "neural" / "rsatoolbox" / "trained" / "pooled" / "rsa_V1.hdf5").is_file()
     finally:
         shutil.move(hidden, root / "lab")
 
