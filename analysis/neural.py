@@ -325,7 +325,10 @@ def print_neural_table(result: dict, console=None) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis neural", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m analysis neural",
+                                     description="Which area of a run predicts which recorded neurons, and how well "
+                                                 "against the noise ceiling: encoding models and RSA per area and "
+                                                 "region, beside the same graph with random weights.",
                                      epilog="formats, matching and every figure: docs/neural.md")
     parser.add_argument("run_dir", help="a recipe's run directory (any graph)")
     parser.add_argument("--stimuli", required=True, help="folder of the stimuli (video or image files)")
