@@ -79,3 +79,11 @@ def test_a_repetition_without_spikes_for_a_stimulus_is_left_out_and_counted(reco
     rec.responses[3] = 0.0  # in every repetition: no RDM left
     result = compare_areas({"latent": latent}, rec)["regions"]["V1"]
     assert result["data_rdms"] == 0 and result["best_area"] is None
+
+
+@pytest.mark.parametrize("method", ["corr_cov", "cosine_cov", "rho-a", "corr"])
+def test_whitened_and_rank_comparisons_rank_the_true_geometry_first(recording, method):
+    rec, latent = recording
+    result = compare_areas({"latent": latent, "noise": np.random.default_rng(2).standard_normal((20, 5))}, rec,
+                           method=method)["regions"]["V1"]
+    assert result["best_area"] == "latent" and result["noise_ceiling"][0] <= result["noise_ceiling"][1]
