@@ -74,14 +74,19 @@ def labelled_videos(paths: list[str], list_file: str | None = None) -> tuple[lis
     return files, None, []
 
 
+def _sampling(run_dir: Path | None) -> dict:
+    """The run's data settings (``config.json``'s ``"data"``: frames, stride, size), or {}."""
+    saved = json.loads((run_dir / "config.json").read_text()) if run_dir and (run_dir / "config.json").is_file() \
+        else {}
+    return saved.get("config", {}).get("data", {})
+
+
 def _dataset(run_dir: Path | None, files: list[Path], frames: int | None = None, size: int | None = None,
              labels: list[int] | None = None, classes: list[str] | None = None):
     from visualpath.data import VideoDataset
     from visualpath.data.formats import VideoRecord
 
-    saved = json.loads((run_dir / "config.json").read_text()) if run_dir and (run_dir / "config.json").is_file() \
-        else {}
-    data = saved.get("config", {}).get("data", {})
+    data = _sampling(run_dir)
     labels = labels if labels is not None else [0] * len(files)
     return VideoDataset([VideoRecord(f, y) for f, y in zip(files, labels)], classes or ["?"],
                         frames=frames or data.get("frames", 16), stride=data.get("stride", 4), mode="test",
@@ -173,7 +178,7 @@ def _save(features, out: str) -> Path:
 
 
 def _readable(files: list[Path], run_dir: Path | None = None, frames: int | None = None,
-              size: int | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
+              size: int | None = None, what: str = "file") -> tuple[list[Path], list[tuple[Path, str]]]:
     """Files whose clip (as the dataset samples it) decodes; the others with why. A dataset
     would stand another file in for an unreadable one, so they are taken out first."""
     from visualpath.data.decode import VideoError
@@ -186,7 +191,7 @@ def _readable(files: list[Path], run_dir: Path | None = None, frames: int | None
             good.append(f)
         except VideoError as err:
             bad.append((f, str(err)))
-            print(f"skipping unreadable file {err}", file=sys.stderr)
+            print(f"skipping unreadable {what} {err}", file=sys.stderr)
     return good, bad
 
 

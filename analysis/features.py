@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from visualpath.model import PathwayModel
 
-__all__ = ["Features", "extract", "load_run", "load_classifier", "run_dataset", "clip_dataset", "block_features", "area_features"]
+__all__ = ["Features", "extract", "load_run", "load_classifier", "run_dataset", "clip_dataset", "block_features", "area_features",
+           "token_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,16 @@ def _stream_input(model: PathwayModel, stream: str, x: Tensor) -> Tensor:
     return x
 
 
+def token_grid(model: PathwayModel, stream: str, x: Tensor) -> tuple[int, ...]:
+    """The token grid ``(t, h, w)`` or ``(h, w)`` a stream lays ``x`` out on: its own
+    modality (:func:`_stream_input`) and, for a stream with a ``frame_step``, the frames it sees."""
+    x = _stream_input(model, stream, x)
+    step = model.spec.stream(stream).frame_step
+    if step > 1 and x.ndim == 5:
+        x = x[:, :, ::step]
+    return tuple(model.streams[stream].layout.grid(x.shape))
+
+
 def block_features(model: PathwayModel, x: Tensor, stream: str) -> dict[str, Tensor]:
     """``{"block1": (B, N, D), ...}``: every block's output of one stream, unmasked."""
     return dict(model.forward_encoder(stream, model.embed(x, stream), by="block"))
@@ -246,7 +257,7 @@ def extract(
             x = x.to(device, non_blocking=True)
             feats = area_features(model, x, stream, level)
             if grid is None:
-                grid = model.streams[stream].layout.grid(_stream_input(model, stream, x).shape)
+                grid = token_grid(model, stream, x)
             for name, f in feats.items():
                 chunks.setdefault(name, []).append((f.mean(1) if pooled else f).float().cpu())
             if y is not None:

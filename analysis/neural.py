@@ -108,41 +108,32 @@ def load_stimuli(files: list[Path], run_dir: Path | None, frames: int | None = N
                  size: int | None = None) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
     """``(S', 3, T, H, W)`` uint8 clips of the readable files, their indices in ``files``, and
     the unreadable ones with why (skipped, each named on stderr)."""
-    from analysis.cli import _dataset
-    from visualpath.data.decode import VideoError
+    from analysis.cli import _dataset, _readable, _sampling
 
-    saved = json.loads((run_dir / "config.json").read_text()) if run_dir and (run_dir / "config.json").is_file() \
-        else {}
-    data = saved.get("config", {}).get("data", {})
+    data = _sampling(run_dir)
     frames, size = frames or data.get("frames", 16), size or data.get("size", 224)
-    clips, kept, bad = [], [], []
+    videos, unreadable = _readable([f for f in files if f.suffix.lower() not in IMAGE_SUFFIXES], run_dir, frames,
+                                   size, what="stimulus")
+    dataset = _dataset(run_dir, videos, frames, size) if videos else None
+    position = {f: i for i, f in enumerate(videos)}
+    bad = [(str(f), one_line(why)) for f, why in unreadable]
+    clips, kept = [], []
     for i, f in enumerate(files):
-        try:
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                clip = _image_clip(f, frames, size)
-            else:
-                dataset = _dataset(run_dir, [f], frames, size)
-                dataset._load(0, None)  # raises on an unreadable file (a dataset would stand in another)
-                clip = dataset[0]["video"][0]
-        except (VideoError, OSError) as err:
-            bad.append((str(f), one_line(err)))
-            print(f"skipping unreadable stimulus {f}: {one_line(err)}", file=sys.stderr)
+        if f in position:
+            clips.append(dataset[position[f]]["video"][0])
+        elif f.suffix.lower() in IMAGE_SUFFIXES:
+            try:
+                clips.append(_image_clip(f, frames, size))
+            except OSError as err:
+                bad.append((str(f), one_line(err)))
+                print(f"skipping unreadable stimulus {f}: {one_line(err)}", file=sys.stderr)
+                continue
+        else:
             continue
-        clips.append(clip)
         kept.append(i)
     if not clips:
         raise ValueError(f"none of the {len(files)} stimuli could be read ({bad[0][1]})")
     return torch.stack(clips), kept, bad
-
-
-def _grid(model, stream: str, x: torch.Tensor) -> tuple[int, ...]:
-    from analysis.features import _stream_input
-
-    x = _stream_input(model, stream, x)
-    step = model.spec.stream(stream).frame_step
-    if step > 1 and x.ndim == 5:
-        x = x[:, :, ::step]
-    return tuple(model.streams[stream].layout.grid(x.shape))
 
 
 @torch.no_grad()
@@ -152,7 +143,7 @@ def area_readouts(model, clips: torch.Tensor, readout: str = "pooled", cells: in
     ``areas`` named, by ``STREAM.AREA`` or by area name), read out by
     :func:`analysis.encoding.readout`."""
     from analysis.encoding import readout as read
-    from analysis.features import area_features
+    from analysis.features import area_features, token_grid
 
     model.eval().to(device)
     names = [f"{s.name}.{a.name}" for s in model.spec.streams for a in s.areas]
@@ -165,7 +156,7 @@ def area_readouts(model, clips: torch.Tensor, readout: str = "pooled", cells: in
     for stream in dict.fromkeys(n.split(".", 1)[0] for n in wanted):
         for i in range(0, len(clips), batch_size):
             x = clips[i:i + batch_size].to(device)
-            grid = _grid(model, stream, x)
+            grid = token_grid(model, stream, x)
             for area, tokens in area_features(model, x, stream).items():
                 key = f"{stream}.{area}"
                 if key in wanted:
@@ -270,18 +261,10 @@ def neural_report(run_dir: str | Path, stimuli: str | Path, responses: str | Pat
 
         plt.close(fig)
         result["figures"] = [str(path)]
-    (out_dir / "results.json").write_text(json.dumps(_finite(result), indent=1))
+    from analysis.report import json_ready
+
+    (out_dir / "results.json").write_text(json.dumps(json_ready(result), indent=1))
     return result
-
-
-def _finite(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _num(value, digits: int = 2) -> str:

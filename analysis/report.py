@@ -33,7 +33,7 @@ from visualpath.errors import one_line
 from visualpath.trust import TRUST_HELP
 from visualpath import terminal
 
-__all__ = ["analyse_run", "main"]
+__all__ = ["analyse_run", "json_ready", "main"]
 
 
 def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None = None, device: str = "cpu",
@@ -86,7 +86,7 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
               "cka": {"names": cka.rows, "values": cka.values.tolist()}, "warnings": warnings, "figures": []}
     if figures:
         result["figures"] = _figures(model, cka, tuning, test_set, out_dir, run_dir)
-    (out_dir / "results.json").write_text(json.dumps(_finite(result), indent=1))
+    (out_dir / "results.json").write_text(json.dumps(json_ready(result), indent=1))
     return result
 
 
@@ -105,14 +105,15 @@ def _quartiles(tuning, stream: str, area: str) -> dict:
     return out
 
 
-def _finite(value):
-    """NaN (an area with no responsive unit) as JSON null."""
-    if isinstance(value, float) and math.isnan(value):
+def json_ready(value):
+    """NaN and infinities (an area with no responsive unit, a neuroid with no ceiling) as JSON
+    null, through dicts, lists and tuples."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
     return value
 
 

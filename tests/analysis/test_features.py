@@ -101,3 +101,19 @@ def test_the_command_line_prints_the_per_area_table_and_writes_figures(tiny_run,
         assert 0 <= r["responsive"] <= 1 and 0 < r["top_component_share"] <= 1
     assert "random init" in out and "responsive" in out
     assert main(["/nonexistent-run"]) == 2
+
+
+def test_the_token_grid_of_a_stream_with_a_frame_step_fills_its_tokens():
+    """A video stream that sees every 2nd frame: the grid ``extract`` records (and the neural
+    readout lays tokens on) is the one its tokens fill."""
+    from analysis.encoding import readout
+    from analysis.features import token_grid
+
+    spec = tiny_pathway(share="none")
+    spec = attrs.evolve(spec, streams=[spec.streams[0], attrs.evolve(spec.streams[1], frame_step=2)])
+    model = spec.build().eval()
+    clips = torch.randint(0, 256, (2, 3, 8, 32, 32), dtype=torch.uint8)
+    features = extract(model, clips, "dorsal", pooled=False, progress=False)
+    tokens = features["MT"]
+    assert tuple(features.meta["grid"]) == token_grid(model, "dorsal", clips) == (2, 2, 2)
+    assert tokens.shape[1] == 8 and readout(tokens, token_grid(model, "dorsal", clips), "grid", 2).shape == (2, 4 * 192)

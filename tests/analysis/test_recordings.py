@@ -112,3 +112,22 @@ def test_an_unknown_suffix_is_refused(tmp_path):
     (tmp_path / "r.mat").write_bytes(b"MATLAB")
     with pytest.raises(ValueError, match="unknown format '.mat'"):
         read_recording(tmp_path / "r.mat")
+
+
+def test_files_a_lab_writes_with_h5py_and_classic_netcdf_are_read(tmp_path):
+    """Written by the other libraries directly, not by our writer: HDF5 with the axes named by an
+    attribute in the lab's own order, and a classic (version 3) NetCDF file from SciPy."""
+    r = _counts()
+    with h5py.File(tmp_path / "lab.h5", "w") as f:
+        f["responses"] = r.transpose(2, 0, 3, 1)  # (trial, image, time, unit)
+        f["responses"].attrs["dims"] = ["trial", "image", "time", "unit"]
+        f["stimulus_id"] = np.array([f"im{i}.png" for i in range(12)], dtype="S")
+    rec = read_recording(tmp_path / "lab.h5")
+    np.testing.assert_array_equal(rec.responses, r)
+    assert rec.stimulus_ids[3] == "im3.png"
+    da = xarray.DataArray(r[:, :, :, 0], dims=("stimulus", "neuroid", "repetition"),
+                          coords={"neuroid_id": ("neuroid", list("abcde"))})
+    da.to_netcdf(tmp_path / "classic.nc", engine="scipy")
+    rec = read_recording(tmp_path / "classic.nc")
+    np.testing.assert_array_equal(rec.responses[..., 0], r[:, :, :, 0])
+    assert rec.neuroid_ids == list("abcde")
