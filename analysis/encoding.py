@@ -161,19 +161,20 @@ def encoding_scores(features: Mapping[str, np.ndarray | Tensor], recording: Reco
     shuffle = np.random.default_rng(seed + 1).permutation(S)
     for name, x in features.items():
         x = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+        x = x.reshape(x.shape[0], -1)
         if x.shape[0] != S:
             raise ValueError(f"area {name!r} has features of {x.shape[0]} stimuli for a recording of {S}")
-        predicted, alphas, held_out = ridge_predictions(x.reshape(S, -1), mean, folds, seed)
+        predicted, alphas, held_out = ridge_predictions(x, mean, folds, seed)
         r = fold_pearson(predicted, mean, held_out)
         r[constant] = np.nan
         corrected = r / sqrt_rho
         r_of[name], corrected_of[name] = r, corrected
         summary = {"median_r": _median(r)}
         med, lo, hi = bootstrap_median(corrected, boots, seed)
-        summary.update(median_corrected=med, ci95=[lo, hi], features=int(x.reshape(S, -1).shape[1]),
+        summary.update(median_corrected=med, ci95=[lo, hi], features=int(x.shape[1]),
                        median_alpha=float(np.median(alphas)))
         if control:
-            shuffled, _, held_out = ridge_predictions(x.reshape(S, -1), mean[shuffle], folds, seed)
+            shuffled, _, held_out = ridge_predictions(x, mean[shuffle], folds, seed)
             shuffled_of[name] = fold_pearson(shuffled, mean[shuffle], held_out)
             summary["shuffled_median_r"] = _median(shuffled_of[name])
         areas[name] = summary
@@ -194,7 +195,7 @@ def encoding_scores(features: Mapping[str, np.ndarray | Tensor], recording: Reco
         best_here = [b for b, keep in zip(best, idx) if keep and b is not None]
         by_region[region] = {
             "neuroids": int(idx.sum()), "reliable": int((idx & reliable).sum()),
-            "median_ceiling": float(np.nanmedian(rho[idx])) if np.isfinite(rho[idx]).any() else float("nan"),
+            "median_ceiling": _median(rho[idx]),
             "areas": rows, "assigned_area": max(scored, key=scored.get) if scored else None,
             "best_area_counts": {a: best_here.count(a) for a in names},
         }
