@@ -118,8 +118,9 @@ def findings(result: dict) -> str:
                 + (", ".join(below) if below else "none") + ".")
     if learned and not above:
         said.append("At this budget the target fit is the measure that tells an area that learns from one "
-                    "that does not: the trained features do not yet probe better than random ones, which the "
-                    "demo's longer pretraining does (docs/demo_results.md).")
+                    "that does not: the trained features do not yet probe better than random ones. Pretraining "
+                    "first takes the probes below where they started and passes the random-weights column "
+                    "only after several minutes more (docs/probe_curve.md).")
     return " ".join(said)
 
 

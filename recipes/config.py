@@ -186,8 +186,9 @@ def small_of(demo: Config, name: str) -> Config:
     lighter test (2 clips, centre crop); 2.0-2.5 min on 2 CPU cores. Long enough for a graph's
     areas to show whether they learn their targets (``python -m analysis``: each target's
     fraction left below 1); too short for the features to probe better than random weights
-    or for finetuning to leave chance, which the demo reaches. Measured in
-    docs/small_variant.md."""
+    or for finetuning to leave chance, which the demo reaches: pretraining first lowers the
+    probes and lifts them past random weights only after about 5 minutes of the demo's
+    schedule (docs/probe_curve.md). Measured in docs/small_variant.md."""
     def shorter(optim: OptimSpec, epochs: int) -> OptimSpec:
         return attrs.evolve(optim, epochs=epochs, warmup_epochs=min(optim.warmup_epochs, 1))
 
