@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from visualpath.model import PathwayModel
 
 __all__ = ["Features", "extract", "load_run", "load_classifier", "run_dataset", "clip_dataset", "block_features", "area_features",
-           "token_grid"]
+           "token_grid", "random_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,14 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu", tru
     model = Classifier(encoder, len(classes), pool=finetune.get("pool", "mean"))
     load_weights(model, run / "finetune" / "model.safetensors")
     return model.to(device).eval(), classes
+
+
+def random_weights(model: PathwayModel, seed: int = 0, device: str | torch.device = "cpu") -> PathwayModel:
+    """The same graph, never trained: ``model``'s spec built after ``torch.manual_seed(seed)``,
+    in eval mode. The random-weights baseline of ``python -m analysis`` (seed 0) and of
+    ``python -m analysis neural``."""
+    torch.manual_seed(seed)
+    return model.spec.build().to(device).eval()
 
 
 def run_dataset(run_dir: str | Path, train: bool = False, limit: int | None = None) -> Dataset:

@@ -196,7 +196,7 @@ def neural_report(run_dir: str | Path, stimuli: str | Path, responses: str | Pat
     for every region, or per region (:func:`parse_readouts`): a spatial ``grid`` readout for
     small retinotopic receptive fields, ``pooled`` for large ones."""
     from analysis.encoding import encoding_scores
-    from analysis.features import load_run
+    from analysis.features import load_run, random_weights
     from analysis.neural_rsa import METHODS, compare_areas
 
     run_dir = Path(run_dir)
@@ -222,8 +222,7 @@ def neural_report(run_dir: str | Path, stimuli: str | Path, responses: str | Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     models = {"trained": model}
     if baseline:
-        torch.manual_seed(seed)
-        models["random_init"] = model.spec.build().to(device).eval()  # the same graph, never trained
+        models["random_init"] = random_weights(model, seed=seed, device=device)
     result = {"run_dir": str(run_dir), "stimuli": str(stimuli), "responses": recording.source,
               "readout": readouts, "cells": cells, "stimulus_count": recording.shape[0],
               "neuroid_count": recording.shape[1], "repetitions": recording.repetitions,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.features import extract, load_run, run_dataset
+from analysis.features import extract, load_run, random_weights, run_dataset
 from analysis.fit import neighbour_fit, target_fit
 from analysis.readouts import knn, linear_probe, wilson_interval
 from analysis.similarity import similarity_matrix, top_component_share
@@ -49,8 +49,7 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
     train_set, test_set = run_dataset(run_dir, train=True, limit=limit), run_dataset(run_dir, train=False, limit=limit)
     tuning = tuning_report(model, size=data["size"], frames=data["frames"])
     tuning_rows = {(r["stream"], r["area"]): r for r in tuning.table()}
-    torch.manual_seed(0)
-    random_init = model.spec.build().to(device).eval()  # the same graph, never trained
+    random_init = random_weights(model, seed=0, device=device)
     fit = target_fit(model, test_set, device=device)  # fraction of each target's variance left at masked tokens
     reference = neighbour_fit(model, test_set, device=device)  # what a token's 8 neighbours give away
     rows, test_feats = [], {}

@@ -79,16 +79,10 @@ def _same_random_draws():
 def _joint_start(cfg, run_dir: Path, ventral_model):
     """The joint graph as the joint stage would start from ``ventral_model``'s weights."""
     from areas.bimm import run_pathway
-    from recipes.stages import inherit_sources
-    from visualpath import inherit_stream
-    from visualpath.inherit import copy_streams
+    from recipes.stages import start_from_ventral
 
-    pathway = run_pathway(run_dir)
-    model = pathway.build()
-    copy_streams(model, ventral_model)
-    if cfg.model.dorsal_init == "ventral":
-        for dst, src in inherit_sources(pathway).items():
-            inherit_stream(model, dst=dst, src=src, temporal_contrast=cfg.model.dorsal_contrast)
+    model = run_pathway(run_dir).build()
+    start_from_ventral(cfg, model, ventral_model)
     return model
 
 
@@ -139,23 +133,20 @@ def measure(variant: str, seed: int, every: int, out: Path, overrides: list[str]
             reference_seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
     from recipes import bimm_ucf101
     from recipes.pipeline import parse, run
-    from analysis.features import load_run
+    from analysis.features import load_run, random_weights
 
     cfg = parse(["--variant", variant, *overrides], bimm_ucf101.VARIANTS, "recipes.bimm_ucf101", bimm_ucf101.__doc__)
     cfg = attrs.evolve(cfg, seed=seed, run_dir=str(out / "run"), resume=False, stages=("ventral", "joint"))
     points: list[dict] = []
     with _observed(cfg, every, points):
         run(cfg)
-    spec = load_run(cfg.run_dir).spec
+    trained = load_run(cfg.run_dir)
     probe = _Probe(Path(cfg.run_dir), cfg.finetune.stream)
-    torch.manual_seed(0)
-    baseline = probe(spec.build().eval())  # as python -m analysis builds its random-weights column
+    baseline = probe(random_weights(trained, seed=0))  # python -m analysis's random-weights column
     references = []  # how far one random draw is from another, and from the recipe's untrained start
     for s in reference_seeds:
-        torch.manual_seed(s)
-        random_init = spec.build().eval()
-        torch.manual_seed(1000 + s)
-        untrained = _joint_start(cfg, Path(cfg.run_dir), spec.build())  # a ventral stream never trained
+        random_init = random_weights(trained, seed=s)
+        untrained = _joint_start(cfg, Path(cfg.run_dir), random_weights(trained, seed=1000 + s))  # never trained
         references.append({"seed": s, "random_init_probe_top1": probe(random_init),
                            "untrained_start_probe_top1": probe(untrained)})
     command = (f"python -m benchmarks.probe_curve --variant {variant} --seed {seed} --every {every}"
@@ -191,7 +182,9 @@ def findings(result: dict) -> str:
     if refs:
         leads = [100 * (r["untrained_start_probe_top1"][a] - r["random_init_probe_top1"][a]) for r in refs for a in baseline]
         spread = {a: [100 * r["random_init_probe_top1"][a] for r in refs] for a in baseline}
-        text += (f" Over {len(refs)} random draws (seeds {', '.join(str(r['seed']) for r in refs)}) the random weights "
+        many = "s" if len(refs) > 1 else ""
+        text += (f" Over {len(refs)} random draw{many} (seed{many} {', '.join(str(r['seed']) for r in refs)}) "
+                 "the random weights "
                  "probe at " + ", ".join(f"{a} {min(v):.1f}-{max(v):.1f}" for a, v in spread.items())
                  + "; the joint stage's start from a ventral stream never trained probes "
                  f"{min(leads):+.1f} to {max(leads):+.1f} points from the random weights of the same seed"

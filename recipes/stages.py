@@ -229,6 +229,22 @@ def inherit_sources(pathway: Pathway) -> dict[str, str]:
     return out
 
 
+def start_from_ventral(cfg: Config, model, ventral) -> list[str]:
+    """Initialise the joint ``model`` from the ventral stage's ``ventral`` model as the joint
+    stage does: its streams copied, then each video stream inherited from its image stream
+    (``model.dorsal_init``, with ``model.dorsal_contrast``; decision D21). Returns what was
+    done, a line per step."""
+    report = copy_streams(model, ventral)
+    lines = [f"{len(report['copied'])} parts copied"
+             + (f", not in the joint graph: {', '.join(report['skipped'])}" if report["skipped"] else "")]
+    if cfg.model.dorsal_init == "ventral":
+        for dst, src in inherit_sources(model.spec).items():
+            report = inherit_stream(model, dst=dst, src=src, temporal_contrast=cfg.model.dorsal_contrast)
+            lines.append(f"{dst} from {src}: {len(report['copied'])} copied, {len(report['shared'])} shared, "
+                         f"inflated {report['inflated']}")
+    return lines
+
+
 def run_joint(cfg: Config, runtime, run: RunLog, console: Console):
     pathway = run_pathway(run.root)
     model = pathway.build().to(runtime.device)
@@ -238,15 +254,11 @@ def run_joint(cfg: Config, runtime, run: RunLog, console: Console):
     if has_images and ventral_ckpt.is_file():
         ventral = run_pathway(run.root, stage="ventral").build()
         load_weights(ventral, ventral_ckpt)  # strict: the graph the ventral stage trained
-        report = copy_streams(model, ventral)
+        lines = start_from_ventral(cfg, model, ventral)
         console.print(f"[bold]joint[/]: {', '.join(s.name for s in ventral.spec.streams)} loaded from "
-                      f"{ventral_ckpt}: {len(report['copied'])} parts copied"
-                      + (f", not in the joint graph: {', '.join(report['skipped'])}" if report["skipped"] else ""))
-        if cfg.model.dorsal_init == "ventral":
-            for dst, src in inherit_sources(pathway).items():
-                report = inherit_stream(model, dst=dst, src=src, temporal_contrast=cfg.model.dorsal_contrast)
-                console.print(f"  {dst} from {src}: {len(report['copied'])} copied, {len(report['shared'])} "
-                              f"shared, inflated {report['inflated']}")
+                      f"{ventral_ckpt}: {lines[0]}")
+        for line in lines[1:]:
+            console.print(f"  {line}")
     elif cfg.init is None:
         console.print(f"[bold]joint[/]: {', '.join(names)} from scratch")
     if cfg.init is not None and init_target(cfg, pathway)[2] == "joint":

@@ -34,6 +34,18 @@ def test_the_curve_follows_both_stages_and_ends_at_the_saved_model(tmp_path):
     assert result["random_init_probe_top1"] == linear_probe(extract(rand, train, "dorsal", progress=False),
                                                             extract(rand, test, "dorsal", progress=False))
     assert set(saved) == {"V1", "V2", "MT"} and (out / "curve.png").stat().st_size > 0
+    # probing leaves the run as it was: the same weights as the plain run of the same config
+    import attrs
+    from safetensors.torch import load_file
+
+    from recipes import bimm_ucf101
+    from recipes.pipeline import run
+
+    plain = tmp_path / "plain"
+    run(attrs.evolve(bimm_ucf101.VARIANTS["tiny"], run_dir=str(plain), resume=False, stages=("ventral", "joint")))
+    for stage in ("ventral", "joint"):
+        ours, theirs = load_file(out / "run" / stage / "model.safetensors"), load_file(plain / stage / "model.safetensors")
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     again = tmp_path / "again"
     assert probe_curve.main(["--from-json", str(out / "curve.json"), "--out", str(again)]) == 0
     assert (again / "curve.md").read_text() == (out / "curve.md").read_text()
