@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 # Rec. 709 luma weights, as skimage.color.rgb2gray uses.
@@ -16,9 +17,8 @@ def luminance(pixels: Tensor) -> Tensor:
 
 def normalize_tokens(x: Tensor, eps: float = 1e-6) -> Tensor:
     """MAE's per-patch normalisation over the last dim: ``(x - mean) / sqrt(var + eps)``."""
-    mean = x.mean(dim=-1, keepdim=True)
-    var = x.var(dim=-1, keepdim=True)
-    return (x - mean) / (var + eps).sqrt()
+    var, mean = torch.var_mean(x, dim=-1, keepdim=True)  # one pass over x
+    return (x - mean).div_((var + eps).sqrt())
 
 
 def frames(x: Tensor) -> tuple[Tensor, tuple[int, ...]]:

@@ -50,9 +50,10 @@ class MTMotion(Area):
         x = inp.pixels  # (B, C, T, H, W)
         if x.shape[2] < 2:
             raise ValueError(f"MTMotion needs clips of two or more frames, got {x.shape[2]}")
-        diff = x[:, :, 1:] - x[:, :, :-1]  # (B, C, T-1, H, W)
+        motion = torch.empty_like(x)  # (B, C, T, H, W)
+        torch.sub(x[:, :, 1:], x[:, :, :-1], out=motion[:, :, :-1])
         if not self.signed:
-            diff = diff.abs()
-        motion = torch.cat([diff, diff[:, :, -1:]], dim=2)  # (B, C, T, H, W)
+            motion.abs_()
+        motion[:, :, -1:] = motion[:, :, -2:-1]
         tokens = inp.layout.patchify(motion)
         return normalize_tokens(tokens) if self.normalize else tokens

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from areas._common import frames, luminance, normalize_tokens, unframes
-from areas.v1_gabor import _mode, _wavelengths, gabor_bank, gabor_energy
+from areas.v1_gabor import GaborBank, _mode, _wavelengths, gabor_energy
 from visualpath import Area, DecoderSpec, Layout, TargetInput
 from visualpath.area import area_name
 from visualpath._validate import non_negative, positive, positive_float
@@ -51,7 +51,7 @@ class V3DynamicForm(Area):
         bandwidth: half-magnitude bandwidth in octaves.
         cells: cells per patch side; energies are averaged within each cell (2: receptive
             fields twice as wide as V1's 4 cells per patch).
-        mode: ``"fft"`` (default) or ``"direct"`` convolution, as :class:`V1Gabor`.
+        mode: ``"auto"`` (default), ``"separable"``, ``"fft"`` or ``"direct"``, as :class:`V1Gabor`.
         normalize: standardise each token's values.
     """
 
@@ -64,7 +64,7 @@ class V3DynamicForm(Area):
     wavelengths: tuple[float, ...] = attrs.field(default=(8.0, 16.0), converter=tuple, validator=_wavelengths)
     bandwidth: float = attrs.field(default=1.0, validator=positive_float)
     cells: int = attrs.field(default=2, validator=positive)
-    mode: str = attrs.field(default="fft", validator=_mode)
+    mode: str = attrs.field(default="auto", validator=_mode)
     normalize: bool = True
 
     @property
@@ -92,8 +92,7 @@ class V3DynamicForm(Area):
         if patch % self.cells:
             raise ValueError(f"V3DynamicForm.cells ({self.cells}) must divide the patch size {patch}")
         diff, undo = frames(self.difference(inp.pixels))
-        bank = gabor_bank(self.orientations, tuple(float(w) for w in self.wavelengths), float(self.bandwidth))
-        chunk = 4 if diff.device.type == "cpu" else 32
-        pooled = unframes(gabor_energy(diff, bank, self.mode, chunk, pool=patch // self.cells), undo)
+        bank = GaborBank(self.orientations, tuple(float(w) for w in self.wavelengths), float(self.bandwidth))
+        pooled = unframes(gabor_energy(diff, bank, self.mode, pool=patch // self.cells), undo)
         tokens = inp.layout.patchify(pooled, patch=self.cells)  # (B, N, tube * cells^2 * K)
         return normalize_tokens(tokens) if self.normalize else tokens

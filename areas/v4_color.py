@@ -8,6 +8,7 @@ clips use VideoMAE's target (each 2x16x16 tube standardised per colour channel),
 from __future__ import annotations
 
 import attrs
+import torch
 from torch import Tensor
 
 from areas._common import normalize_tokens
@@ -49,6 +50,5 @@ class V4Color(Area):
         C = inp.layout.channels
         x = x.view(B, N, P // C, C)
         # VideoMAE: (x - mean) / (std + 1e-6) over the tube's pixels, per channel.
-        mean = x.mean(dim=-2, keepdim=True)
-        std = x.var(dim=-2, keepdim=True).sqrt()
-        return ((x - mean) / (std + 1e-6)).view(B, N, P)
+        var, mean = torch.var_mean(x, dim=-2, keepdim=True)  # one pass over x
+        return (x - mean).div_(var.sqrt() + 1e-6).view(B, N, P)

@@ -3,6 +3,10 @@
     python -m benchmarks.step [--size small] [--frames 16] [--res 112] [--batch 8] [--repeats 7]
                               [--device auto] [--compile] [--checkpointing] [--decoder-keep 1.0]
                               [--pathway FILE.py:FN | module:FN | graph.json | RUN_DIR] [--feedback MT>V1]
+                              [--docs]
+
+``--docs`` (default settings only) writes the table and ratios into docs/benchmarks.md.
+Where the BIMM step's time goes, phase by phase: ``python -m benchmarks.step_profile``.
 
 One process; the contenders are interleaved repeat by repeat on the same inputs, each step a
 full forward, backward and AdamW update:
@@ -308,6 +312,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trust-code", action="store_true",
                         help="let a run given to --pathway rebuild with the code it carries (decision T1)")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--docs", action="store_true",
+                        help="write the table and ratios into docs/benchmarks.md (default settings only)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -374,11 +380,32 @@ def main(argv: list[str] | None = None) -> dict:
         ratios[f"  {k} / ours-bimm"] = med[k][0] / med["ours-bimm"][0]
     for k, v in ratios.items():
         console.print(f"{k}: [bold]{v:.3f}[/]")
+    if args.docs:
+        _write_docs(rows, ratios, steps, s, argv)
     result = {"setup": {k: str(v) for k, v in vars(s).items()}, "rows": rows, "ratios": ratios,
               "device_name": torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else "cpu",
               "threads": torch.get_num_threads(), "torch": torch.__version__}
     print(json.dumps(result))
     return result
+
+
+def _write_docs(rows: dict, ratios: dict, steps: dict, s: Setup, argv: list[str] | None) -> None:
+    """The default run's table and ratios into docs/benchmarks.md, between its markers."""
+    from benchmarks.step_profile import write_docs
+
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--docs"]
+    if given not in ([], ["--no-memory"]):
+        raise SystemExit("--docs records the default settings only; run `python -m benchmarks.step --docs`")
+    lines = [f"`python -m benchmarks.step` — {s.size} {s.frames}x{s.res}^2, batch {s.batch}, "
+             f"{s.device.type}, {torch.get_num_threads()} threads, torch {torch.__version__}.", "",
+             "| contender | median s | min–max s | clips/s | step MiB |", "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        mib = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else ""
+        rate = f"{r['clips_per_s']:.1f}" if name in steps else ""
+        lines.append(f"| {name} | {r['median_s']:.3f} | {r['min_s']:.3f}–{r['max_s']:.3f} | {rate} | {mib} |")
+    lines.append("")
+    lines += [f"- {k.strip()}: **{v:.2f}**" for k, v in ratios.items()]
+    write_docs("step", "\n".join(lines))
 
 
 def cli(argv: list[str] | None = None) -> int:

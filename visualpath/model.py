@@ -233,6 +233,12 @@ class PathwayModel(nn.Module):
         tokens = module.embed(normalize_pixels(pixels))  # (B, N, D)
         return tokens + module.positions(grid, stream.pos_embed, tokens).to(tokens.dtype)
 
+    def _visible_tokens(self, stream: Stream, pixels: Tensor, grid: tuple[int, ...], keep: Tensor) -> Tensor:
+        """``_gather(self._tokens(...), keep)``, embedding only the tokens at ``keep``."""
+        module = self.streams[stream.name]
+        tokens = module.embed.visible(pixels, keep)  # (B, K, D)
+        return tokens + module.positions(grid, stream.pos_embed, tokens).to(tokens.dtype)[keep]
+
     # ------------------------------------------------------------------ forward
 
     def forward(
@@ -276,7 +282,7 @@ class PathwayModel(nn.Module):
             mask = stream.mask(pixels.shape[0], grid, device=pixels.device, generator=generator)
         inp = TargetInput(pixels=pixels, layout=module.layout, batch=batch, maps=maps)
         targets, sources, predicted = self.forward_targets(stream, inp, mask, grid, generator)
-        h = _gather(self._tokens(stream, pixels, grid), mask.keep)  # (B, N_visible, D)
+        h = self._visible_tokens(stream, pixels, grid, mask.keep)  # (B, N_visible, D)
         losses, predictions, loss, outputs = {}, {}, None, {}
         for name, h in self.forward_encoder(stream.name, h):
             outputs[name] = h

@@ -17,6 +17,7 @@ from typing import Literal
 import attrs
 import torch
 from einops import rearrange
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visualpath._validate import positive
@@ -151,6 +152,26 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
+
+    def visible(self, pixels: Tensor, keep: Tensor) -> Tensor:
+        """Embeddings of the tokens at ``keep`` only: ``(B, C, [T,] H, W)`` pixels in [0, 1]
+        and ``(B, K)`` token indices -> ``(B, K, D)``, equal to ``forward(normalize_pixels(
+        pixels))`` at those tokens up to float rounding.
+
+        The patch embedding is one linear map per token, so a masked step embeds (and
+        normalises) only the tokens its encoder sees: a tenth of them under a 0.9 tube mask
+        (decision P1).
+        """
+        p, t = self.layout.patch, self.layout.tube
+        if self.layout.is_video:  # values of a token in the kernel's (C, tube, row, col) order
+            patches = rearrange(pixels, "b c (t pt) (h ph) (w pw) -> b (t h w) c (pt ph pw)", pt=t, ph=p, pw=p)
+        else:
+            patches = rearrange(pixels, "b c (h ph) (w pw) -> b (h w) c (ph pw)", ph=p, pw=p)
+        index = keep[:, :, None, None].expand(-1, -1, *patches.shape[2:])
+        patches = torch.gather(patches, 1, index)  # (B, K, C, tube * p * p)
+        mean, std = _imagenet_stats(pixels.device)
+        patches = (patches - mean[:, None]) / std[:, None]
+        return F.linear(patches.flatten(2), self.proj.weight.flatten(1), self.proj.bias)
 
 
 def _sincos_1d(positions: Tensor, dim: int) -> Tensor:

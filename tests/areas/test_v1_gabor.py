@@ -7,7 +7,8 @@ from skimage import color, data, filters
 
 from areas import V1Gabor
 from areas._common import luminance
-from areas.v1_gabor import gabor_bank, gabor_kernel, gabor_responses, pad_symmetric
+from areas.v1_gabor import (GaborBank, cell_mean, gabor_bank, gabor_energy, gabor_kernel, gabor_responses,
+                            pad_symmetric, resolve_mode)
 from tests.conftest import photo
 from visualpath import TargetInput
 from visualpath.tokens import Layout
@@ -108,9 +109,65 @@ def test_fft_mode_matches_direct_mode_per_patch(photos):
 
 
 def test_bad_settings_are_rejected():
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ValueError, match="mode must be one of"):
         V1Gabor(mode="pyramid")
     with pytest.raises(ValueError, match="wavelengths"):
         V1Gabor(wavelengths=(1.5,))
     with pytest.raises(ValueError, match="blocks"):
         V1Gabor(blocks=-1)
+
+
+def _skimage_energy(image: np.ndarray) -> np.ndarray:
+    """(24, H, W) ``|skimage.filters.gabor|`` of a float64 image: the reference energy."""
+    out = []
+    for k in range(24):
+        wavelength, theta = (4, 8, 16)[k // 8], (k % 8) * math.pi / 8
+        real, imag = filters.gabor(image, 1 / wavelength, theta=theta, bandwidth=1, mode="reflect")
+        out.append(np.hypot(real, imag))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("size", [64, 100])  # square, and wider than the 55 px kernel's radius twice over
+def test_separable_energy_equals_skimage_in_float64(size):
+    image = data.camera()[100:100 + size, 150:150 + size - 8].astype(np.float64) / 255.0  # not square either
+    ours = gabor_energy(torch.from_numpy(image)[None, None], GaborBank(8, (4.0, 8.0, 16.0), 1.0), "separable")
+    np.testing.assert_allclose(ours[0].numpy(), _skimage_energy(image), atol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["separable", "fft", "auto"])
+def test_float32_energy_is_within_1e4_of_skimage(mode):
+    image = data.camera()[200:264, 220:284].astype(np.float64) / 255.0
+    lum = torch.from_numpy(image * 255).float()[None, None]  # V1's 0-255 luminance, float32 as in training
+    ours = gabor_energy(lum, GaborBank(8, (4.0, 8.0, 16.0), 1.0), mode)[0].double().numpy()
+    ref = _skimage_energy(image) * 255
+    assert np.abs(ours - ref).max() / np.abs(ref).max() <= 1e-4
+
+
+@pytest.mark.parametrize("orientations", [1, 3, 6])  # odd counts have no theta = pi/2, 1 has no mirror pair
+def test_separable_matches_fft_for_any_orientation_count(photos, orientations):
+    lum = luminance(photos) * 255
+    bank = GaborBank(orientations, (4.0, 8.0), 1.5)
+    fast = gabor_energy(lum, bank, "separable", pool=4)
+    torch.testing.assert_close(fast, gabor_energy(lum, bank, "fft", pool=4), atol=1e-3, rtol=1e-4)
+    assert fast.shape == (3, 2 * orientations, 16, 16)
+
+
+def test_auto_mode_picks_matrices_for_small_cpu_frames_and_fft_otherwise():
+    assert resolve_mode("auto", torch.zeros(1, 1, 64, 64)) == "separable"
+    assert resolve_mode("auto", torch.zeros(1, 1, 112, 112)) == "fft"
+    assert resolve_mode("fft", torch.zeros(1, 1, 64, 64)) == "fft"
+
+
+@pytest.mark.parametrize("mode", ["separable", "fft"])
+def test_every_mode_gives_the_direct_target(photos, mode):
+    clip = photos[:2, :, None].repeat(1, 1, 4, 1, 1) * torch.linspace(0.5, 1, 4).view(1, 1, 4, 1, 1)
+    layout = Layout("video", tube=2)
+    fast = V1Gabor(mode=mode).target(TargetInput(pixels=clip, layout=layout))
+    exact = V1Gabor(mode="direct").target(TargetInput(pixels=clip, layout=layout))
+    torch.testing.assert_close(fast, exact, atol=1e-4, rtol=1e-4)
+
+
+def test_cell_mean_equals_average_pooling():
+    x = torch.rand(2, 5, 12, 8)
+    for pool in (1, 2, 4):
+        torch.testing.assert_close(cell_mean(x, pool), torch.nn.functional.avg_pool2d(x, pool))

@@ -3,7 +3,7 @@ import torch
 from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
 from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
 
-from visualpath.tokens import Layout, PatchEmbed, sincos_flat, sincos_grid
+from visualpath.tokens import Layout, PatchEmbed, normalize_pixels, sincos_flat, sincos_grid
 
 
 def test_video_patchify_matches_hand_indexing():
@@ -72,3 +72,38 @@ def test_space_time_grid_table_shares_the_spatial_code_across_frames():
 def test_bad_shapes_name_the_expected_form(layout, shape, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         layout.grid(shape)
+
+
+@pytest.mark.parametrize("layout, shape", [(Layout("video", patch=8, tube=2), (2, 3, 4, 16, 24)),
+                                           (Layout("image", patch=8), (3, 3, 16, 24))])
+def test_embedding_the_visible_tokens_equals_gathering_the_full_embedding(layout, shape):
+    torch.manual_seed(0)
+    embed = PatchEmbed(layout, 32)
+    pixels = torch.rand(shape)
+    full = embed(normalize_pixels(pixels))  # (B, N, D) by the convolution
+    keep = torch.stack([torch.randperm(full.shape[1])[:3] for _ in range(shape[0])])
+    visible = embed.visible(pixels, keep)
+    torch.testing.assert_close(visible, torch.gather(full, 1, keep[..., None].expand(-1, -1, 32)), atol=1e-5, rtol=1e-5)
+    visible.sum().backward()  # the convolution's weights learn from the visible tokens
+    assert embed.proj.weight.grad.abs().sum() > 0
+
+
+def test_a_training_step_embeds_only_the_visible_tokens():
+    from visualpath.model import _gather
+    from areas import V4Color
+    from visualpath import Pathway, Stream, TubeMask, vit_tiny
+
+    pathway = Pathway(encoder=vit_tiny(depth=1, width=32, heads=2, patch=8),
+                      streams=[Stream("dorsal", "video", [V4Color(blocks=1)], mask=TubeMask(0.75))])
+    model = pathway.build()
+    clip = torch.randint(0, 256, (2, 3, 4, 16, 16), dtype=torch.uint8)
+    calls = []
+    model.streams["dorsal"].embed.proj.register_forward_hook(lambda *a: calls.append(a))
+    out = model({"video": clip}, generator=torch.Generator().manual_seed(0))
+    assert calls == []  # the convolution over every token never ran
+    stream = pathway.streams[0]
+    pixels = clip.float() / 255
+    grid = (2, 2, 2)
+    keep = out.streams["dorsal"].mask.keep
+    torch.testing.assert_close(model._visible_tokens(stream, pixels, grid, keep),
+                               _gather(model._tokens(stream, pixels, grid), keep), atol=1e-5, rtol=1e-5)
