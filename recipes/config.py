@@ -61,6 +61,7 @@ class DataConfig:
     stride: int = attrs.field(default=4, validator=_at_least_one)  # frames between sampled frames (the paper: 4)
     size: int = attrs.field(default=224, validator=_at_least_one)  # side of the square crop in pixels, a multiple of the patch
     workers: int = attrs.field(default=8, validator=non_negative_int)  # data-loading processes (0: in the main one)
+    memory_gb: float = attrs.field(default=0.0, validator=non_negative_float)  # keep the decoded training videos in shared memory up to this many GiB (decision P3; 0: decode every clip)
     synthetic_groups: int = attrs.field(default=8, validator=_at_least_one)  # built-in set: groups (scenes) per class
     synthetic_clips: int = attrs.field(default=4, validator=_at_least_one)  # built-in set: clips per group and class
     synthetic_size: int = attrs.field(default=128, validator=_at_least_one)  # built-in set: frame side in pixels
@@ -169,7 +170,7 @@ def demo_of(paper: Config, name: str) -> Config:
         run_dir=f"runs/{name}_demo",
         model=demo_model(paper.model),
         data=attrs.evolve(paper.data, root=None, image_root=images, frames=8, stride=4, size=64, workers=2,
-                          synthetic_clips=12, synthetic_size=64),
+                          synthetic_clips=12, synthetic_size=64, memory_gb=1.0),
         ventral=PretrainConfig(optim=demo_optim(30, 32, 1.6e-2, 1), flip=False),
         joint=PretrainConfig(optim=demo_optim(20, 16, 1.6e-2, 1), flip=False),
         finetune=attrs.evolve(paper.finetune, optim=demo_optim(ft_epochs, 16, 1.6e-2, ft_epochs // 10,

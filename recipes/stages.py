@@ -37,6 +37,7 @@ from visualpath.data import MapCache, TrainTransform, VideoDataset
 from visualpath.data.datasets import ImageFolder
 from visualpath.data.decode import VideoError
 from visualpath.data.layouts import image_split, video_set
+from visualpath.data.memory import DecodedVideos, decoded_videos
 from visualpath.data.synthetic import ImageSpec, SyntheticSpec, ensure_synthetic_images
 from visualpath.errors import Refused
 from visualpath.engine import OptimSpec, RunLog, build_optimizer, evaluate, fit, load_weights, make_loader
@@ -71,6 +72,17 @@ def video_records(cfg: Config, train: bool, runtime=None):
     if isinstance(listed[0], Exception):
         raise listed[0]
     return listed[0]
+
+
+def kept_videos(cfg: Config, records, console: Console) -> DecodedVideos | None:
+    """The training videos decoded once into shared memory, up to ``data.memory_gb``
+    (decision P3); None when it is 0. The stages of one process share the decoded set."""
+    if cfg.data.memory_gb <= 0:
+        return None
+    kept = decoded_videos([r.path for r in records], int(cfg.data.memory_gb * 2**30))
+    console.print(f"  {len(kept)} of {len(records)} training videos decoded into memory "
+                  f"({kept.nbytes / 2**20:.0f} MiB of data.memory_gb={cfg.data.memory_gb:g})")
+    return kept
 
 
 FRAMES = "frames"  # data.image_root: the ventral stage on frames of the video set (Table 7a, "UCF101 Init")
@@ -201,7 +213,7 @@ def run_ventral(cfg: Config, runtime, run: RunLog, console: Console):
         root, records, classes = video_records(cfg, train=True, runtime=runtime)
         maps = side_maps(cfg, pathway, root)
         dataset = VideoDataset(records, classes, frames=1, transform=transform, as_images=True, seed=cfg.seed,
-                               maps=maps, name="video frames")
+                               maps=maps, memory=kept_videos(cfg, records, console), name="video frames")
         source = f"frames of {root} (data.image_root=frames)"
     names = ", ".join(s.name for s in pathway.streams)
     console.print(f"[bold]ventral[/]: MAE-style pretraining of {names} on {source}, {len(dataset)} items"
@@ -267,7 +279,7 @@ def run_joint(cfg: Config, runtime, run: RunLog, console: Console):
     transform = TrainTransform(size=cfg.data.size, crop="multiscale", flip=cfg.joint.flip)
     maps = side_maps(cfg, pathway, root)
     dataset = VideoDataset(records, classes, frames=cfg.data.frames, stride=cfg.data.stride, transform=transform,
-                           maps=maps, seed=cfg.seed, name="training videos")
+                           maps=maps, seed=cfg.seed, memory=kept_videos(cfg, records, console), name="training videos")
     console.print(f"  {len(dataset)} training videos{_describe_maps(maps, pathway)}")
     state = _train("joint", cfg, model, pretrain_step, dataset, cfg.joint.optim, runtime, run, console)
     return model, state
@@ -463,7 +475,7 @@ def run_finetune(cfg: Config, runtime, run: RunLog, console: Console):
         # Table 9's batch counts videos; repeated augmentation gives each `repeated` clips (VideoMAE).
         dataset = VideoDataset(records, classes, frames=cfg.data.frames, stride=cfg.data.stride,
                                sampling=ft.sampling, transform=transform, views=ft.repeated, seed=cfg.seed,
-                               name="training videos")
+                               memory=kept_videos(cfg, records, console), name="training videos")
     classifier = _classifier(cfg, model, len(classes), drop_path=ft.drop_path).to(runtime.device)
     state = _train("finetune", cfg, classifier, finetune_step_fn(ft, len(classes), runtime.device), dataset,
                    ft.optim, runtime, run, console, num_layers=model.spec.encoder.depth)

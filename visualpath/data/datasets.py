@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from visualpath.data.decode import VideoError, open_video
 from visualpath.data.formats import DatasetFormatError, VideoRecord
+from visualpath.data.memory import DecodedVideos
 from visualpath.data.sampling import multiview_clips, segment_clip, segment_views, strided_clip, three_crop_boxes
 from visualpath.data.contours import ContourCache, MapCache
 from visualpath.data.transforms import TrainTransform, crop, resize_map, resize_short
@@ -158,6 +159,8 @@ class VideoDataset(_Robust):
             clip. Every video must be in every cache.
         contours: V2's SAM contour cache, the same as ``maps={"contour": contours}``.
         backend: video decoder, ``"auto"``, ``"pyav"`` or ``"torchcodec"``.
+        memory: videos already decoded whole (:func:`visualpath.data.memory.decoded_videos`);
+            a kept video's frames are sliced from there, the others decoded from their file.
         name: how errors refer to the dataset.
     """
 
@@ -180,6 +183,7 @@ class VideoDataset(_Robust):
         contours: ContourCache | None = None,
         maps: Mapping[str, MapCache] | None = None,
         backend: str = "auto",
+        memory: DecodedVideos | None = None,
         name: str = "video dataset",
     ) -> None:
         super().__init__(seed)
@@ -205,6 +209,7 @@ class VideoDataset(_Robust):
         if contours is not None:
             self.maps.setdefault("contour", contours)
         self.backend = backend
+        self.memory = memory
         self._check_maps(name, "videos")
 
     def _indices(self, n: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -212,19 +217,27 @@ class VideoDataset(_Robust):
             return segment_clip(n, self.frames, rng)
         return strided_clip(n, self.frames, self.stride, rng)
 
+    def _picks(self, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """The frame indices of each view of a video of ``n`` frames."""
+        if self.mode == "train":
+            return [self._indices(n, rng) for _ in range(self.views)]
+        if self.sampling == "segments":
+            return segment_views(n, self.frames, self.clips)  # SSv2: segment starts, middles, ...
+        return multiview_clips(n, self.frames, self.stride, self.clips)
+
     def _load(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        with open_video(self.records[index].path, self.backend) as video:
-            if hasattr(video, "check_complete"):
-                video.check_complete()  # a truncated file is broken even where its first frames decode
-            n = video.info.num_frames
-            if self.mode == "train":
-                picks = [self._indices(n, rng) for _ in range(self.views)]
-            elif self.sampling == "segments":
-                picks = segment_views(n, self.frames, self.clips)  # SSv2: segment starts, middles, ...
-            else:
-                picks = multiview_clips(n, self.frames, self.stride, self.clips)
+        kept = self.memory.frames(self.records[index].path) if self.memory is not None else None
+        if kept is not None:  # decoded once, whole (decision P3): the same frames as the file gives
+            picks = self._picks(kept.shape[0], rng)
             wanted = np.unique(np.concatenate(picks))
-            decoded = video.read(wanted)  # (len(wanted), H, W, C), one pass over the file
+            decoded = kept[torch.from_numpy(wanted)]
+        else:
+            with open_video(self.records[index].path, self.backend) as video:
+                if hasattr(video, "check_complete"):
+                    video.check_complete()  # a truncated file is broken even where its first frames decode
+                picks = self._picks(video.info.num_frames, rng)
+                wanted = np.unique(np.concatenate(picks))
+                decoded = video.read(wanted)  # (len(wanted), H, W, C), one pass over the file
         position = {int(f): i for i, f in enumerate(wanted)}
         maps = {}
         if self.mode == "train":
