@@ -160,7 +160,8 @@ def demo_of(paper: Config, name: str) -> Config:
     left/right and clockwise/anticlockwise motion. Peak learning rates are 1e-3 (``base_lr``
     1.6e-2 at batch 16, by the linear scaling rule). Finetuning runs without layer-wise decay
     and with mild crops: after minutes of pretraining the early blocks have little to
-    protect. What this budget buys is measured by ``python -m benchmarks.demo_compare``
+    protect. The 720 training videos are decoded once into memory (``data.memory_gb=1``,
+    270 MiB; decision P3) instead of every epoch. What this budget buys is measured by ``python -m benchmarks.demo_compare``
     (docs/demo_results.md; decision S1).
     """
     images = "builtin" if paper.finetune.stream == "ventral" else "frames"
