@@ -58,3 +58,15 @@ def test_the_same_files_share_one_buffer_and_workers_read_it(small_ucf):
     batches = list(loader)
     plain = VideoDataset(records[:6], classes, frames=8, stride=2, transform=TrainTransform(size=32))
     assert torch.equal(torch.cat([b["video"] for b in batches]), torch.stack([plain[i]["video"] for i in range(6)]))
+
+
+def test_spawned_workers_read_the_same_frames(small_ucf):
+    """macOS and Windows start loader workers by spawning: the buffer reaches them pickled."""
+    from torch.utils.data import DataLoader
+
+    records, classes = read_ucf101(small_ucf, 1, train=True)
+    kept = decoded_videos([r.path for r in records[:4]], 2**30)
+    ds = VideoDataset(records[:4], classes, frames=8, stride=2, transform=TrainTransform(size=32), memory=kept)
+    spawned = list(DataLoader(ds, batch_size=2, num_workers=1, multiprocessing_context="spawn"))
+    plain = VideoDataset(records[:4], classes, frames=8, stride=2, transform=TrainTransform(size=32))
+    assert torch.equal(torch.cat([b["video"] for b in spawned]), torch.stack([plain[i]["video"] for i in range(4)]))
