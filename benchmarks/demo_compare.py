@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.memory import run_measured
+
 __all__ = ["main", "render", "readme_block"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,12 +59,13 @@ def _run(kind: str, seed: int, variant: str, out: Path, log) -> dict:
         shutil.rmtree(run_dir)  # each measurement starts from nothing, so its wall time is whole
     cmd = [sys.executable, "-m", module, "--variant", variant, f"seed={seed}", f"run_dir={run_dir}", *extra]
     log(f"$ {' '.join(cmd[1:])}")
-    start = time.perf_counter()
     with open(out / f"{kind}-s{seed}.log", "w") as f:
-        subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=True)
-    wall = time.perf_counter() - start
+        measured = run_measured(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if measured["returncode"]:
+        raise subprocess.CalledProcessError(measured["returncode"], cmd)
     results = json.loads((run_dir / "results.json").read_text())
-    return {"run_dir": str(run_dir), "command": " ".join(["python", *cmd[1:]]), "wall_s": wall,
+    return {"run_dir": str(run_dir), "command": " ".join(["python", *cmd[1:]]), "wall_s": measured["wall_s"],
+            "peak_rss_mib": measured["peak_rss_mib"], "peak_tree_mib": measured["peak_tree_mib"],
             "top1": results["top1"], "chance": results.get("chance")}
 
 
@@ -108,6 +111,8 @@ def summarise(per_seed: dict) -> dict:
     for kind in RUNS:
         out["top1"][kind] = _stats([per_seed[s][kind]["top1"] for s in seeds])
         out["wall_s"][kind] = _stats([per_seed[s][kind]["wall_s"] for s in seeds])
+        for peak in ("peak_rss_mib", "peak_tree_mib"):  # absent from runs measured before they were
+            out.setdefault(peak, {})[kind] = _stats([per_seed[s][kind].get(peak) for s in seeds])
     for kind in ("bimm", "videomae"):
         out["fit"][kind] = {
             stage: {stream: {area: _stats([per_seed[s][kind]["fit"][stage][stream][area] for s in seeds])
@@ -139,6 +144,17 @@ def _minutes(stat: dict) -> str:
     return f"{stat['mean'] / 60:.1f} min" if stat["mean"] is not None else "–"
 
 
+def _memory(summary: dict, kind: str) -> str:
+    """Mean peak memory over seeds: the largest process's resident set / the process tree's
+    summed PSS (benchmarks.memory)."""
+    def mib(key):
+        stat = summary.get(key, {}).get(kind)
+        return "–" if not stat or stat["mean"] is None else f"{stat['mean']:.0f}"
+
+    one, tree = mib("peak_rss_mib"), mib("peak_tree_mib")
+    return "–" if one == tree == "–" else f"{one} / {tree} MiB"
+
+
 def readme_block(summary: dict, note: str | None = None) -> str:
     """The README's results table: finetuned top-1 and the dorsal probes, with seeds and spread."""
     seeds = ", ".join(str(s) for s in summary["seeds"])
@@ -147,8 +163,8 @@ def readme_block(summary: dict, note: str | None = None) -> str:
         f"mean ± half the range over seeds {seeds} (each seed's value in brackets), from "
         "`python -m benchmarks.demo_compare --docs` ([docs/demo_results.md](docs/demo_results.md)):",
         "",
-        "| pretraining | finetuned top-1 | frozen probe, last dorsal area | wall time |",
-        "|---|---|---|---|",
+        "| pretraining | finetuned top-1 | frozen probe, last dorsal area | wall time | peak memory, one process / all |",
+        "|---|---|---|---|---|",
     ]
     for kind in RUNS:
         probe = "–"
@@ -159,7 +175,7 @@ def readme_block(summary: dict, note: str | None = None) -> str:
             key = [k for k in summary["probes"]["bimm"] if k.startswith("dorsal.")][-1]
             probe = f"{_pct(summary['probes']['bimm'][key]['random_probe'])} (random weights)"
         lines.append(f"| {LABELS[kind]} | {_pct(summary['top1'][kind])} | {probe} | "
-                     f"{_minutes(summary['wall_s'][kind])} |")
+                     f"{_minutes(summary['wall_s'][kind])} | {_memory(summary, kind)} |")
     if note:
         lines += ["", note]
     return "\n".join(lines)
@@ -180,7 +196,11 @@ def render(summary: dict, meta: dict) -> str:
         "",
         readme_block(summary).split("\n\n", 2)[1],
         "",
-        "Wall time is the whole command (pretraining, finetuning, testing), the built-in set already generated.",
+        "Wall time is the whole command (pretraining, finetuning, testing), the built-in set already generated. "
+        "Peak memory (`benchmarks.memory`, sampled every 0.5 s): the largest resident set of any one process of the "
+        "command (what `/usr/bin/time -f %M` reports), and the largest sum over the command's processes (the main one "
+        "and its data loader's workers) of each one's proportional set size, where a page shared by n processes "
+        "counts 1/n in each.",
         "",
         "## Pretraining: fraction of each target's variance left at masked tokens",
         "",

@@ -9,7 +9,8 @@ def _seed(top1, probe, fit):
     pretrained = {"fit": {"joint": {"dorsal": {"MT": fit}}},
                   "probes": {"dorsal.V1": {"probe": probe / 2, "knn": 0.2, "random_probe": 0.1, "dsi": 0.05, "osi": 0.3},
                              "dorsal.MT": {"probe": probe, "knn": 0.3, "random_probe": 0.12, "dsi": 0.1, "osi": 0.2}}}
-    return {"bimm": {"top1": top1, "wall_s": 600.0, "chance": 0.1, **pretrained},
+    return {"bimm": {"top1": top1, "wall_s": 600.0, "peak_rss_mib": 1500.0 + 100 * top1, "peak_tree_mib": 2000.0,
+                     "chance": 0.1, **pretrained},
             "videomae": {"top1": top1 - 0.1, "wall_s": 420.0, "chance": 0.1, **pretrained},
             "scratch": {"top1": top1 - 0.2, "wall_s": 300.0, "chance": 0.1}}
 
@@ -32,6 +33,8 @@ def test_tables_show_every_seed():
     assert "65.0 ± 5.0 (60.0 / 70.0)" in block  # BIMM top-1: mean ± half range (each seed)
     assert "45.0 ± 5.0 (40.0 / 50.0) (MT)" in block  # the last dorsal area's probe
     assert "(random weights)" in block  # the no-pretraining row's probe
+    assert "| 1565 / 2000 MiB |" in block  # BIMM's peak memory, mean over seeds: one process / the tree
+    assert block.count("| – |") == 2  # runs measured without memory figures say so
     table = demo_compare.render(s, {"command": "python -m benchmarks.demo_compare", "machine": "x", "date": "d"})
     assert "| bimm | joint | dorsal | MT | 0.75 (0.70 / 0.80) | – |" in table
     s["neighbour_fit"] = {"bimm": {"dorsal": {"MT": 0.981}}}  # the reference column, once per graph
@@ -75,6 +78,8 @@ def test_the_comparison_runs_end_to_end_at_tiny_scale(tmp_path):
     state = json.loads((out / "compare.json").read_text())
     seed = state["per_seed"]["0"]
     assert set(seed) == {"bimm", "videomae", "scratch"}
+    for run in seed.values():  # each command's peak memory, one process's and its process tree's
+        assert 100 < run["peak_rss_mib"] < 16_000 and 100 < run["peak_tree_mib"] < 16_000
     assert set(seed["bimm"]["fit"]) == {"ventral", "joint"} and set(seed["videomae"]["fit"]) == {"joint"}
     reference = state["neighbour_fit"]
     assert set(reference["bimm"]) == {"ventral", "dorsal"} and set(reference["videomae"]["dorsal"]) == {"V4"}
