@@ -65,6 +65,7 @@ from recipes.stages import (
 from visualpath import Pathway
 from visualpath.config import parse_cli, to_dict
 from visualpath.data.layouts import UNLABELED, check_root, video_split
+from visualpath.data.memory import release_decoded
 from visualpath.engine import RunLog, setup, teardown
 from visualpath.errors import Refused, one_line
 from visualpath.preemption import EXIT_PREEMPTED, Preempted
@@ -446,6 +447,7 @@ def _run(cfg: Config, pathway: Pathway) -> dict:
             results["finetune_skipped"] = state.skipped
             if runtime.main:  # the class names travel with the finetuned model (exports use them)
                 (run_log.root / "classes.json").write_text(json.dumps(list(classes)))
+        release_decoded()  # the training videos kept in memory (data.memory_gb): the test reads its own files
         if "test" in cfg.stages:
             test = run_test(cfg, runtime, run_log, console, model=model)
             results.update(top1=test["top1"], top5=test["top5"], test_items=test["count"], chance=test["chance"])

@@ -1,18 +1,48 @@
+import gc
 import json
+import weakref
 from pathlib import Path
 
 import attrs
 import pytest
 
 from recipes import bimm_ucf101 as recipe
-from recipes import pipeline
+from recipes import pipeline, stages
+
+
+MEMORY = {}  # what tiny_run saw of the videos kept in memory
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     cfg = attrs.evolve(recipe.VARIANTS["tiny"], run_dir=str(root / "run"), device="cpu")
-    return cfg, recipe.run(cfg)
+    with pytest.MonkeyPatch.context() as mp:  # watch the training videos kept in memory (data.memory_gb)
+        made, alive_at_test = [], []
+
+        def decoded(*args, **kwargs):
+            store = decode(*args, **kwargs)
+            made.append(weakref.ref(store.buffer))
+            return store
+
+        def test_stage(*args, **kwargs):
+            gc.collect()
+            alive_at_test.append(sum(ref() is not None for ref in made))
+            return run_test(*args, **kwargs)
+
+        decode, run_test = stages.decoded_videos, pipeline.run_test
+        mp.setattr(stages, "decoded_videos", decoded)
+        mp.setattr(pipeline, "run_test", test_stage)
+        results = recipe.run(cfg)
+    MEMORY.update(made=len(made), alive_at_test=alive_at_test)
+    return cfg, results
+
+
+def test_the_training_videos_leave_memory_before_the_test(tiny_run):
+    """The buffer of decoded training videos is freed once the training stages are done, so
+    the test stage's own peak comes on top of less (the demo's peak memory was at its end)."""
+    assert MEMORY["made"] >= 1  # the tiny variant keeps its videos in memory, as the demo does
+    assert MEMORY["alive_at_test"] == [0]
 
 
 def test_tiny_variant_runs_every_stage_and_leaves_a_run_directory(tiny_run):

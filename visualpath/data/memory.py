@@ -117,3 +117,12 @@ def decoded_videos(paths: Sequence[str | os.PathLike], budget_bytes: int, backen
         index[key] = (offset, shape)
     store = _STORES[store_key] = DecodedVideos(buffer, index)
     return store
+
+
+def release_decoded() -> int:
+    """Forget every store :func:`decoded_videos` made in this process; returns the bytes they
+    held. A store's buffer is freed once no dataset refers to it any more: call this when the
+    stages that read the training videos are done (the test stage reads its own files)."""
+    held = sum(store.nbytes for store in _STORES.values())
+    _STORES.clear()
+    return held

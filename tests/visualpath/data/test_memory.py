@@ -6,7 +6,7 @@ import torch
 from tests.visualpath.data.conftest import ramp_frames, write_video
 from visualpath.data import TrainTransform, VideoDataset, VideoRecord, read_ucf101
 from visualpath.loader import make_loader
-from visualpath.data.memory import decoded_videos
+from visualpath.data.memory import decoded_videos, release_decoded
 from visualpath.engine import Runtime
 
 
@@ -70,3 +70,12 @@ def test_spawned_workers_read_the_same_frames(small_ucf):
     spawned = list(DataLoader(ds, batch_size=2, num_workers=1, multiprocessing_context="spawn"))
     plain = VideoDataset(records[:4], classes, frames=8, stride=2, transform=TrainTransform(size=32))
     assert torch.equal(torch.cat([b["video"] for b in spawned]), torch.stack([plain[i]["video"] for i in range(4)]))
+
+
+def test_released_stores_are_made_again(small_ucf):
+    records, _ = read_ucf101(small_ucf, 1, train=True)
+    paths = [r.path for r in records[:3]]
+    kept = decoded_videos(paths, 2**30)
+    assert release_decoded() >= kept.nbytes > 0
+    assert decoded_videos(paths, 2**30) is not kept  # forgotten: the next stage decodes again
+    release_decoded()
