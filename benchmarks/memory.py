@@ -12,8 +12,11 @@ that share memory:
   held between ``fork`` and ``exec``, copies of a large parent's);
 - ``peak_tree_mib``: the largest sum over the command's process tree of each process's
   proportional set size (``Pss`` in ``/proc/PID/smaps_rollup``: a page shared by n processes
-  counts 1/n in each), sampled every ``interval`` seconds: the memory the whole command holds
-  at once. Linux only (``None`` elsewhere); a peak shorter than the interval can be missed.
+  counts 1/n in each): the memory the whole command holds
+  at once, sampled every 5 s: reading it walks each process's page tables (about 20 ms for
+  one process of the demo, under a lock that process's allocations wait for), so sampling
+  it often slows the command it measures. Linux only (``None`` elsewhere); a peak shorter
+  than the sampling interval can be missed.
 """
 
 from __future__ import annotations
@@ -54,34 +57,46 @@ def _field_kib(path: str, field: str) -> int:
     return 0
 
 
-def tree_memory_mib(pid: int) -> tuple[float, float] | None:
-    """``(summed Pss, largest VmHWM)`` of ``pid`` and every descendant, in MiB; None where
-    /proc has no ``smaps_rollup``."""
-    if not Path(f"/proc/{pid}/smaps_rollup").exists():
-        return None
-    kids = _children()
-    pss, hwm, todo = 0, 0, [pid]
+def _tree(pid: int) -> list[int]:
+    kids, out, todo = _children(), [], [pid]
     while todo:
         p = todo.pop()
-        pss += _field_kib(f"/proc/{p}/smaps_rollup", "Pss:")
-        hwm = max(hwm, _field_kib(f"/proc/{p}/status", "VmHWM:"))
+        out.append(p)
         todo.extend(kids.get(p, ()))
-    return pss / 1024, hwm / 1024
+    return out
 
 
-def run_measured(cmd: list[str], *, interval: float = 0.5, **popen) -> dict:
+def tree_memory_mib(pid: int, pss: bool = True) -> tuple[float | None, float] | None:
+    """``(summed Pss, largest VmHWM)`` of ``pid`` and every descendant, in MiB (Pss None
+    when not asked: reading it walks each process's page tables, about 20 ms for a 1 GiB
+    process, under a lock its allocations wait for); None where /proc has no ``smaps_rollup``."""
+    if not Path(f"/proc/{pid}/smaps_rollup").exists():
+        return None
+    procs = _tree(pid)
+    hwm = max(_field_kib(f"/proc/{p}/status", "VmHWM:") for p in procs)
+    total = sum(_field_kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in procs) / 1024 if pss else None
+    return total, hwm / 1024
+
+
+def run_measured(cmd: list[str], *, interval: float = 0.5, pss_every: float = 5.0, **popen) -> dict:
     """Run ``cmd`` to its end (``popen``: ``subprocess.Popen``'s keywords) and return its
-    ``returncode``, ``wall_s``, ``peak_rss_mib`` and ``peak_tree_mib`` (module docstring)."""
+    ``returncode``, ``wall_s``, ``peak_rss_mib`` and ``peak_tree_mib`` (module docstring):
+    high-water marks read every ``interval`` seconds, the tree's PSS every ``pss_every``
+    (sampling it more often slows the command it measures)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, **popen)
     peak = {"tree": None, "one": None}
     done = threading.Event()
 
     def sample() -> None:
+        last_pss = -float("inf")
         while not done.is_set():
-            now = tree_memory_mib(proc.pid)
+            due = time.perf_counter() - last_pss >= pss_every
+            now = tree_memory_mib(proc.pid, pss=due)
             if now is not None:
-                peak["tree"] = max(peak["tree"] or 0.0, now[0])
+                if due:
+                    last_pss = time.perf_counter()
+                    peak["tree"] = max(peak["tree"] or 0.0, now[0])
                 peak["one"] = max(peak["one"] or 0.0, now[1])
             done.wait(interval)
 
@@ -107,13 +122,14 @@ def run_measured(cmd: list[str], *, interval: float = 0.5, **popen) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--interval", type=float, default=0.5, help="seconds between samples of the process tree")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between reads of the high-water marks")
+    parser.add_argument("--pss-every", type=float, default=5.0, help="seconds between reads of the tree's PSS")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     args = parser.parse_args(argv)
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not cmd:
         parser.error("no command given (python -m benchmarks.memory -- CMD ...)")
-    r = run_measured(cmd, interval=args.interval)
+    r = run_measured(cmd, interval=args.interval, pss_every=args.pss_every)
     tree = "-" if r["peak_tree_mib"] is None else f"{r['peak_tree_mib']:.0f} MiB"
     print(f"wall {r['wall_s']:.1f} s, peak RSS of one process {r['peak_rss_mib']:.0f} MiB, "
           f"peak of the process tree (summed PSS) {tree}, exit {r['returncode']}", file=sys.stderr)

@@ -20,7 +20,7 @@ PARENT = textwrap.dedent("""
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the process tree is read from /proc")
 def test_one_process_peak_and_the_tree_peak():
-    r = run_measured([sys.executable, "-c", PARENT], interval=0.2)
+    r = run_measured([sys.executable, "-c", PARENT], interval=0.2, pss_every=0.2)
     assert r["returncode"] == 3  # the command's own exit status
     assert r["wall_s"] >= 2.0
     # the largest single process: the parent (160 MiB + an interpreter), not parent + child
