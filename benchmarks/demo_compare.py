@@ -197,10 +197,10 @@ def render(summary: dict, meta: dict) -> str:
         readme_block(summary).split("\n\n", 2)[1],
         "",
         "Wall time is the whole command (pretraining, finetuning, testing), the built-in set already generated. "
-        "Peak memory (`benchmarks.memory`, sampled every 0.5 s): the largest resident set of any one process of the "
-        "command (what `/usr/bin/time -f %M` reports), and the largest sum over the command's processes (the main one "
-        "and its data loader's workers) of each one's proportional set size, where a page shared by n processes "
-        "counts 1/n in each.",
+        "Peak memory (`benchmarks.memory`): the largest resident set of any one process of the command (its "
+        "high-water mark, what `/usr/bin/time -f %M` reports, read every 0.5 s), and the largest sum over the "
+        "command's processes (the main one and its data loader's workers) of each one's proportional set size, "
+        "where a page shared by n processes counts 1/n in each (sampled every 5 s).",
         "",
         "## Pretraining: fraction of each target's variance left at masked tokens",
         "",

@@ -146,8 +146,8 @@ def tiny_model(model: ModelConfig) -> ModelConfig:
 
 
 def demo_of(paper: Config, name: str) -> Config:
-    """``paper`` at demo scale on the built-in sets, for a 2-core CPU (12-14 min measured with
-    the set generated, 19.8 min on a fresh machine with an empty cache).
+    """``paper`` at demo scale on the built-in sets, for a 2-core CPU (13.8-16.0 min measured
+    with the set generated, docs/demo_results.md; generating it takes about 45 s more).
 
     Keeps what makes the recipe itself (streams, targets, sharing, masks, which encoder is
     finetuned, sampling, test views) and shrinks the rest: a 4-block width-128 ViT with 8 px
@@ -225,7 +225,7 @@ def tiny_of(demo: Config, name: str) -> Config:
 # CPU with the built-in set generated; docs/demo_results.md)
 VARIANT_NOTES = {
     "demo": "the whole recipe at laptop scale on the built-in set: every stage, enough pretraining to beat none "
-            "(docs/demo_results.md); 12-14 min on 2 CPU cores with the set generated, about 20 on a fresh machine",
+            "(docs/demo_results.md); 14-16 min on 2 CPU cores with the set generated, up to about 20 on slower ones",
     "small": "the demo's model and learning rates for a few hundred steps: does a new area learn its target? "
              "(python -m analysis: target left below 1; probes and finetuning need the demo); about 2-2.5 min on "
              "2 CPU cores (docs/small_variant.md)",
