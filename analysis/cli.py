@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from visualpath import terminal
-from visualpath.errors import one_line
+from visualpath.errors import one_line, shown
+from visualpath.rundir import run_config
 from visualpath.trust import TRUST_HELP
 
 __all__ = ["main", "video_files", "extract_command", "predict_command"]
@@ -76,9 +77,7 @@ def labelled_videos(paths: list[str], list_file: str | None = None) -> tuple[lis
 
 def _sampling(run_dir: Path | None) -> dict:
     """The run's data settings (``config.json``'s ``"data"``: frames, stride, size), or {}."""
-    saved = json.loads((run_dir / "config.json").read_text()) if run_dir and (run_dir / "config.json").is_file() \
-        else {}
-    return saved.get("config", {}).get("data", {})
+    return run_config(run_dir).get("data", {}) if run_dir else {}
 
 
 def _dataset(run_dir: Path | None, files: list[Path], frames: int | None = None, size: int | None = None,
@@ -257,8 +256,8 @@ def main(argv: list[str]) -> int:
         else:
             rows = predict_command(args.run_dir, args.videos, args.top, args.device, trust_code=args.trust_code)
             for row in rows:
-                shown = row.get("error") or ", ".join(f"{c} {p:.3f}" for c, p in row["top"])
-                print(f"{row['file']}: {shown}")
+                said = row.get("error") or ", ".join(f"{c} {p:.3f}" for c, p in row["top"])
+                print(shown(f"{row['file']}: {said}"))  # class and file names are data: escapes shown, not sent
             if args.out:
                 Path(args.out).write_text(json.dumps(rows, indent=2))
     except (ValueError, StopIteration) as err:

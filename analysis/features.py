@@ -23,7 +23,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from visualpath.errors import Refused
 from visualpath.model import PathwayModel
+from visualpath.rundir import load_state, read_json, read_weights, run_config
 
 __all__ = ["Features", "extract", "load_run", "load_classifier", "run_dataset", "clip_dataset", "block_features", "area_features",
            "token_grid", "random_weights"]
@@ -121,20 +123,29 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu", tru
     """
     from areas.bimm import run_pathway
     from visualpath.classifier import Classifier, Encoder
-    from visualpath.rundir import load_weights, stage_progress
+    from visualpath.rundir import check_links, stage_progress
 
     run = Path(run_dir)
+    if run.is_dir():
+        check_links(run)  # before any of its files is read
     if not (run / "finetune" / "model.safetensors").is_file() or not (run / "classes.json").is_file():
         raise ValueError(f"{run} holds no finetuned model with its classes (finetune/ and classes.json)")
     progress = stage_progress(run / "finetune")
-    if progress is not None and not progress["finished"]:
-        raise ValueError(f"{run}: finetuning stopped at step {progress['step']} of {progress['total_steps']}; "
+    if progress is not None and not progress.get("finished", True):
+        raise ValueError(f"{run}: finetuning stopped at step {progress.get('step')} of {progress.get('total_steps')}; "
                          "finish it first")
-    classes = json.loads((run / "classes.json").read_text())
-    finetune = json.loads((run / "config.json").read_text())["config"].get("finetune", {})
+    classes = read_json(run / "classes.json", "the finetuned model's class names, a list of strings", list)
+    if not classes or not all(isinstance(c, str) for c in classes):
+        raise Refused(f"{run / 'classes.json'} is not a list of class names (strings)")
+    finetune = run_config(run).get("finetune", {})
     encoder = Encoder.from_pathway(run_pathway(run, trust_code=trust_code).build(), finetune.get("stream", "dorsal"))
+    weights = read_weights(run / "finetune")
+    outputs = weights["head.weight"].shape[0] if "head.weight" in weights else None
+    if outputs is not None and outputs != len(classes):
+        raise Refused(f"{run / 'classes.json'} names {len(classes)} classes but the finetuned model has {outputs} "
+                      "outputs: the file belongs to another run")
     model = Classifier(encoder, len(classes), pool=finetune.get("pool", "mean"))
-    load_weights(model, run / "finetune" / "model.safetensors")
+    load_state(model, weights, run / "finetune" / "model.safetensors")
     return model.to(device).eval(), classes
 
 
@@ -149,8 +160,15 @@ def random_weights(model: PathwayModel, seed: int = 0, device: str | torch.devic
 def run_dataset(run_dir: str | Path, train: bool = False, limit: int | None = None) -> Dataset:
     """The video set a run was trained on (training or evaluation part), one centre clip
     per video at the run's frame count and size, for feature extraction."""
-    data = json.loads(Path(run_dir, "config.json").read_text())["config"]["data"]
-    return clip_dataset(data, train, limit)
+    return clip_dataset(run_data(run_dir), train, limit)
+
+
+def run_data(run_dir: str | Path) -> dict:
+    """A run's data settings (``config.json``'s ``"data"``), or a one-line refusal naming the file."""
+    data = run_config(run_dir).get("data")
+    if data is None:
+        raise Refused(f"{Path(run_dir) / 'config.json'} holds no data settings: the run's videos are unknown")
+    return data
 
 
 def clip_dataset(data: Mapping, train: bool = False, limit: int | None = None) -> Dataset:

@@ -258,17 +258,16 @@ def tuning_distributions(report):
 
 def loss_curves(metrics_file):
     """Each stage's per-area losses over its steps, from a run's ``metrics.jsonl``."""
-    import json
-    from pathlib import Path
+    from visualpath.rundir import metrics_records
 
-    records = [json.loads(line) for line in Path(metrics_file).read_text().splitlines() if line.strip()]
+    records = metrics_records(metrics_file)
     stages = [s for s in dict.fromkeys(r["stage"] for r in records) if s != "test"]
     fig, axes = plt.subplots(1, max(1, len(stages)), figsize=(4 * max(1, len(stages)), 3), squeeze=False)
     skip = {"stage", "time", "epoch", "step", "lr", "clips_per_s", "top1", "top5", "count"}
     for ax, stage in zip(axes[0], stages):
         rows = [r for r in records if r["stage"] == stage]
         for key in [k for k in rows[0] if k not in skip]:
-            points = [(r["step"], r[key]) for r in rows if key in r]
+            points = [(r["step"], r[key]) for r in rows if key in r and "step" in r]
             ax.plot([p[0] for p in points], [p[1] for p in points], label=key, lw=1)
         ax.set_title(stage, fontsize=9)
         ax.set_xlabel("step", fontsize=8)

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from analysis.features import extract, load_run, random_weights, run_dataset
+from analysis.features import extract, load_run, random_weights, run_data, run_dataset
+from visualpath.atomic import atomic_write
 from analysis.fit import neighbour_fit, target_fit
 from analysis.readouts import knn, linear_probe, wilson_interval
 from analysis.similarity import similarity_matrix, top_component_share
@@ -45,7 +46,7 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
     model = load_run(run_dir, stage=stage, device=device, trust_code=trust_code)  # checks the directory first
     out_dir = run_dir / "analysis"
     out_dir.mkdir(exist_ok=True)
-    data = json.loads((run_dir / "config.json").read_text())["config"]["data"]
+    data = run_data(run_dir)
     train_set, test_set = run_dataset(run_dir, train=True, limit=limit), run_dataset(run_dir, train=False, limit=limit)
     tuning = tuning_report(model, size=data["size"], frames=data["frames"])
     tuning_rows = {(r["stream"], r["area"]): r for r in tuning.table()}
@@ -85,7 +86,7 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
               "cka": {"names": cka.rows, "values": cka.values.tolist()}, "warnings": warnings, "figures": []}
     if figures:
         result["figures"] = _figures(model, cka, tuning, test_set, out_dir, run_dir)
-    (out_dir / "results.json").write_text(json.dumps(json_ready(result), indent=1))
+    atomic_write(out_dir / "results.json", json.dumps(json_ready(result), indent=1))
     return result
 
 

@@ -179,7 +179,15 @@ def model_config_from_dict(fields: dict) -> ModelConfig:
 
 def legacy_pathway(config: dict) -> Pathway:
     """The graph of a run written before graphs were stored: the paper's, from ``model``."""
-    return paper_pathway(model_config_from_dict(config["config"]["model"]))
+    from visualpath.errors import Refused, one_line
+
+    model = config.get("config", {}).get("model") if isinstance(config.get("config"), dict) else None
+    if not isinstance(model, dict):
+        raise Refused("the run has no pathway.json and its config.json no model settings: not a run of these recipes")
+    try:
+        return paper_pathway(model_config_from_dict(model))
+    except (TypeError, KeyError) as err:
+        raise Refused(f"config.json's model settings do not make a graph ({one_line(err)[:200]})") from None
 
 
 def run_pathway(run_dir, stage: str | None = None, trust_code: bool = False) -> Pathway:

@@ -161,9 +161,9 @@ def graph(s: Setup) -> Pathway:
         return paper_pathway(model_config(s))
     from recipes.config import Config
     from recipes.graph import build_graph
-    from visualpath.trust import trusting
+    from visualpath.trust import graph_code, trusting
 
-    with trusting(named=[s.pathway]):  # the reader named it on the command line (decision T1)
+    with trusting(named=graph_code(s.pathway)):  # the reader named it on the command line (decision T1)
         return build_graph(Config(pathway=s.pathway, model=model_config(s)))
 
 

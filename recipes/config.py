@@ -27,6 +27,17 @@ def _at_least_one(instance, attribute, value):
         raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
 
 
+def _at_most(limit: int):
+    """An integer from 1 to ``limit``: a size read from a config file is bounded before the
+    set it describes is generated."""
+    def check(instance, attribute, value):
+        _at_least_one(instance, attribute, value)
+        if value > limit:
+            raise ValueError(f"{attribute.name} must be at most {limit} (the built-in set is generated on this "
+                             f"machine), got {value!r}; use data.root= for a larger set of your own")
+    return check
+
+
 def _identifier(instance, attribute, value):
     if not isinstance(value, str) or not value.isidentifier():
         raise ValueError(f"{attribute.name} must name a stream of the graph, got {value!r}")
@@ -62,9 +73,9 @@ class DataConfig:
     size: int = attrs.field(default=224, validator=_at_least_one)  # side of the square crop in pixels, a multiple of the patch
     workers: int = attrs.field(default=8, validator=non_negative_int)  # data-loading processes (0: in the main one)
     memory_gb: float = attrs.field(default=0.0, validator=non_negative_float)  # keep the decoded training videos in shared memory up to this many GiB (decision P3; 0: decode every clip)
-    synthetic_groups: int = attrs.field(default=8, validator=_at_least_one)  # built-in set: groups (scenes) per class
-    synthetic_clips: int = attrs.field(default=4, validator=_at_least_one)  # built-in set: clips per group and class
-    synthetic_size: int = attrs.field(default=128, validator=_at_least_one)  # built-in set: frame side in pixels
+    synthetic_groups: int = attrs.field(default=8, validator=_at_most(64))  # built-in set: groups (scenes) per class
+    synthetic_clips: int = attrs.field(default=4, validator=_at_most(64))  # built-in set: clips per group and class
+    synthetic_size: int = attrs.field(default=128, validator=_at_most(512))  # built-in set: frame side in pixels
 
 
 @attrs.frozen(kw_only=True)

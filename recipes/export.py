@@ -14,7 +14,6 @@ dropped key bias) is printed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,9 +30,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, what: str = "classifier
     from analysis.features import load_classifier, load_run
     from visualpath.classifier import Encoder
     from visualpath.interop import export_timm, export_videomae
+    from visualpath.rundir import run_config
 
     run_dir = Path(run_dir)
-    saved = json.loads((run_dir / "config.json").read_text())["config"] if (run_dir / "config.json").is_file() else {}
+    saved = run_config(run_dir)
     data = saved.get("data", {})
     size, frames, stride = data.get("size", 224), data.get("frames", 16), data.get("stride", 4)
     classes = None

@@ -63,13 +63,14 @@ from recipes.stages import (
     data_label,
 )
 from visualpath import Pathway
+from visualpath.atomic import atomic_write
 from visualpath.config import parse_cli, to_dict
 from visualpath.data.layouts import UNLABELED, check_root, video_split
 from visualpath.data.memory import release_decoded
 from visualpath.engine import RunLog, setup, teardown
-from visualpath.errors import Refused, one_line
+from visualpath.errors import Refused, one_line, shown
 from visualpath.preemption import EXIT_PREEMPTED, Preempted
-from visualpath.trust import chosen, trusting
+from visualpath.trust import chosen, graph_code, trusting
 from visualpath.rundir import (
     PATHWAY_FILE,
     CheckpointWriteError,
@@ -78,6 +79,7 @@ from visualpath.rundir import (
     RunLock,
     graph_differences,
     has_checkpoint,
+    run_config,
     stage_pathway,
     stage_progress,
     write_pathway,
@@ -331,7 +333,7 @@ def resume_conflicts(cfg: Config) -> list[str]:
     stored = _stored_graph(cfg)
     if stored is not None and set(cfg.stages) & {"ventral", "joint"}:
         out += [f"graph {line}" for line in graph_differences(stored, build_graph(cfg))]
-    old = _flatten(json.loads(saved.read_text()).get("config", {}))
+    old = _flatten(run_config(cfg.run_dir))
     new = _flatten(to_dict(cfg))
     defaults = _flatten(to_dict(Config()))
     for key in sorted(set(old) | set(new)):
@@ -446,7 +448,7 @@ def _run(cfg: Config, pathway: Pathway) -> dict:
             model, state, classes = run_finetune(cfg, runtime, run_log, console)
             results["finetune_skipped"] = state.skipped
             if runtime.main:  # the class names travel with the finetuned model (exports use them)
-                (run_log.root / "classes.json").write_text(json.dumps(list(classes)))
+                atomic_write(run_log.root / "classes.json", json.dumps(list(classes)))
         release_decoded()  # the training videos kept in memory (data.memory_gb): the test reads its own files
         if "test" in cfg.stages:
             test = run_test(cfg, runtime, run_log, console, model=model)
@@ -455,7 +457,7 @@ def _run(cfg: Config, pathway: Pathway) -> dict:
         run_log.close()
         teardown(runtime, model)
     if runtime.main:
-        (run_log.root / "results.json").write_text(json.dumps(results, indent=2))
+        atomic_write(run_log.root / "results.json", json.dumps(results, indent=2))
         _table(cfg.name, results)
     return results
 
@@ -507,7 +509,7 @@ def parse(argv: list[str], recipe_variants: dict, module: str, doc: str) -> Conf
     try:
         argv, graph = split_graph_args(argv)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
 
     def with_graph(cfg: Config) -> Config:
@@ -526,14 +528,34 @@ def config_file_run_dir(argv: list[str], cfg: Config) -> str | None:
     """Why ``cfg.run_dir`` may not be used when a ``--config`` file set it (None if it may): a
     file someone else wrote chooses where this run writes only inside the current folder
     (decision T1); anywhere else takes ``run_dir=`` on the command line."""
-    named_on_line = any(a.replace("-", "_").lstrip("_").startswith("run_dir") for a in argv)
-    if named_on_line or not any(a == "--config" or a.startswith("--config=") for a in argv):
+    if _run_dir_on_line(argv) or not any(a == "--config" or a.startswith("--config=") for a in argv):
         return None
-    path = Path(cfg.run_dir)
-    if path.is_absolute() or ".." in path.parts:
-        return (f"the --config file sets run_dir={cfg.run_dir!r}, outside the current folder: a config file chooses "
-                "only a folder inside it; give run_dir= on the command line to write there")
+    here = Path.cwd().resolve()
+    path = (here / cfg.run_dir).resolve()  # through any link on the way: where the writes would land
+    if Path(cfg.run_dir).is_absolute() or ".." in Path(cfg.run_dir).parts or not path.is_relative_to(here):
+        return (f"the --config file sets run_dir={shown(cfg.run_dir)!r}, outside the current folder"
+                + (f" (it leads to {shown(path)})" if not Path(cfg.run_dir).is_absolute() else "")
+                + ": a config file chooses only a folder inside it; give run_dir= on the command line to write there")
     return None
+
+
+FLAG_OPTIONS = ("--help", "-h", "--print-config", "--trust-code")  # the options that take no value
+
+
+def _run_dir_on_line(argv: list[str]) -> bool:
+    """Whether the command line itself sets ``run_dir`` (``run_dir=D``, ``--run-dir D``,
+    ``--run_dir=D``), read as the parser reads it: the value of another option
+    (``--config run_dir.yaml``, ``--name run_dir=x``) is not a setting."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        key, eq, _ = a.lstrip("-").partition("=")
+        if key.replace("-", "_") == "run_dir" and (eq or a.startswith("--")):
+            return True
+        if a.startswith("-") and not eq and a not in FLAG_OPTIONS:
+            i += 1  # its value follows
+        i += 1
+    return False
 
 
 def trust_args(argv: list[str]) -> tuple[list[str], bool, list[str]]:
@@ -552,11 +574,11 @@ def trust_args(argv: list[str]) -> tuple[list[str], bool, list[str]]:
             trust_code = (value.lower() in ("true", "1", "yes")) if eq else True
             i += 1
             continue
-        if key == "pathway":
+        if key == "pathway":  # its code, as what the value says (a run's folder or a .json names none)
             if eq:
-                named.append(value)
+                named += graph_code(value)
             elif a.startswith("--") and i + 1 < len(argv):
-                named.append(argv[i + 1])
+                named += graph_code(argv[i + 1])
         rest.append(a)
         i += 1
     return rest, trust_code, named

@@ -36,7 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from visualpath.data.contours import MapCache, find_images, find_videos, map_image, map_video
 from visualpath.errors import one_line
-from visualpath.trust import TRUST_HELP, trusting
+from visualpath.trust import TRUST_HELP, graph_code, trusting
 from visualpath.data.decode import VideoError
 from visualpath import terminal
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         from recipes.config import Config
         from recipes.graph import build_graph
 
-        with trusting(args.trust_code, named=[args.pathway], command=True):  # named on this command line
+        with trusting(args.trust_code, named=graph_code(args.pathway), command=True):  # named on this command line
             pathway = build_graph(Config(pathway=args.pathway)) if args.pathway else paper_pathway()
         name, area = map_area(pathway, args.map)
         compute = area.map_computer(name, dict(args.option))

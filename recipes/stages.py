@@ -522,9 +522,9 @@ def _tested(run: RunLog, views: dict) -> dict | None:
     for line in reversed(path.read_text().splitlines()):
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
-        if record.get("stage") == "test" and all(record.get(k) == v for k, v in views.items()):
+        if isinstance(record, dict) and record.get("stage") == "test" and all(record.get(k) == v for k, v in views.items()):
             return record
     return None
 

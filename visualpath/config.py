@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import attrs
 
-from visualpath.errors import Refused
+from visualpath.errors import Refused, one_line
 
 __all__ = ["ConfigError", "apply_overrides", "flat_fields", "to_dict", "parse_cli", "help_text", "field_notes",
            "attribute_docs"]
@@ -155,7 +155,7 @@ def parse_cli(argv: Sequence[str], variants: Mapping[str, Any], prog: str, doc: 
         cfg = apply_overrides(base, overrides)
     except ConfigError as err:
         if not wants_help:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {one_line(err)}", file=sys.stderr)
             raise SystemExit(2) from None
         cfg = variants[_variant_from([], variants, default)]
     if wants_help:

@@ -11,7 +11,7 @@ catches it.
 
 from __future__ import annotations
 
-__all__ = ["Refused", "SpecError", "one_line"]
+__all__ = ["Refused", "SpecError", "one_line", "shown"]
 
 
 class Refused(ValueError):
@@ -23,6 +23,13 @@ class SpecError(Refused):
 
 
 def one_line(err: BaseException) -> str:
-    """``err``'s message on one line (a library's multi-line message joined with ``; ``)."""
+    """``err``'s message on one line (a library's multi-line message joined with ``; ``), any
+    other control character escaped (:func:`shown`): names in it may come from files."""
     text = str(err).strip() or type(err).__name__
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+    return shown("; ".join(line.strip() for line in text.splitlines() if line.strip()))
+
+
+def shown(text: object) -> str:
+    """``text`` safe to print: control characters (terminal escapes, newlines) as Python
+    escapes, so a name read from a file cannot redraw the terminal or split a message."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))

@@ -28,6 +28,7 @@ decisions T1 and T2). Editing a graph by name (``dorsal.MT.normalize=false``) is
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import attrs
 
 from visualpath._validate import non_negative_float, positive
 from visualpath.area import Area, area_name
+from visualpath.errors import Refused
 from visualpath.masking import RandomMask, TubeMask
 from visualpath.model import PathwayModel
 from visualpath.spec import CODE_FORMAT, FORMAT, SpecError, area_class, build, class_ref, plain
@@ -52,6 +54,8 @@ __all__ = [
 ]
 
 MASKS = ("RandomMask", "TubeMask")
+MAX_PARAMETERS_ENV = "VISUALPATH_MAX_PARAMETERS"  # Pathway.build refuses a graph larger than this
+DEFAULT_MAX_PARAMETERS = 5e9
 
 SHARE_MODES = ("none", "partial", "all")
 
@@ -336,8 +340,37 @@ class Pathway:
                 owner[m] = members[0]
         return owner
 
+    def parameters_estimate(self) -> int:
+        """About how many parameters :meth:`build` makes (every stream's blocks and decoders,
+        shared ones counted in each): checked before anything is allocated."""
+        e = self.encoder
+        per_block = int((4 + 2 * e.mlp_ratio) * e.width * e.width)
+        total = 0
+        for stream in self.streams:
+            total += e.channels * e.tube * e.patch * e.patch * e.width  # the patch embedding
+            for area in stream.areas:
+                total += area.blocks * per_block
+                d = getattr(area, "decoder", None)
+                if d is not None:
+                    total += int(d.depth * (4 + 2 * d.mlp_ratio) * d.width * d.width) + e.width * d.width
+        return total
+
     def build(self) -> PathwayModel:
-        """Instantiate the model (MAE/VideoMAE initialisation)."""
+        """Instantiate the model (MAE/VideoMAE initialisation).
+
+        Raises:
+            Refused: the graph would hold more than ``VISUALPATH_MAX_PARAMETERS`` parameters
+                (default 5e9, 20 GB in float32): a size read from a file is bounded before
+                anything is allocated; raise the limit to build a larger one.
+        """
+        try:
+            limit = float(os.environ.get(MAX_PARAMETERS_ENV, DEFAULT_MAX_PARAMETERS))
+        except ValueError:
+            raise Refused(f"{MAX_PARAMETERS_ENV}={os.environ[MAX_PARAMETERS_ENV]!r} is not a number") from None
+        size = self.parameters_estimate()
+        if size > limit:
+            raise Refused(f"the graph asks for about {size:.3g} parameters (encoder width {self.encoder.width}), over "
+                          f"the limit of {limit:.3g}; set {MAX_PARAMETERS_ENV} higher to build it")
         return PathwayModel(self)
 
     # ------------------------------------------------------------------ as data

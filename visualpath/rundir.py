@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -31,12 +32,12 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes, save_file
 from torch import nn
 
 from visualpath.atomic import atomic, file_mode
 from visualpath import usercode
-from visualpath.errors import Refused, one_line
+from visualpath.errors import Refused, one_line, shown
 from visualpath.graph import Pathway, pathway_from_dict
 from visualpath.overrides import override_keys
 from visualpath.spec import CODE_FORMAT
@@ -61,6 +62,7 @@ __all__ = [
     "RunDirBusy",
     "FAULT_POINTS",
     "load_weights",
+    "load_state",
     "read_weights",
     "DamagedWeights",
     "git_revision",
@@ -70,11 +72,91 @@ __all__ = [
     "stage_pathway",
     "load_model",
     "graph_differences",
+    "LinkedRun",
+    "check_links",
+    "read_json",
+    "run_config",
+    "metrics_records",
+    "append_line",
 ]
 
 log = logging.getLogger(__name__)
 
 PATHWAY_FILE = "pathway.json"
+
+
+# --------------------------------------------------------------------------- a run's JSON files, checked
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def read_json(path: str | Path, what: str, kind: type = dict) -> Any:
+    """The JSON document ``path`` holds, which must be ``kind`` (an object by default).
+
+    Raises:
+        Refused: in one line naming the file: unreadable, not JSON (where), nested too deeply,
+            or another kind of value; ``what`` says what the file should be.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise Refused(f"{shown(path)} cannot be read as text ({getattr(err, 'strerror', None) or err}): "
+                      f"it should hold {what}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise Refused(f"{shown(path)} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): "
+                      f"it should hold {what}") from None
+    except RecursionError:
+        raise Refused(f"{shown(path)} is nested too deeply to be {what}") from None
+    if not isinstance(value, kind):
+        raise Refused(f"{shown(path)} holds {_kind(value)}, not {_kind(kind())}: it should hold {what}")
+    return value
+
+
+def run_config(run_dir: str | Path) -> dict:
+    """The settings a run was started with (``config.json``'s ``"config"`` object; ``{}`` when
+    the run has no config.json), its sections checked to be objects."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return {}
+    saved = read_json(path, 'a run\'s settings, {"config": {...}}')
+    config = saved.get("config")
+    if not isinstance(config, dict):
+        raise Refused(f"{shown(path)} has no \"config\" object (it holds {_kind(config)}): not a run's settings")
+    for section, value in config.items():
+        if section in ("model", "data", "ventral", "joint", "finetune", "test") and not isinstance(value, dict):
+            raise Refused(f"{shown(path)}: config.{section} is {_kind(value)}, not an object")
+    return config
+
+
+def metrics_records(path: str | Path) -> list[dict]:
+    """The records of a run's ``metrics.jsonl``, one JSON object per line (blank lines skipped).
+
+    Raises:
+        Refused: naming the file and the line that is not a JSON object.
+    """
+    records = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise Refused(f"{shown(path)} cannot be read as text ({getattr(err, 'strerror', None) or err})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise Refused(f"{shown(path)}, line {number}: not a JSON record ({getattr(err, 'msg', 'nested too deeply')})"
+                          ) from None
+        if not isinstance(record, dict) or not isinstance(record.get("stage"), str):
+            raise Refused(f"{shown(path)}, line {number}: not a metrics record (a JSON object with a \"stage\")")
+        records.append(record)
+    return records
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -247,7 +329,13 @@ def stage_progress(directory: Path) -> dict | None:
     found = selected_checkpoint(Path(directory))
     if found is None or not (found / "progress.json").is_file():
         return None
-    return json.loads((found / "progress.json").read_text())
+    progress = read_json(found / "progress.json", "a checkpoint's progress (epoch, step, total_steps, finished)")
+    progress.setdefault("total_steps", None)
+    for key, kind in (("epoch", int), ("step", int), ("finished", bool)):
+        if not isinstance(progress.get(key), kind) or (kind is int and isinstance(progress[key], bool)):
+            raise Refused(f"{shown(found / 'progress.json')}: {key} is {_kind(progress.get(key))}, not "
+                          f"{_kind(kind())}: a damaged checkpoint; restore it or train the stage again")
+    return progress
 
 
 def _rng_state() -> dict:
@@ -387,12 +475,21 @@ def _recorded_sha(unit: Path) -> str | None:
     return None
 
 
+UNVERIFIED_ENV = "VISUALPATH_UNVERIFIED_WEIGHTS"  # =1: load a checkpoint unit that recorded no hash
+
+
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of ``model.safetensors`` (a file, or a stage folder's selected checkpoint),
-    checked against the SHA-256 its checkpoint recorded.
+    checked against the SHA-256 its checkpoint recorded, on the very bytes that are loaded.
+
+    A checkpoint unit (``ckpt-*``) that recorded no hash (its ``progress.json`` and ``state.pt``
+    gone) is refused unless ``VISUALPATH_UNVERIFIED_WEIGHTS=1``; a weights file outside any unit
+    (one a user names, or a stage written before units) is loaded as it is. Every floating
+    tensor must be finite.
 
     Raises:
-        DamagedWeights: the file is not the one recorded, or is not a safetensors file.
+        DamagedWeights: the file is not the one recorded, is not a safetensors file, recorded no
+            hash, or holds NaN or infinite values (the message names the tensor).
         Refused: the folder holds no checkpoint.
     """
     path = Path(path)
@@ -403,19 +500,56 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         path = found / "model.safetensors"
     real = path.resolve()
     recorded = _recorded_sha(real.parent) if real.name == "model.safetensors" else None
-    if recorded is not None and _sha256(real) != recorded:
+    if recorded is None and _UNIT.fullmatch(real.parent.name) and os.environ.get(UNVERIFIED_ENV) != "1":
+        raise DamagedWeights(f"{path}: its checkpoint recorded no SHA-256 to check the weights against "
+                             f"(progress.json and state.pt are missing from {real.parent.name}); restore them, or load "
+                             f"the weights unchecked with {UNVERIFIED_ENV}=1")
+    try:
+        data = real.read_bytes()
+    except OSError as err:
+        raise DamagedWeights(f"{path} is not a readable safetensors file ({err.strerror or err})") from None
+    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
         raise DamagedWeights(f"{path}: the weights are not the file their checkpoint recorded (SHA-256 differs): "
                              "damaged or replaced; restore the file or train the stage again")
     try:
-        return load_file(str(real))
+        tensors = load_bytes(data)
     except Exception as err:  # noqa: BLE001 (safetensors raises its own error types)
         raise DamagedWeights(f"{path} is not a readable safetensors file ({one_line(err)[:200]})") from None
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise DamagedWeights(f"{path}: tensor {shown(name)} holds NaN or infinite values; a diverged or damaged "
+                                 "checkpoint: restore it or train the stage again (resume=false)")
+    return tensors
 
 
 def load_weights(model: nn.Module, path: Path, strict: bool = True):
     """Load ``model.safetensors`` (a file, or a stage folder's selected checkpoint) into
-    ``model``, verified (:func:`read_weights`); returns missing/unexpected keys."""
-    return _unwrap(model).load_state_dict(read_weights(path), strict=strict)
+    ``model``, verified (:func:`read_weights`); returns missing/unexpected keys.
+
+    Raises:
+        DamagedWeights: also when the tensors do not fit the model (missing or unexpected
+            names, other shapes), in one line naming the first few.
+    """
+    return load_state(_unwrap(model), read_weights(path), path, strict)
+
+
+def load_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], path: str | Path, strict: bool = True):
+    """``model.load_state_dict(tensors)`` with a one-line refusal naming what does not fit."""
+    own = model.state_dict()
+    shapes = [f"{shown(k)} {tuple(v.shape)} where the model has {tuple(own[k].shape)}"
+              for k, v in tensors.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in tensors] if strict else []
+    unexpected = [k for k in tensors if k not in own] if strict else []
+    if shapes or missing or unexpected:
+        def few(items):
+            return ", ".join(shown(i) for i in items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+
+        parts = ([f"other shapes: {few(shapes)}"] if shapes else []) + \
+                ([f"missing: {few(missing)}"] if missing else []) + \
+                ([f"not in the model: {few(unexpected)}"] if unexpected else [])
+        raise DamagedWeights(f"{shown(path)}: the weights do not fit the model built from the run's graph "
+                             f"({'; '.join(parts)}): weights of another graph or size, or a damaged run")
+    return model.load_state_dict(tensors, strict=strict)
 
 
 def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
@@ -468,9 +602,10 @@ def git_revision(path: Path | None = None) -> str | None:
 def _after(line: str, stage: str, step: int) -> bool:
     try:
         record = json.loads(line)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return False
-    return record.get("stage") == stage and record.get("step", 0) > step
+    return (isinstance(record, dict) and record.get("stage") == stage and isinstance(record.get("step", 0), int)
+            and record.get("step", 0) > step)
 
 
 class RunLog:
@@ -486,6 +621,7 @@ class RunLog:
         self._writer = None
         if runtime.main:
             self.root.mkdir(parents=True, exist_ok=True)
+            check_links(self.root)
             if tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
@@ -503,8 +639,7 @@ class RunLog:
     def metrics(self, stage: str, **values: Any) -> None:
         if self.runtime.main:
             record = {"stage": stage, "time": time.time(), **values}
-            with open(self.root / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_line(self.root / "metrics.jsonl", json.dumps(record))
             if self._writer is not None:
                 step = int(values.get("step", 0))
                 for name, value in values.items():
@@ -543,6 +678,62 @@ class RunLog:
         return self.root / stage
 
 
+# --------------------------------------------------------------------------- nothing written through a link
+
+
+class LinkedRun(Refused):
+    """A run directory holding a symbolic link it did not make: a write through it would
+    land outside the run (a shared run is an archive, and archives carry links)."""
+
+
+_UNIT = re.compile(r"ckpt-[A-Za-z0-9_.-]+")
+
+
+def _own_link(rel: tuple[str, ...], target: str) -> bool:
+    """The links a run makes itself, all inside one stage folder: ``STAGE/current`` -> a
+    checkpoint unit beside it, ``STAGE/NAME`` -> ``current/NAME`` (and their temporaries,
+    ``.current.link``, ``.NAME.link``, while a checkpoint is selected)."""
+    if len(rel) != 2:
+        return False
+    name = rel[1]
+    if name.startswith(".") and name.endswith(".link"):
+        name = name[1:-len(".link")]
+    if name == CURRENT:
+        return _UNIT.fullmatch(target) is not None
+    return "/" not in name and name not in ("", ".", "..") and target == f"{CURRENT}/{name}"
+
+
+def check_links(root: str | Path) -> Path:
+    """Refuse a run directory that holds a symbolic link other than the run's own
+    (:func:`_own_link`), naming the first; returns ``root`` resolved (a run directory reached
+    through a link of the reader's own, such as ``runs -> /scratch/runs``, is followed once,
+    here). Every consumer that writes into a run checks this first, so no write follows a link
+    planted in a shared run out of it."""
+    root = Path(root)
+    if not root.exists():
+        return root.absolute()
+    root = root.resolve()
+    for folder, dirs, files in os.walk(root):  # links to folders are listed, never entered
+        for name in [*dirs, *files]:
+            path = Path(folder, name)
+            if not path.is_symlink():
+                continue
+            target = os.readlink(path)
+            if not _own_link(path.relative_to(root).parts, target):
+                raise LinkedRun(f"{shown(path)} is a symbolic link (to {shown(target)}): a run's files and folders "
+                                "are never links but for a stage's checkpoint selection, and a write through it would "
+                                "leave the run; remove the link, or open a copy of the run made without links")
+    return root
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append ``line`` and a newline to ``path``, never through a symbolic link (the file is
+    created if missing)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    with os.fdopen(fd, "a") as f:
+        f.write(line + "\n")
+
+
 # --------------------------------------------------------------------------- one writer per run directory
 
 
@@ -568,8 +759,9 @@ class RunLock:
         except ImportError:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_links(self.path.parent)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
         except OSError as err:
             raise RunDirBusy(f"run_dir={str(self.path.parent)!r}: cannot open its lock file {self.path} "
                              f"({err.strerror}); choose a run_dir you can write") from None
@@ -638,13 +830,11 @@ def read_spec(path: Path) -> Pathway:
     """The graph a spec file holds (its carried code is read from the folder it is in)."""
 
     path = Path(path)
+    spec = read_json(path, "a graph (streams, areas, encoder)")
     try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise Refused(f"{path} is not valid JSON ({err})") from None
-    except OSError as err:
-        raise Refused(f"{path} cannot be read ({err.strerror or err})") from None
-    return pathway_from_dict(spec, root=path.parent, where=str(path))
+        return pathway_from_dict(spec, root=path.parent, where=str(path))
+    except RecursionError:
+        raise Refused(f"{shown(path)} is nested too deeply to be a graph") from None
 
 
 def stage_pathway(pathway: Pathway, stage: str | None) -> Pathway:
@@ -673,9 +863,12 @@ def read_pathway(run_dir: str | Path, stage: str | None = None,
 
     Raises:
         Refused: naming the directory when it holds neither.
+        LinkedRun: the directory holds a link it did not make (:func:`check_links`).
         visualpath.trust.CodeNotTrusted: the graph needs code the reader has not trusted.
     """
 
+    if Path(run_dir).is_dir():
+        check_links(run_dir)  # nothing read or written through a link planted in the run
     with trusting(trust_code):
         return _read_pathway(Path(run_dir), stage, legacy)
 
@@ -689,7 +882,7 @@ def _read_pathway(run_dir: Path, stage: str | None, legacy) -> Pathway:
         return stage_pathway(read_spec(stored), stage)
     config = run_dir / "config.json"
     if legacy is not None and config.is_file():
-        return stage_pathway(legacy(json.loads(config.read_text())), stage)
+        return stage_pathway(legacy({"config": run_config(run_dir)}), stage)
     if config.is_file():
         raise Refused(f"{run_dir} was written before runs stored their graph ({PATHWAY_FILE}): load it with "
                       "analysis.features.load_run, which rebuilds the paper's graph of its config.json")
@@ -714,7 +907,7 @@ def load_model(run_dir: str | Path, stage: str | None = None, device: str | torc
     if ckpt is None:
         raise Refused(f"{run_dir} holds no {' or '.join(stages)} checkpoint (model.safetensors)")
     model = read_pathway(run_dir, stage=ckpt.parent.name, legacy=legacy, trust_code=trust_code).build()
-    model.load_state_dict(read_weights(ckpt), strict=True)
+    load_state(model, read_weights(ckpt), ckpt)
     return model.to(device).eval()
 
 

@@ -46,6 +46,8 @@ __all__ = [
     "Policy",
     "policy",
     "trusting",
+    "chosen",
+    "graph_code",
     "installed",
     "store_path",
     "trusted_hashes",
@@ -112,6 +114,26 @@ def trusting(trust_code: bool = False, named: Iterable[str | None] = (), command
         _POLICY.reset(token)
 
 
+def graph_code(ref: str | None) -> list[str]:
+    """The code a ``pathway=`` value names, as what it says: ``[MODULE:FN]`` or
+    ``[FILE.py:FN]``; ``[]`` for a run's folder or a ``.json`` spec, which are data (the code
+    they name is theirs, not the reader's, even where a module of the folder's name exists).
+    For ``trusting(named=...)``."""
+    code = _code_part(ref)
+    return [ref] if code else []
+
+
+def _code_part(ref: str | None) -> str | None:
+    """The code a reference names, as what it says: the module or file of ``MODULE:FN`` /
+    ``FILE.py:FN``, a ``FILE.py``; None for anything else (a run's folder, a ``.json`` spec:
+    data, whose code is not the reader's naming even if a module of that name exists)."""
+    if not ref:
+        return None
+    if ":" in ref and not _is_drive(ref):
+        return ref.rpartition(":")[0] or None
+    return ref if ref.endswith(".py") else None
+
+
 def _is_drive(text: str) -> bool:
     return len(text) > 1 and text[1] == ":" and text.count(":") == 1  # C:\graph.py on Windows
 
@@ -119,7 +141,7 @@ def _is_drive(text: str) -> bool:
 def chosen(ref: str | None) -> list[str]:
     """``[ref]`` when a config's graph reference is the caller's own choice (Python, no
     command line set the policy), else ``[]``: for ``trusting(named=chosen(cfg.pathway))``."""
-    return [ref] if ref and not _POLICY.get().command else []
+    return graph_code(ref) if ref and not _POLICY.get().command else []
 
 
 def named(module_part: str) -> bool:

@@ -221,6 +221,27 @@ def test_a_config_file_chooses_a_run_dir_only_inside_the_current_folder(tmp_path
     assert config_file_run_dir(["--config", "f.json"], attrs.evolve(recipe.VARIANTS["tiny"], run_dir="runs/x")) is None
 
 
+def test_a_config_file_named_like_a_setting_or_a_linked_folder_chooses_nothing_outside(tmp_path, monkeypatch):
+    """Decided from the parsed arguments, not a string prefix: ``--config run_dir_x.yaml`` sets
+    no run_dir on the command line; and a folder of the current one that is a link out of it
+    is where the writes would land, so it is outside."""
+    from recipes.pipeline import config_file_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    tiny = recipe.VARIANTS["tiny"]
+    outside = attrs.evolve(tiny, run_dir=str(tmp_path.parent / "victim"))
+    for argv in (["--config", "run_dir_settings.yaml"], ["--config=run_dir.yaml"],
+                 ["--name", "run_dir=x", "--config", "c.yaml"]):
+        assert "outside the current folder" in config_file_run_dir(argv, outside), argv
+    for argv in (["--config", "c.yaml", "run_dir=/d"], ["--config", "c.yaml", "--run-dir", "/d"],
+                 ["--run_dir=/d", "--config", "c.yaml"]):
+        assert config_file_run_dir(argv, outside) is None, argv  # the reader's own choice
+    (tmp_path / "out").symlink_to(tmp_path.parent)
+    problem = config_file_run_dir(["--config", "c.yaml"], attrs.evolve(tiny, run_dir="out/run"))
+    assert "outside the current folder" in problem and str(tmp_path.parent / "run") in problem
+    assert config_file_run_dir(["--config", "c.yaml"], attrs.evolve(tiny, run_dir="runs/x")) is None
+
+
 def test_an_unknown_flag_is_an_unknown_option(capsys):
     with pytest.raises(SystemExit) as exit_info:
         recipe.main(["--varaint", "tiny"])

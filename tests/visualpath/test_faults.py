@@ -105,6 +105,44 @@ def test_a_truncated_state_is_refused_in_one_line(tmp_path):
         load_weights(model, tmp_path / "stage")
 
 
+def test_a_unit_that_recorded_no_hash_is_refused_unless_told(tmp_path, monkeypatch):
+    """progress.json and state.pt deleted: nothing to check the weights against, so they are
+    refused (checking is never silently off), and loaded only with the flag the message names."""
+    from visualpath.rundir import UNVERIFIED_ENV, DamagedWeights, load_weights
+
+    model, _ = _train(tmp_path, stop_after=4)
+    unit = selected_checkpoint(tmp_path / "stage")
+    (unit / "progress.json").unlink()
+    (unit / "state.pt").unlink()
+    with pytest.raises(DamagedWeights, match=f"recorded no SHA-256.*{UNVERIFIED_ENV}=1") as err:
+        load_weights(model, tmp_path / "stage")
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv(UNVERIFIED_ENV, "1")
+    load_weights(model, tmp_path / "stage")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused_naming_the_tensor(tmp_path, bad):
+    """NaN or infinite weights with a matching hash (a diverged run saves them faithfully)."""
+    import hashlib
+    import json
+
+    from safetensors.torch import save_file
+    from visualpath.rundir import DamagedWeights, load_weights
+
+    model, _ = _train(tmp_path, stop_after=4)
+    unit = selected_checkpoint(tmp_path / "stage")
+    weights = load_file(str(unit / "model.safetensors"))
+    name = sorted(weights)[-1]
+    weights[name].view(-1)[0] = bad
+    save_file(weights, str(unit / "model.safetensors"))
+    progress = json.loads((unit / "progress.json").read_text())
+    progress["weights_sha256"] = hashlib.sha256((unit / "model.safetensors").read_bytes()).hexdigest()
+    (unit / "progress.json").write_text(json.dumps(progress))
+    with pytest.raises(DamagedWeights, match=f"tensor {name} holds NaN or infinite values"):
+        load_weights(model, tmp_path / "stage")
+
+
 def test_a_stage_written_before_checkpoint_units_resumes_and_keeps_its_files(tmp_path):
     """Plain model.safetensors + state.pt (the old layout) become a unit on the next write."""
     _train(tmp_path / "full")

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from visualpath.classifier import Encoder, resize_positions
-from visualpath.rundir import load_model, read_weights
+from visualpath.rundir import load_model, load_state, read_weights
 from visualpath.tokens import Layout, position_table
 from visualpath.vit import ViTSpec
 
@@ -395,7 +395,7 @@ def load_checkpoint(target: nn.Module, source, stream: str | None = None) -> Loa
     if not hasattr(core, "streams"):
         raise TypeError(f"load_checkpoint needs an Encoder or a pathway model, got {type(target).__name__}")
     if fmt == "visualpath" and any(k.startswith("streams.") for k in state):
-        result = core.load_state_dict(state, strict=False)
+        result = load_state(core, state, source if isinstance(source, (str, Path)) else "the state dict", strict=False)
         return LoadReport(format=fmt, loaded=sorted(k for k in state if k not in result.unexpected_keys),
                           ignored=sorted(result.unexpected_keys), fresh=sorted(result.missing_keys))
     stream = stream or _default_stream(core, fmt)
