@@ -605,7 +605,7 @@ def main(module: str, doc: str, recipe_variants: dict, argv: list[str] | None = 
             print(f"error: {err.strerror or err}", file=sys.stderr)
             raise SystemExit(1) from None
         except Refused as err:  # untrusted code, damaged weights, a busy run directory, ...: one line
-            print(f"error: {one_line(err)}", file=sys.stderr)
+            sys.stderr.write(f"error: {one_line(err)}\n")  # one write: processes of one job share the stream
             raise SystemExit(2) from None
         except KeyboardInterrupt:
             print(f"interrupted: {interrupted_at(cfg)}; the same command resumes from there", file=sys.stderr)
