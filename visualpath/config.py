@@ -244,6 +244,8 @@ def _read_settings(path: str) -> dict:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise ConfigError(f"--config {path}: not valid JSON ({err})") from None
+        except RecursionError:
+            raise ConfigError(f"--config {path}: nested too deeply to be settings") from None
     if isinstance(data, dict) and isinstance(data.get("config"), dict):
         data = data["config"]  # a run directory's config.json
     if not isinstance(data, dict):

@@ -58,3 +58,16 @@ def test_cli_variants_help_and_flags(capsys):
 
 def test_flat_fields_lists_leaves():
     assert {"seed", "inner.ratio", "optim.base_lr"} <= set(flat_fields(Outer()))
+
+
+def test_a_config_file_nested_too_deeply_is_one_line(tmp_path, capsys):
+    """A --config file is someone else's input: JSON nested past Python's recursion limit is a
+    refusal naming the file, not a RecursionError traceback."""
+    from recipes import bimm_ucf101 as recipe
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(SystemExit) as exit_info:
+        recipe.main(["--config", str(deep), "--print-config"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "nested too deeply" in err and "deep.json" in err
