@@ -62,7 +62,11 @@ def _build_graph(cfg) -> Pathway:
         if ":" not in ref:
             raise ValueError(f"pathway={ref!r}: expected FILE.py:FUNCTION, package.module:FUNCTION, a .json spec "
                              "or a run directory")
-        builder = import_object(ref, f"pathway={ref!r}", from_data=True)  # named on a command line or in a config
+        if not ref.rpartition(":")[2].isidentifier():
+            raise SpecError(f"pathway={ref!r}: a graph builder is named FILE.py:FUNCTION or package.module:FUNCTION, "
+                            "a function at the top level of its file or module")
+        # named on the reader's command line (their choice) or read from a config file (registered builders only)
+        builder = import_object(ref, f"pathway={ref!r}", from_data=True, kind="graph")
         if not inspect.isfunction(builder) or builder.__module__.split(".")[0] in sys.stdlib_module_names:
             raise SpecError(f"pathway={ref!r} is not a graph builder: expected a Python function that returns a "
                             "visualpath.Pathway, defined in your file or package")
@@ -120,7 +124,8 @@ def graph_help(cfg) -> str:
         return f"graph: cannot be built ({err})"
     lines = ["graph (" + (cfg.pathway or "the paper's, from model.*") + "):"]
     for s in pathway.streams:
-        areas = " -> ".join(f"{a.name} ({type(a).__name__}, {a.blocks} blocks)" for a in s.areas)
+        areas = " -> ".join(f"{a.name} ({type(a).__name__}, {a.blocks} block{'' if a.blocks == 1 else 's'})"
+                            for a in s.areas)
         lines.append(f"  {s.name} [{s.modality}]: {areas}")
     lines.append(f"  share: {pathway.share}")
     lines.append("graph keys (pathway.KEY=VALUE; AREA.FIELD sets it in every stream that has AREA; "
@@ -128,5 +133,7 @@ def graph_help(cfg) -> str:
     notes = override_notes(pathway)
     for key, value in override_keys(pathway).items():
         kind, note = notes.get(key, ("", ""))
+        if key == "share" and isinstance(value, (list, tuple)):
+            value = ",".join(value)  # as it is typed: pathway.share=V1,V2
         lines.append(f"  {GRAPH_PREFIX}{key}: {kind or type(value).__name__} = {value!r}" + (f"  # {note}" if note else ""))
     return "\n".join(lines)

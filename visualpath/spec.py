@@ -30,8 +30,8 @@ import attrs
 
 from visualpath.area import AMBIGUOUS_AREA_NAMES, AREAS, Area, register_area  # noqa: F401 (register_area re-exported)
 from visualpath.errors import SpecError
-from visualpath import usercode
-from visualpath.trust import trusting
+from visualpath import registry, trust, usercode
+from visualpath.trust import CodeNotTrusted, trusting
 
 __all__ = [
     "SpecError",
@@ -59,7 +59,7 @@ def area_class(ref: str, where: str = "type", code=None) -> type:
     in the run's ``code`` first, see :func:`import_object`). The class is checked to be an
     :class:`~visualpath.Area` before anything is made of it."""
     if ":" in ref:
-        cls = import_object(ref, where, code, from_data=True)
+        cls = import_object(ref, where, code, from_data=True, kind="area")
     elif ref in AMBIGUOUS_AREA_NAMES:
         raise SpecError(f"{where}: the area name {ref!r} is defined by several classes "
                         f"({', '.join(sorted(AMBIGUOUS_AREA_NAMES[ref]))}); use the import path")
@@ -89,7 +89,8 @@ def class_ref(cls: type) -> str:
     return f"{file or cls.__module__}:{cls.__qualname__}"
 
 
-def import_object(ref: str, where: str = "reference", code=None, from_data: bool = False) -> Any:
+def import_object(ref: str, where: str = "reference", code=None, from_data: bool = False,
+                  kind: typing.Literal["area", "graph"] | None = None) -> Any:
     """The object ``"package.module:name"`` or ``"path/to/file.py:name"`` names.
 
     Args:
@@ -99,10 +100,13 @@ def import_object(ref: str, where: str = "reference", code=None, from_data: bool
             Python has chosen it.
         code: a run's carried code (:class:`visualpath.usercode.Carried`); a reference it
             holds is loaded from the run's own copy.
+        kind: what data names (``"area"`` or ``"graph"``): an installed module is then
+            imported only if it is registered for it (:mod:`visualpath.registry`).
 
     Raises:
         SpecError: naming ``where`` and what could not be found.
-        CodeNotTrusted: the code is not installed and the reader has not trusted it.
+        CodeNotTrusted: the code is not installed and the reader has not trusted it, or it is
+            installed and data names it without its being registered.
     """
     module_part, sep, attr = ref.rpartition(":")
     if not sep or not module_part or not attr:
@@ -110,6 +114,8 @@ def import_object(ref: str, where: str = "reference", code=None, from_data: bool
     if code is not None and module_part in code:
         module = code.load(module_part, where)
     else:
+        if from_data:
+            _check_registered(ref, module_part, attr, where, kind)
         with contextlib.nullcontext() if from_data else trusting(named=[module_part]):
             module = usercode.module_of(module_part, where)
     obj: Any = module
@@ -121,6 +127,31 @@ def import_object(ref: str, where: str = "reference", code=None, from_data: bool
             raise SpecError(f"{where}: {module_part} has no {attr!r}{hint}")
         obj = getattr(obj, part)
     return obj
+
+
+def _check_registered(ref: str, module_part: str, attr: str, where: str, kind: str | None) -> None:
+    """Refuse, before anything is imported, an installed module that data names without its
+    being registered for ``kind`` (decision T3); the reader's own naming and
+    ``--trust-code`` pass, and code outside the installed packages is left to the trust rule."""
+    if usercode.is_path(module_part) or trust.named(module_part) or trust.policy().trust_code:
+        return
+    if not all(p.isidentifier() for p in module_part.split(".")):
+        raise SpecError(f"{where}: {module_part!r} is not a module name (a file is named by its path: "
+                        "'path/to/file.py:NAME')")
+    if not trust.installed(module_part):
+        return  # the user's own code: the trust rule decides (visualpath.trust)
+    if kind == "area":
+        ok, group = registry.area_module(module_part), registry.AREA_GROUP
+        what = f"module {module_part!r} is installed code not registered as holding visualpath areas"
+    elif kind == "graph":
+        ok, group = registry.graph_builder(ref), registry.GRAPH_GROUP
+        what = f"builder {ref!r} is installed code not registered as a visualpath graph builder"
+    else:
+        raise ValueError(f"import_object(from_data=True) needs kind='area' or 'graph', got {kind!r}")
+    if not ok:
+        raise CodeNotTrusted(f"{where}: the {what}, so a run, a spec or a config file may not name it (nothing was "
+                             f"imported); its package can register it in the entry-point group {group!r}, or pass "
+                             "--trust-code (trust_code=True in Python) to import it anyway (docs/reliability.md#security)")
 
 
 # --------------------------------------------------------------------------- field values

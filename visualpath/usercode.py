@@ -61,7 +61,7 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _is_path(module_part: str) -> bool:
+def is_path(module_part: str) -> bool:
     return module_part.endswith(".py") or "/" in module_part or "\\" in module_part
 
 
@@ -75,7 +75,9 @@ def _exec(module: types.ModuleType, source: bytes, filename: str) -> None:
 
 def load_file(path: str | Path, where: str = "reference", how: str | None = None) -> types.ModuleType:
     """Import a ``.py`` file once per resolved path (a second load returns the same module,
-    so its classes stay the same objects), under the trust rule.
+    so its classes stay the same objects), under the trust rule. Its folder is first on the
+    import path while it runs, as under ``python FILE.py``: the sibling modules it imports
+    are found from whatever folder the command runs in.
 
     Raises:
         CodeError: no such file.
@@ -93,7 +95,13 @@ def load_file(path: str | Path, where: str = "reference", how: str | None = None
     sha = _sha(source)
     how = how or _decide(str(path), sha, where)
     name = f"_visualpath_file_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
-    module = _new_module(name, source, str(path), str(path), str(path), sha, how)
+    folder = str(path.parent)
+    sys.path.insert(0, folder)  # as `python FILE.py` runs it: its sibling modules import, from any folder
+    try:
+        module = _new_module(name, source, str(path), str(path), str(path), sha, how)
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
     _BY_REF[str(path)] = module
     return module
 
@@ -155,6 +163,8 @@ def import_module(name: str, where: str = "reference") -> types.ModuleType:
         CodeError: no such module.
         CodeNotTrusted: the reader neither named nor trusted it.
     """
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise CodeError(f"{where}: {name!r} is not a module name (a file is named by its path: 'path/to/file.py')")
     if name in sys.modules:
         return sys.modules[name]
     if "__main__" in name.split("."):  # importing a package's __main__ runs it as a program
@@ -168,6 +178,13 @@ def import_module(name: str, where: str = "reference") -> types.ModuleType:
             pass
         if found is None:
             raise CodeError(f"{where}: cannot import {name!r} (no module named {top!r})")
+        folder = _path_entry(found)
+        if folder is not None and folder == Path.cwd().resolve():
+            raise CodeError(f"{where}: {name!r} names a module by its name, and the only {top!r} is "
+                            f"{found.origin if found.origin not in (None, 'namespace') else folder / top} in the "
+                            "current folder: a module name means an installed module (or one on PYTHONPATH), never "
+                            "whatever matches in the current folder; name the file instead "
+                            f"('{top}.py:NAME' or '{top}/__init__.py:NAME')")
         sha = None
         if "." not in name and found.origin and Path(found.origin).is_file():
             sha = _sha(Path(found.origin).read_bytes())
@@ -182,9 +199,18 @@ def import_module(name: str, where: str = "reference") -> types.ModuleType:
     return module
 
 
+def _path_entry(found) -> Path | None:
+    """The folder of ``sys.path`` a top-level module was found in (None if unknown)."""
+    if found.origin and found.origin not in ("built-in", "frozen", "namespace"):
+        origin = Path(found.origin).resolve()
+        return origin.parent.parent if origin.name == "__init__.py" else origin.parent
+    places = list(found.submodule_search_locations or [])
+    return Path(places[0]).resolve().parent if places else None
+
+
 def module_of(module_part: str, where: str = "reference") -> types.ModuleType:
     """The module ``module_part`` of a reference names (a file path or a module name)."""
-    return load_file(module_part, where) if _is_path(module_part) else import_module(module_part, where)
+    return load_file(module_part, where) if is_path(module_part) else import_module(module_part, where)
 
 
 # --------------------------------------------------------------------------- what a run carries
@@ -469,10 +495,11 @@ class Carried:
         self._checked.update(checked)
 
     def _another_version(self, held: types.ModuleType, item: Mapping, where: str):
-        raise CodeError(f"{where}: this process already runs another version of {item['ref']!r} "
-                        f"({getattr(held, '__file__', '?')}) than the run carries ({item['file']}): the file changed "
-                        "since the run was written; restore it, use another run_dir, or open the run in a fresh "
-                        "process")
+        raise CodeError(f"{where}: {item['ref']!r} changed since this run was written: this command runs the edited "
+                        f"file ({getattr(held, '__file__', '?')}), and the run carries the version it trained "
+                        f"({self.root / item['file']}); to go on with the run as it was trained, restore the file from "
+                        "that copy; to train the edited version, give it another run_dir (or resume=false); from "
+                        "Python, open the run in a process that has not imported the edited file")
 
     def load(self, module_part: str, where: str) -> types.ModuleType:
         """The module of a carried reference: one this process holds with the same bytes,

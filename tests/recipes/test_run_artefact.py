@@ -26,12 +26,16 @@ REPO = Path(__file__).parents[2]
 TINY = ("--variant", "tiny", "device=cpu")
 
 
-def _run(*argv: str, cwd: Path, store: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python ARGV`` in ``cwd`` as a user types it; ``store``: another reader's trust store."""
+def _run(*argv: str, cwd: Path, store: Path | None = None, timeout: int = 300,
+         pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    """``python ARGV`` in ``cwd`` as a user types it; ``store``: another reader's trust store;
+    ``pythonpath``: a folder the user put on ``PYTHONPATH``."""
     env = dict(os.environ)
     if store is not None:
         env["VISUALPATH_TRUST_FILE"] = str(store)
     env.pop("PYTHONPATH", None)  # only what is installed, and the folder the command runs in
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -155,7 +159,8 @@ def test_an_edited_area_file_does_not_change_what_the_run_rebuilds(lab_run, tmp_
              "a = m.spec.stream('ventral').area('V3'); print(type(a).__module__, a.target_dim(m.streams['ventral'].layout))")
     done = _run("-c", probe % str(run), cwd=edited)
     # importing the edited module first, then opening the run: refused, naming the version conflict
-    assert done.returncode != 0 and "another version of 'sobel_area'" in done.stderr, done.stderr[-2000:]
+    assert done.returncode != 0 and "'sobel_area' changed since this run was written" in done.stderr, \
+        done.stderr[-2000:]
     done = _run("-c", probe.replace("import sobel_area; ", "") % str(run), cwd=edited)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["sobel_area", "8"]  # 2 x 2 x 2 x tube 1: the trained code, not the edit
@@ -267,7 +272,7 @@ def test_a_module_in_the_current_folder_is_not_imported_by_a_run(lab_run, tmp_pa
     _refused(_run("-c", f"from analysis.features import load_run\nfrom visualpath.errors import one_line\nimport sys\n"
                         f"try:\n    load_run({str(run)!r})\nexcept ValueError as err:\n"
                         "    print('error:', one_line(err), file=sys.stderr); sys.exit(2)", cwd=tmp_path),
-             "'evilmod'", "--trust-code")
+             "'evilmod'", "current folder")
     assert not marker.exists()
 
 
@@ -373,8 +378,10 @@ def test_the_notebook_never_runs_a_planted_payload_unless_told(lab_run, tmp_path
 
 
 def test_a_run_written_before_runs_carried_code_loads_under_the_trust_rule(lab_run, tmp_path):
-    """Format 1 (no ``code``): the author's own run still opens from the graph's folder (its
-    module's hash is in their store); a colleague needs --trust-code."""
+    """Format 1 (no ``code``): its graph names the module ``sobel_area``, which a module name
+    finds only on the import path, never in the current folder (decision T3): from the lab's
+    folder it is refused in one line; with the lab on ``PYTHONPATH`` the author's own run opens
+    (the module's hash is in their store) and a colleague needs --trust-code."""
     root, video = lab_run
     run = tmp_path / "run"
     shutil.copytree(root / "run", run, symlinks=True)
@@ -386,8 +393,12 @@ def test_a_run_written_before_runs_carried_code_loads_under_the_trust_rule(lab_r
     lab = tmp_path / "lab"
     shutil.copytree(root / "lab", lab)
     predict = ("-m", "analysis", "predict", str(run), str(video))
-    done = _run(*predict, cwd=lab)
+    _refused(_run(*predict, cwd=lab), "'sobel_area'", "current folder")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = _run(*predict, cwd=elsewhere, pythonpath=lab)
     assert done.returncode == 0, done.stderr[-3000:]
-    _refused(_run(*predict, cwd=lab, store=tmp_path / "colleague.json"), "'sobel_area'", "--trust-code")
-    done = _run(*predict, "--trust-code", cwd=lab, store=tmp_path / "colleague.json")
+    _refused(_run(*predict, cwd=elsewhere, pythonpath=lab, store=tmp_path / "colleague.json"), "'sobel_area'",
+             "--trust-code")
+    done = _run(*predict, "--trust-code", cwd=elsewhere, pythonpath=lab, store=tmp_path / "colleague.json")
     assert done.returncode == 0, done.stderr[-3000:]

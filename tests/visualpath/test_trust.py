@@ -13,7 +13,8 @@ def test_a_standard_library_name_in_the_current_folder_is_not_trusted(tmp_path):
     (tmp_path / "tabnanny.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     code = ("import sys; sys.path.insert(0, ''); from visualpath import usercode, trust\n"
             "assert not trust.installed('tabnanny') and trust.installed('json') and trust.installed('areas')\n"
-            "try:\n    usercode.import_module('tabnanny', 'test')\nexcept usercode.CodeNotTrusted:\n    sys.exit(3)\n")
+            "try:\n    usercode.import_module('tabnanny', 'test')\nexcept usercode.CodeError as err:\n"
+            "    assert 'current folder' in str(err), err\n    sys.exit(3)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 3, done.stderr[-2000:]
     assert not marker.exists()

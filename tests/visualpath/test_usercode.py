@@ -33,7 +33,7 @@ def _ok(done: subprocess.CompletedProcess) -> str:
 
 
 WRITE = '''import json, sys
-sys.path.insert(0, "")
+sys.path.insert(0, "lab")  # the user's folder on the import path (a module name never means the current folder)
 from visualpath import usercode
 from visualpath.trust import trusting
 with trusting({flag}, named={named!r}):
@@ -65,7 +65,7 @@ def test_code_imported_by_a_module_trusted_once_is_not_remembered(tmp_path):
     store, run = tmp_path / "store.json", tmp_path / "run"
     _ok(_python(WRITE.format(flag=True, named=[], module="labpkg.graph", run=str(run),
                              after="assert {e.ref for e in entries} == {'labpkg', 'labpkg.graph', 'labpkg.helper'}\n"
-                                   "usercode.remember_authored(entries)"), lab, store))
+                                   "usercode.remember_authored(entries)"), tmp_path, store))
     assert not store.exists() or json.loads(store.read_text()).get("sha256", {}) == {}
 
 
@@ -76,7 +76,7 @@ def test_the_authors_named_module_and_its_siblings_are_remembered(tmp_path):
     (lab / "mine.py").write_text("from helper import SCALE  # noqa: F401\n" + AREA.format(name="Mine"))
     store, run = tmp_path / "store.json", tmp_path / "run"
     _ok(_python(WRITE.format(flag=False, named=["mine"], module="mine", run=str(run),
-                             after="usercode.remember_authored(entries)"), lab, store))
+                             after="usercode.remember_authored(entries)"), tmp_path, store))
     remembered = json.loads(store.read_text())["sha256"]
     for name in ("mine.py", "helper.py"):
         assert hashlib.sha256((lab / name).read_bytes()).hexdigest() in remembered
@@ -90,7 +90,7 @@ def test_a_file_added_beside_a_carried_package_never_runs(tmp_path):
     (lab / "labpkg" / "__init__.py").write_text("try:\n    from . import extra  # noqa: F401\nexcept ImportError:\n"
                                                 "    pass\n" + AREA.format(name="Mine"))
     store, run = tmp_path / "store.json", tmp_path / "run"
-    _ok(_python(WRITE.format(flag=True, named=[], module="labpkg", run=str(run), after=""), lab, store))
+    _ok(_python(WRITE.format(flag=True, named=[], module="labpkg", run=str(run), after=""), tmp_path, store))
     marker = tmp_path / "marker"
     (run / "code" / "modules" / "labpkg" / "extra.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     elsewhere = tmp_path / "elsewhere"
@@ -106,7 +106,7 @@ def test_a_module_of_a_namespace_package_loads_from_the_copy(tmp_path):
     (lab / "nsp").mkdir(parents=True)
     (lab / "nsp" / "mod.py").write_text(AREA.format(name="Mine"))
     store, run = tmp_path / "store.json", tmp_path / "run"
-    _ok(_python(WRITE.format(flag=True, named=[], module="nsp.mod", run=str(run), after=""), lab, store))
+    _ok(_python(WRITE.format(flag=True, named=[], module="nsp.mod", run=str(run), after=""), tmp_path, store))
     (lab / "nsp" / "mod.py").unlink()
     (lab / "nsp").rmdir()
     assert _ok(_python(LOAD.format(run=str(run), ref="nsp.mod", name="Mine"), lab, store)).split() == ["Mine"]
