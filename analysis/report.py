@@ -31,6 +31,7 @@ from analysis.readouts import knn, linear_probe, wilson_interval
 from analysis.similarity import similarity_matrix, top_component_share
 from analysis.tuning import tuning_report
 from visualpath.errors import one_line
+from visualpath.rundir import stage_progress
 from visualpath.trust import TRUST_HELP
 from visualpath import terminal
 
@@ -44,6 +45,9 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
     :func:`analysis.features.load_run`."""
     run_dir = Path(run_dir)
     model = load_run(run_dir, stage=stage, device=device, trust_code=trust_code)  # checks the directory first
+    read = stage or next(s for s in ("joint", "ventral") if (run_dir / s / "model.safetensors").is_file())
+    progress = stage_progress(run_dir / read) or {}
+    unfinished = progress and not progress.get("finished", True)
     out_dir = run_dir / "analysis"
     out_dir.mkdir(exist_ok=True)
     data = run_data(run_dir)
@@ -82,7 +86,15 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
     warnings = [f"CKA is saturated for {', '.join(saturated)}: one principal component holds over "
                 f"{100 * SATURATED:.0f}% of the variance of their features, so CKA with them mostly compares that "
                 "one direction"] if saturated else []
-    result = {"run_dir": str(run_dir), "rows": rows, "chance": 1 / len(test_set.classes),
+    warnings += target_left_warnings(rows)
+    if unfinished:
+        total = progress.get("total_steps")
+        warnings.insert(0, f"the {read} stage is unfinished: these are its weights at step {progress.get('step')}"
+                           + (f" of {total}" if total else "") + " (the run stopped mid-stage; the command that "
+                           "trained it resumes it)")
+    result = {"run_dir": str(run_dir), "stage": read, "step": progress.get("step"),
+              "total_steps": progress.get("total_steps"), "finished": not unfinished if progress else None,
+              "rows": rows, "chance": 1 / len(test_set.classes),
               "cka": {"names": cka.rows, "values": cka.values.tolist()}, "warnings": warnings, "figures": []}
     if figures:
         result["figures"] = _figures(model, cka, tuning, test_set, out_dir, run_dir)
@@ -160,11 +172,36 @@ def _fmt(value, percent=False) -> str:
     return f"{100 * value:.1f}" if percent else f"{value:.2f}"
 
 
+TARGET_LEFT_LEGEND = (
+    "target left: the share of the area's target variance at masked test tokens its decoder leaves unexplained "
+    "(1 - R^2): 0 = predicted exactly, 1 = no better than predicting the target's mean, above 1 = worse than the "
+    "mean; [8 neighbours]: the same for predicting each masked token by the mean of its 8 neighbours' true targets")
+
+
+def target_left_warnings(rows: list[dict]) -> list[str]:
+    """One line per area whose decoder does worse than predicting its target's mean, with
+    what it means and the likely cause."""
+    out = []
+    for r in rows:
+        left = r.get("target_left")
+        if left is not None and not (isinstance(left, float) and math.isnan(left)) and left > 1:
+            out.append(f"{r['stream']}.{r['area']} leaves {left:.2f} of its target's variance (above 1: its predictions "
+                       "are worse than predicting the target's mean): the area learned nothing of its target; the "
+                       "likely cause is a target on another scale than the others' (its loss then weighs little in "
+                       "the total: standardise the target, e.g. per token), or too few training steps")
+    return out
+
+
 def print_table(result: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or terminal.console()
-    table = Table(title=f"what each area learned: {result['run_dir']} (chance {100 * result['chance']:.1f}%)")
+    read = ""
+    if result.get("stage"):
+        read = f"{result['stage']} weights" + (f" at step {result['step']}" if result.get("step") is not None else "") \
+            + (f" of {result['total_steps']}" if result.get("total_steps") else "") + ", "
+    table = Table(title=f"what each area learned: {result['run_dir']} ({read}chance {100 * result['chance']:.1f}%)",
+                  caption=TARGET_LEFT_LEGEND, caption_justify="left")
     for col in ("stream", "area", "probe top-1 % [95% CI]", "random init %", "kNN top-1 % [95% CI]",
                 "target left [8 neighbours]"):
         table.add_column(col, justify="left" if col in ("stream", "area") else "right")

@@ -8,12 +8,16 @@
 Beyond the paper:
 
 - :class:`V3DynamicForm` -- orientation energy of frame differences (video only).
+
+:func:`normalize_tokens` standardises a target per token, as the paper's areas do (MAE's
+normalised pixels): an area of your own uses it to learn at the others' scale.
 """
 
+from areas._common import normalize_tokens
 from areas.mt_motion import MTMotion
 from areas.v1_gabor import V1Gabor
 from areas.v2_contour import V2Contour
 from areas.v3_dynamic_form import V3DynamicForm
 from areas.v4_color import V4Color
 
-__all__ = ["MTMotion", "V1Gabor", "V2Contour", "V3DynamicForm", "V4Color"]
+__all__ = ["MTMotion", "V1Gabor", "V2Contour", "V3DynamicForm", "V4Color", "normalize_tokens"]

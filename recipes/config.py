@@ -9,11 +9,14 @@ user's own (:mod:`recipes.graph`).
 
 from __future__ import annotations
 
+import re
+
 import attrs
 
 from areas.bimm import ModelConfig, _one_of
 from visualpath.data.layouts import VIDEO_FORMATS
-from visualpath._validate import non_negative_float, non_negative_int, unit_interval
+from visualpath._validate import (area_range, non_negative_float, non_negative_int, probability,
+                                  seed as seed_range, unit_interval)
 from visualpath.engine import OptimSpec
 
 __all__ = ["Config", "DataConfig", "PretrainConfig", "FinetuneConfig", "TestConfig", "STAGES", "demo_optim",
@@ -53,6 +56,31 @@ def _stages(instance, attribute, value):
     bad = [s for s in value if s not in STAGES]
     if bad or not value:
         raise ValueError(f"stages must be a non-empty list from {list(STAGES)}, got {list(value)}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"stages names a stage twice, got {','.join(value)}; each runs once, in the order "
+                         f"{','.join(STAGES)}")
+
+
+def _run_dir(instance, attribute, value):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"run_dir must name a folder, got {value!r} (the current folder is never a run's folder)")
+
+
+# timm's RandAugment policy: "rand" then sections m (magnitude), n (ops), p (probability),
+# mstd (magnitude noise), mmax (magnitude bound), inc (increasing ops), t (op set); timm
+# ignores a section it cannot read, so a typo would train without what it meant
+_RANDAUGMENT_SECTION = re.compile(r"(m\d+|n\d+|p(\d+\.?\d*|\.\d+)|mstd(\d+\.?\d*|\.\d+|inf)|mmax\d+|inc[01]|t[a-z]+)")
+
+
+def _randaugment(instance, attribute, value):
+    if value is None:
+        return
+    sections = value.split("-") if isinstance(value, str) else []
+    bad = [s for s in sections[1:] if not _RANDAUGMENT_SECTION.fullmatch(s)]
+    if not sections or sections[0] != "rand" or bad or len(sections) < 2:
+        what = f"its section {bad[0]!r} is not one of" if bad else "expected 'rand' then sections of"
+        raise ValueError(f"{attribute.name} must be a timm RandAugment policy or None, got {value!r}: {what} "
+                         "mM, nN, pP, mstdS, mmaxM, inc0/inc1, tNAME joined by '-' (e.g. rand-m7-n4-mstd0.5-inc1)")
 
 
 @attrs.frozen(kw_only=True)
@@ -93,11 +121,11 @@ class FinetuneConfig:
     mixup: float = attrs.field(default=0.8, validator=non_negative_float)  # Mixup's beta alpha; 0 turns it off
     cutmix: float = attrs.field(default=1.0, validator=non_negative_float)  # CutMix's beta alpha; 0 turns it off
     smoothing: float = attrs.field(default=0.1, validator=unit_interval)  # label smoothing, in [0, 1)
-    repeated: int = 2  # repeated augmentation: views per decoded video
+    repeated: int = attrs.field(default=2, validator=_at_least_one)  # repeated augmentation: views per decoded video
     flip: bool = True  # random horizontal flips
-    randaugment: str | None = "rand-m7-n4-mstd0.5-inc1"  # timm RandAugment policy (magnitude 7, 4 ops), None: off
-    erase: float = 0.25  # random-erasing probability
-    crop_area: tuple[float, float] = (0.08, 1.0)  # random-resized-crop area range (VideoMAE)
+    randaugment: str | None = attrs.field(default="rand-m7-n4-mstd0.5-inc1", validator=_randaugment)  # timm RandAugment policy (magnitude 7, 4 ops), None: off
+    erase: float = attrs.field(default=0.25, validator=probability)  # random-erasing probability
+    crop_area: tuple[float, float] = attrs.field(default=(0.08, 1.0), validator=area_range)  # random-resized-crop area range (VideoMAE)
     pool: str = attrs.field(default="mean", validator=_one_of(("mean", "cls")))
 
 
@@ -111,8 +139,8 @@ class TestConfig:
 @attrs.frozen(kw_only=True)
 class Config:
     name: str = "bimm"  # the run's title in the results table
-    run_dir: str = "runs/bimm"  # where config, graph, metrics and checkpoints go (one run at a time)
-    seed: int = attrs.field(default=0, validator=non_negative_int)  # seeds every random draw (data order, augmentation, masks, initialisation)
+    run_dir: str = attrs.field(default="runs/bimm", validator=_run_dir)  # where config, graph, metrics and checkpoints go (one run at a time)
+    seed: int = attrs.field(default=0, validator=seed_range)  # seeds every random draw (data order, augmentation, masks, initialisation)
     device: str = "auto"  # auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N
     stages: tuple[str, ...] = attrs.field(default=STAGES, validator=_stages)  # of ventral, joint, finetune, test
     resume: bool = True  # continue the stages' checkpoints in run_dir; false starts them again

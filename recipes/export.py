@@ -58,10 +58,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path, what: str = "classifier
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recipes.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir")
-    parser.add_argument("out_dir")
-    parser.add_argument("--what", choices=["classifier", "encoder"], default="classifier")
-    parser.add_argument("--stream", default=None, help="the stream whose encoder to export (--what encoder)")
+    parser.add_argument("run_dir", help="a recipe's run directory (config.json, pathway.json and its stages)")
+    parser.add_argument("out_dir", help="the folder to write: a Hugging Face model directory (a video stream) or "
+                                        "timm's model.safetensors and config.json (an image stream)")
+    parser.add_argument("--what", choices=["classifier", "encoder"], default="classifier",
+                        help="classifier: the finetuned model with its class names as id2label (needs the run's "
+                             "finetune stage); encoder: one stream's pretrained encoder (default: %(default)s)")
+    parser.add_argument("--stream", default=None,
+                        help="the stream whose encoder to export with --what encoder (default: the graph's first "
+                             "video stream, else its first stream)")
     parser.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     try:

@@ -16,6 +16,7 @@ VideoMAE; the paper's appendix writes ``/16`` for the ventral stage, which with 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -182,6 +183,10 @@ def check(cfg: Config) -> Pathway:
         except ValueError as err:
             raise ValueError(f"mask of stream {stream.name!r} at data.size={cfg.data.size}: {err}") from None
     check_memory(cfg, pathway)
+    if cfg.data.root is None and cfg.data.synthetic_size < cfg.data.size:
+        raise ValueError(f"data.synthetic_size={cfg.data.synthetic_size} is smaller than the crop, data.size="
+                         f"{cfg.data.size}: the built-in set's frames must be at least as large as what is cut from "
+                         "them")
     check_targets(pathway, cfg.data.size, cfg.data.frames)
     return pathway
 
@@ -219,9 +224,14 @@ def check_targets(pathway: Pathway, size: int, frames: int) -> None:
                 raise Refused(f"{where}: its target fails on a {tuple(shape)} input: {type(err).__name__}: "
                               f"{one_line(err)[:300]}") from None
             if not isinstance(got, torch.Tensor) or tuple(got.shape) != (1, tokens, want):
-                raise Refused(f"{where}: its target has shape {tuple(getattr(got, 'shape', ()))} where "
-                              f"(1, {tokens}, {want}) was expected (batch, tokens, target_dim(layout)={want}); "
-                              "make target_dim return the values per token its target gives")
+                found = tuple(getattr(got, "shape", ()))
+                if len(found) != 3 or found[:2] != (1, tokens):  # a map, not tokens: the patches were never cut
+                    advice = (f"a target is one row per token: cut a map of shape (B, C, [T,] H, W) into tokens with "
+                              f"inp.layout.patchify(map), which gives (1, {tokens}, values per token)")
+                else:
+                    advice = "make target_dim return the values per token its target gives"
+                raise Refused(f"{where}: its target has shape {found} where (1, {tokens}, {want}) was expected "
+                              f"(batch, tokens, target_dim(layout)={want}); {advice}")
 
 
 # what one clip holds in memory at the finetuning stage (every token, no mask), besides the model: the
@@ -270,10 +280,15 @@ def check_device(device: str) -> None:
 
 
 def _check_writable(run_dir: Path) -> None:
-    """The run directory can be created and written (not under a file, not read-only)."""
+    """The run directory can be created and written (not under a file, not read-only),
+    decided without creating it: a refusal leaves the folder as it found it."""
+    existing = run_dir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file")
+        probe = existing / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as err:

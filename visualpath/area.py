@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from visualpath._validate import non_negative, non_negative_float, positive, positive_float
+from visualpath.errors import SpecError
 from visualpath.tokens import MODALITIES, Layout, cached_position_table
 from visualpath.vit import Block
 
@@ -179,6 +180,17 @@ class Area(abc.ABC):
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         register_area(cls)  # found by its class name in a stored graph
+
+    def __new__(cls, *args, **kwargs):
+        # a subclass that declares fields without @attrs.frozen would otherwise fail in attrs'
+        # generated __init__ ("unexpected keyword argument"), or silently keep class defaults
+        own = [n for n, kind in cls.__dict__.get("__annotations__", {}).items()
+               if "ClassVar" not in str(kind)]
+        if own and "__attrs_attrs__" not in cls.__dict__:
+            raise SpecError(f"{cls.__name__} declares fields ({', '.join(own)}) but is not an attrs class: put "
+                            f"@attrs.frozen(kw_only=True) on the line above 'class {cls.__name__}(...)', as every "
+                            "area has (docs/guide.md#your-own-area-in-one-file)")
+        return super().__new__(cls)
 
     @property
     def has_readout(self) -> bool:

@@ -147,8 +147,6 @@ def fit(
     console = console or terminal.console(stderr=True)
     if resume and has_checkpoint(directory):
         state = load_checkpoint(directory, model, optimizer, rank=runtime.rank, world=runtime.world)
-        if runtime.main:
-            console.print(f"[bold]{stage}[/]: resumed at epoch {state.epoch}, step {state.step}")
     # Unreadable files, by path, counted once across epochs, workers, resumes and ranks.
     broken: dict[str, str] = dict(state.extra.get("broken", {}))
     if hasattr(loader.dataset, "warn"):
@@ -163,6 +161,17 @@ def fit(
     total = spec.total_steps or steps_per_epoch * spec.epochs
     epochs = -(-total // steps_per_epoch)
     state.extra["total_steps"] = total  # recorded with each checkpoint: a later stage can tell it finished
+    if resume and state.step and runtime.main:  # counted as the step lines count them
+        console.print(f"[bold]{stage}[/]: resumed at step {state.step}/{total} (epoch "
+                      f"{min(state.epoch + 1, epochs)}/{epochs})")
+    threads = torch.get_num_threads()
+    before = state.extra.get("threads")
+    if resume and state.step and before is not None and before != threads and runtime.device.type == "cpu" \
+            and runtime.main:
+        console.print(f"[yellow]warning:[/] {stage} was trained with {before} CPU threads and resumes with {threads}: "
+                      "sums are split differently across threads, so its weights will differ from an uninterrupted "
+                      f"run's in the last bits; resume with OMP_NUM_THREADS={before} to continue it exactly")
+    state.extra["threads"] = threads  # recorded with each checkpoint
     warmup = spec.warmup_steps if spec.warmup_steps is not None else int(round(spec.warmup_epochs * steps_per_epoch))
     milestones = tuple(int(round(m * steps_per_epoch)) for m in spec.milestones)
     peak = spec.peak_lr(runtime.world)

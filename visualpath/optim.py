@@ -63,6 +63,9 @@ class OptimSpec:
             value = getattr(self, name)
             if value is not None and (value < 0 or (name == "total_steps" and value < 1)):
                 raise ValueError(f"OptimSpec.{name} must be a positive step count or None, got {value!r}")
+        if any(isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < float("inf")
+               for m in self.milestones):
+            raise ValueError(f"OptimSpec.milestones must be epochs >= 0, got {list(self.milestones)!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"OptimSpec.betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:

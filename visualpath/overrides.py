@@ -205,7 +205,15 @@ def _unknown(key: str, pathway) -> typing.NoReturn:
     known = list(override_keys(pathway))
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise SpecError(f"unknown graph key {key!r}{hint} (streams: {', '.join(s.name for s in pathway.streams)})")
+    parts = key.split(".")
+    by_stream = {s.name: [a.name for a in s.areas] for s in pathway.streams}
+    if parts[0] in by_stream and len(parts) >= 3 and parts[1] not in by_stream[parts[0]]:
+        holders = [name for name, areas in by_stream.items() if parts[1] in areas]
+        if holders:
+            hint = (f": {parts[1]} is an area of the {', '.join(holders)} stream{'s' if len(holders) > 1 else ''} only, "
+                    f"not of {parts[0]}" + (f" ({'.'.join([holders[0], *parts[1:]])})" if len(holders) == 1 else ""))
+    areas = "; ".join(f"{name}: {', '.join(areas)}" for name, areas in by_stream.items())
+    raise SpecError(f"unknown graph key {key!r}{hint} (the graph's streams and areas: {areas})")
 
 
 def _split(text: str) -> tuple[str, str]:

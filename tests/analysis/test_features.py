@@ -101,6 +101,29 @@ def test_the_command_line_prints_the_per_area_table_and_writes_figures(tiny_run,
         assert 0 <= r["responsive"] <= 1 and 0 < r["top_component_share"] <= 1
     assert "random init" in out and "responsive" in out
     assert main(["/nonexistent-run"]) == 2
+    total = result["total_steps"]  # which weights it read, said in the table and recorded
+    assert result["stage"] == "joint" and result["step"] == total and result["finished"] is True and total > 0
+    assert f"joint weights at step {total} of {total}" in " ".join(out.split())
+    assert "unfinished" not in out
+
+
+def test_a_run_stopped_mid_stage_is_analysed_with_a_warning_saying_so(tiny_run, tmp_path, capsys):
+    import shutil
+
+    from analysis.report import main
+    from visualpath.rundir import selected_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, symlinks=True)
+    progress_file = selected_checkpoint(run / "joint") / "progress.json"
+    progress = json.loads(progress_file.read_text())
+    progress.update(step=2, finished=False)  # as a kill after the joint stage's second step leaves it
+    progress_file.write_text(json.dumps(progress))
+    assert main([str(run), "--limit", "12", "--no-figures"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"the joint stage is unfinished: these are its weights at step 2 of {progress['total_steps']}" in out
+    result = json.loads((run / "analysis" / "results.json").read_text())
+    assert result["stage"] == "joint" and result["step"] == 2 and result["finished"] is False
 
 
 def test_the_token_grid_of_a_stream_with_a_frame_step_fills_its_tokens():

@@ -313,3 +313,23 @@ def test_target_fit_scores_each_part_of_the_target():
     assert 0.5 < whole < 1.0  # a quarter of random values' variance lies in 3 means of 4 pixels each
     with pytest.raises(ValueError, match="part must be"):
         target_fit(model, clips, part="colour")
+
+
+def test_the_table_explains_target_left_and_warns_when_an_area_is_worse_than_the_mean():
+    import io
+
+    from rich.console import Console
+
+    from analysis.report import print_table, target_left_warnings
+
+    row = {"stream": "ventral", "area": "V3", "probe_top1": 0.5, "probe_ci95": (0.4, 0.6), "knn_top1": 0.4,
+           "knn_ci95": (0.3, 0.5), "random_init_probe_top1": 0.3, "osi": 0.1, "circular_variance": 0.9, "dsi": None,
+           "responsive": 0.5, "target_left": 7.18, "target_left_neighbours": 0.9}
+    fine = {**row, "area": "V1", "target_left": 0.6}
+    warnings = target_left_warnings([row, fine])
+    assert len(warnings) == 1 and warnings[0].startswith("ventral.V3 leaves 7.18") and "scale" in warnings[0]
+    out = io.StringIO()
+    print_table({"run_dir": "r", "rows": [row, fine], "chance": 0.1, "warnings": warnings, "figures": []},
+                Console(file=out, width=200))
+    text = " ".join(out.getvalue().split())
+    assert "1 - R^2" in text and "worse than the" in text and "ventral.V3 leaves 7.18" in text

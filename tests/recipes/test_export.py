@@ -136,3 +136,17 @@ def test_the_exported_processor_and_model_reproduce_predict_on_a_raw_clip(finetu
         top = predict_command(str(run), [str(record.path)], top=1)[0]["top"][0][0]
         assert hf.config.id2label[int(theirs.argmax())] == top == classes[int(ours.argmax())]
         assert np.isfinite(theirs.numpy()).all()
+
+
+def test_export_help_describes_every_argument(capsys):
+    import pytest
+
+    from recipes.export import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for described in ("run_dir a recipe's run directory", "out_dir the folder to write", "--what {classifier,encoder}",
+                      "finetuned model", "--stream STREAM the stream whose encoder", "--trust-code"):
+        assert described in text, described

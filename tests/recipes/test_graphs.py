@@ -181,7 +181,7 @@ def test_help_lists_the_graph_areas_and_their_keys(capsys):
     with pytest.raises(SystemExit):
         _main(f"pathway={GRAPH}:build", "--help")
     out = capsys.readouterr().out
-    assert "ventral [image]: V1 (V1Gabor, 1 blocks) -> V2 (V2Contour, 1 blocks) -> V3 (V3Sobel, 1 blocks)" in out
+    assert "ventral [image]: V1 (V1Gabor, 1 block) -> V2 (V2Contour, 1 block) -> V3 (V3Sobel, 1 block)" in out
     for key in ("pathway.dorsal.MT.normalize: bool = True", "pathway.ventral.V3.cells: int = 2",
                 "pathway.ventral.mask.ratio: float = 0.75", "pathway.ventral.V1.decoder.width: int = 32"):
         assert key in out

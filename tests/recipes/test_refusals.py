@@ -55,7 +55,21 @@ def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path):
     (("finetune.drop_path=1.5",), "drop_path must be a number in [0, 1)"),
     (("log_every=0",), "log_every must be an integer >= 1"),
     (("data.workers=-1",), "workers must be an integer >= 0"),
-    (("seed=-1",), "seed must be an integer >= 0"),
+    (("seed=-1",), "seed must be an integer from 0 to 4294967295"),
+    (("seed=99999999999999999999",), "seed must be an integer from 0 to 4294967295"),
+    (("finetune.randaugment=randm7",), "expected 'rand' then sections"),
+    (("finetune.randaugment=rand-m7-n4-mstd0.5-incl",), "its section 'incl' is not one of"),
+    (("finetune.crop_area=1.5,0.2",), "crop_area must be two numbers low,high with 0 < low <= high <= 1"),
+    (("finetune.crop_area=-1,0.5",), "crop_area must be two numbers"),
+    (("finetune.crop_area=0,0",), "crop_area must be two numbers"),
+    (("finetune.repeated=0",), "repeated must be an integer >= 1"),
+    (("finetune.repeated=-2",), "repeated must be an integer >= 1"),
+    (("finetune.erase=2",), "erase must be a probability in [0, 1]"),
+    (("finetune.erase=-1",), "erase must be a probability in [0, 1]"),
+    (("ventral.optim.milestones=-5",), "milestones must be epochs >= 0"),
+    (("run_dir=",), "run_dir must name a folder"),
+    (("stages=ventral,ventral",), "stages names a stage twice"),
+    (("data.synthetic_size=8", "data.size=48"), "data.synthetic_size=8 is smaller than the crop"),
     (("data.synthetic_groups=0",), "synthetic_groups must be an integer >= 1"),
     (("device=cuda:7",), "device=cuda:7: this machine has"),
     (("device=tpu",), "device must be auto, cpu, mps, cuda or cuda:N"),
@@ -75,6 +89,12 @@ def test_an_unwritable_run_directory_is_refused(tmp_path, capsys, monkeypatch):
         locked.mkdir()
         locked.chmod(0o500)
         assert "cannot be written" in _refused(capsys, monkeypatch, f"run_dir={locked / 'run'}")
+
+
+def test_a_refusal_after_the_writability_check_leaves_no_run_directory(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "new" / "run"
+    _refused(capsys, monkeypatch, f"run_dir={run}", "pathway.V9.blocks=1")  # refused once the graph is built
+    assert not (tmp_path / "new").exists() and list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +209,14 @@ def build(model):
     err = _refused(capsys, monkeypatch, f"pathway={graph}:build", "stages=ventral", "data.image_root=frames",
                    f"run_dir={tmp_path / 'run'}")
     assert "area V3 (Edges) of stream 'ventral'" in err and "(1, 36, 7) was expected" in err, err
-    assert "target_dim(layout)=7" in err
+    assert "target_dim(layout)=7" in err and "make target_dim return" in err
+    # a map that was never cut into tokens: the advice is patchify, not target_dim
+    maps = tmp_path / "map_target.py"  # another file: a file is loaded once per process
+    maps.write_text(graph.read_text().replace("return inp.layout.patchify(inp.pixels.mean(1, keepdim=True))",
+                                              "return inp.pixels.mean(1, keepdim=True)"))
+    err = _refused(capsys, monkeypatch, f"pathway={maps}:build", "stages=ventral", "data.image_root=frames",
+                   f"run_dir={tmp_path / 'run'}")
+    assert "inp.layout.patchify(map)" in err and "target_dim return" not in err, err
 
 
 def test_a_pretrained_file_that_is_not_safetensors_is_refused_in_one_line(tmp_path, capsys, monkeypatch):

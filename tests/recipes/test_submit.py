@@ -31,7 +31,7 @@ def test_a_submitted_run_preempted_by_the_executor_is_requeued_and_ends_with_the
     assert job.result() == 0
     logs = "".join(p.read_text() for p in (run / "submitit").glob("*/*_log.*"))
     assert "preempted: ventral stopped at step" in logs and "on SIGUSR2" in logs, logs[-3000:]
-    assert "Requeued job" in logs and "ventral: resumed at epoch" in logs, logs[-3000:]
+    assert "Requeued job" in logs and "ventral: resumed at step" in logs, logs[-3000:]
     assert (run / "submitit" / "jobs.txt").read_text().startswith(f"{job.job_id}\t")
     ours = load_file(str(run / "ventral" / "model.safetensors"))
     theirs = load_file(str(tmp_path / "full" / "ventral" / "model.safetensors"))

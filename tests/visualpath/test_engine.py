@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -213,6 +214,27 @@ def _fit_to(console, tmp_path, stop_after=None, resume=False):
                stop_after=stop_after, log_every=1, checkpoint_every=2, console=console)
 
 
+def test_resuming_under_another_thread_count_warns_and_the_same_count_does_not(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _fit_to(Console(file=io.StringIO()), tmp_path, stop_after=5)
+        out = io.StringIO()
+        torch.set_num_threads(2)
+        _fit_to(Console(file=out, width=300), tmp_path, resume=True, stop_after=7)
+        assert "was trained with 1 CPU threads and resumes with 2" in out.getvalue()
+        assert "OMP_NUM_THREADS=1" in out.getvalue()
+        out = io.StringIO()
+        _fit_to(Console(file=out, width=300), tmp_path, resume=True)  # its last checkpoint recorded 2
+        assert "CPU threads" not in out.getvalue()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_in_a_terminal_of_80_columns_the_bar_count_and_eta_stay_on_one_line(tmp_path):
     import io
 
@@ -252,7 +274,7 @@ def test_a_resumed_run_keeps_one_metrics_record_per_step(tmp_path):
     _fit_to(Console(file=out), tmp_path, resume=True)
     steps = [_json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 10))
-    assert "joint: resumed at epoch 1, step 4" in out.getvalue()
+    assert re.search(r"joint: resumed at step 4/9 \(epoch 2/\d+\)", out.getvalue()), out.getvalue()
 
 
 def test_run_files_are_written_with_the_umask_like_any_other_file(tmp_path):

@@ -127,3 +127,22 @@ def test_other_bad_declarations():
         DecoderSpec(width=100, heads=3)
     with pytest.raises(ValueError, match="name must be"):
         V4Color(name="V4.1")
+
+
+def test_an_area_with_fields_but_without_attrs_frozen_says_what_to_add():
+    from visualpath import Area
+    from visualpath.errors import SpecError
+
+    class UndecoratedStumble(Area):
+        name: str = "V3"
+        blocks: int = 1
+        scale: float = 2.0
+
+        def target_dim(self, layout):
+            return 1
+
+        def target(self, inp):
+            return inp.pixels
+
+    with pytest.raises(SpecError, match=r"declares fields \(name, blocks, scale\).*@attrs.frozen\(kw_only=True\)"):
+        UndecoratedStumble(blocks=1, scale=3.0)
