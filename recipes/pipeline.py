@@ -183,10 +183,11 @@ def check(cfg: Config) -> Pathway:
         except ValueError as err:
             raise ValueError(f"mask of stream {stream.name!r} at data.size={cfg.data.size}: {err}") from None
     check_memory(cfg, pathway)
-    if cfg.data.root is None and cfg.data.synthetic_size < cfg.data.size:
-        raise ValueError(f"data.synthetic_size={cfg.data.synthetic_size} is smaller than the crop, data.size="
-                         f"{cfg.data.size}: the built-in set's frames must be at least as large as what is cut from "
-                         "them")
+    if cfg.data.root is None and 2 * cfg.data.synthetic_size < cfg.data.size:
+        raise ValueError(f"data.synthetic_size={cfg.data.synthetic_size} is less than half the crop, data.size="
+                         f"{cfg.data.size}: each crop would be the built-in set's frames enlarged more than 2x; "
+                         f"raise data.synthetic_size to at least {-(-cfg.data.size // 2)} (up to 512) or lower "
+                         "data.size")
     check_targets(pathway, cfg.data.size, cfg.data.frames)
     return pathway
 

@@ -183,7 +183,7 @@ def import_module(name: str, where: str = "reference") -> types.ModuleType:
             raise CodeError(f"{where}: {name!r} names a module by its name, and the only {top!r} is "
                             f"{found.origin if found.origin not in (None, 'namespace') else folder / top} in the "
                             "current folder: a module name means an installed module (or one on PYTHONPATH), never "
-                            "whatever matches in the current folder; name the file instead "
+                            "whatever matches in the current folder; to use that file, name it by its path "
                             f"('{top}.py:NAME' or '{top}/__init__.py:NAME')")
         sha = None
         if "." not in name and found.origin and Path(found.origin).is_file():

@@ -69,7 +69,7 @@ def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path):
     (("ventral.optim.milestones=-5",), "milestones must be epochs >= 0"),
     (("run_dir=",), "run_dir must name a folder"),
     (("stages=ventral,ventral",), "stages names a stage twice"),
-    (("data.synthetic_size=8", "data.size=48"), "data.synthetic_size=8 is smaller than the crop"),
+    (("data.synthetic_size=8", "data.size=48"), "data.synthetic_size=8 is less than half the crop"),
     (("data.synthetic_groups=0",), "synthetic_groups must be an integer >= 1"),
     (("device=cuda:7",), "device=cuda:7: this machine has"),
     (("device=tpu",), "device must be auto, cpu, mps, cuda or cuda:N"),

@@ -120,7 +120,7 @@ def test_a_module_name_never_means_a_file_in_the_current_folder(tmp_path, monkey
     (tmp_path / "graph.py").write_text(payload)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m` puts the current folder first
-    with trusting(named=["colleague:build"]), pytest.raises(SpecError, match="current folder.*'colleague.py:NAME'"):
+    with trusting(named=["colleague:build"]), pytest.raises(SpecError, match="current folder.*name it by its path \\('colleague.py:NAME'"):
         build_graph(attrs.evolve(TINY, pathway="colleague:build"))
     # a spec naming `graph.json:X` is not `./graph.py`, even under --trust-code
     stored = build_graph(TINY).to_dict()
