@@ -40,7 +40,8 @@ from visualpath.data.layouts import image_split, video_set
 from visualpath.data.memory import DecodedVideos, decoded_videos
 from visualpath.data.synthetic import ImageSpec, SyntheticSpec, ensure_synthetic_images
 from visualpath.errors import Refused
-from visualpath.engine import OptimSpec, RunLog, build_optimizer, evaluate, fit, load_weights, make_loader
+from visualpath.engine import (OptimSpec, RunLog, build_optimizer, compiled, evaluate, fit, load_weights,
+                               make_loader)
 from visualpath.rundir import PATHWAY_FILE, stage_progress
 from visualpath import terminal
 
@@ -145,7 +146,7 @@ def _train(stage: str, cfg: Config, model, step_fn, dataset, optim: OptimSpec, r
         model.checkpointing = cfg.checkpointing
     wrapped = ddp(model, runtime)
     if cfg.compile:
-        wrapped = torch.compile(wrapped)
+        wrapped = compiled(wrapped)
     optimizer = build_optimizer(model, optim, runtime, num_layers=num_layers)
     loader = make_loader(dataset, optim.batch_size, runtime, shuffle=True, seed=cfg.seed, workers=cfg.data.workers)
     return fit(stage, wrapped, step_fn, loader, optimizer, optim, runtime, run, resume=cfg.resume,

@@ -49,6 +49,7 @@ from visualpath.runtime import Runtime, seed_everything, setup, teardown  # noqa
 from visualpath import terminal
 
 __all__ = [
+    "compiled",
     "OptimSpec",
     "Runtime",
     "TrainState",
@@ -99,6 +100,15 @@ def _all_reduce_mean(values: dict[str, float], runtime: Runtime) -> dict[str, fl
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=runtime.device)
     dist.all_reduce(t)
     return dict(zip(values, (t / runtime.world).tolist()))
+
+
+def compiled(module: nn.Module) -> nn.Module:
+    """``torch.compile`` as a training stage uses it (``compile=true``): shapes traced as
+    concrete (``dynamic=False``). A stage's batches keep their shape, so a shape that does
+    change costs one recompilation; symbolic shapes would fail, because the random draws of
+    masks and frames (``torch.rand``, ``torch.randint`` without a generator) refuse symbolic
+    sizes under torch.compile's fake tensors."""
+    return torch.compile(module, dynamic=False)
 
 
 def fit(

@@ -218,7 +218,7 @@ class PathwayModel(nn.Module):
             maps[name] = m.unsqueeze(1)  # (B, 1, [T,] H, W)
         if sel.key == "video" and stream.modality == "image":
             B, T = x.shape[0], x.shape[2]
-            t = torch.randint(int(T), (int(B),), device=x.device, generator=generator)  # concrete under torch.compile
+            t = torch.randint(T, (B,), device=x.device, generator=generator)
             rows = torch.arange(B, device=x.device)
             pixels = pixels[rows, :, t]  # (B, C, H, W)
             maps = {name: m[rows, :, t] for name, m in maps.items()}

@@ -70,20 +70,19 @@ def test_checkpoints_of_compiled_and_distributed_models_keep_plain_keys():
 
 
 @pytest.mark.slow
-def test_a_compiled_model_runs_clips_of_changing_batch_size_with_an_image_stream_fed_clips():
+def test_a_compiled_model_runs_clips_of_changing_shape_with_an_image_stream_fed_clips():
     """``compile=true`` end to end met its first failure here: the joint stage feeds the image
-    stream one frame of each clip, and a second batch size makes torch.compile trace the frame
-    draw with a symbolic batch (``torch.randint`` refused it). Compiled and eager agree."""
+    stream one frame of each clip, drawn with the global generator (the training step passes
+    none), and once torch.compile traced the second shape as symbolic, ``torch.randint`` (and
+    the masks' ``torch.rand``) refused it. A stage compiles as :func:`engine.compiled` does."""
+    from visualpath.engine import compiled as compile_for_training
+
     torch.manual_seed(0)
-    graph = tiny_pathway()
-    ventral = graph.streams[0]
-    model = graph.build()
-    compiled = torch.compile(model)
-    for b in (2, 3):  # the second size recompiles with a symbolic batch
-        video = {"video": torch.randint(0, 256, (b, 3, 4, 32, 32), dtype=torch.uint8,
+    model = tiny_pathway().build()
+    compiled = compile_for_training(model)
+    for b, t in ((2, 4), (3, 6)):
+        video = {"video": torch.randint(0, 256, (b, 3, t, 32, 32), dtype=torch.uint8,
                                         generator=torch.Generator().manual_seed(b))}
-        out = compiled(video, generator=torch.Generator().manual_seed(1))
-        eager = model(video, generator=torch.Generator().manual_seed(1))
-        assert set(out.losses) == set(eager.losses) and ventral.name in out.streams
-        for name, loss in out.losses.items():
-            assert torch.isfinite(loss) and torch.allclose(loss, eager.losses[name], rtol=1e-3, atol=1e-4), name
+        out = compiled(video)  # no generator: the draw is traced, as in the recipe's step
+        assert set(out.losses) == {"ventral.V1", "ventral.V2", "ventral.V4", "dorsal.V1", "dorsal.V2", "dorsal.MT"}
+        assert all(torch.isfinite(loss) for loss in out.losses.values())
