@@ -47,7 +47,8 @@ def _declared(group: str) -> tuple[str, ...]:
         points = importlib.metadata.entry_points(group=group)
     except Exception:  # a broken distribution's metadata must not stop the check; it registers nothing
         return ()
-    return tuple(sorted({p.value.strip() for p in points if isinstance(p.value, str) and p.value.strip()}))
+    values = {p.value.split("[")[0].strip() for p in points if isinstance(p.value, str)}  # "mod:fn [extra]"
+    return tuple(sorted(v for v in values if v))
 
 
 def registered_areas() -> tuple[str, ...]:
