@@ -205,6 +205,7 @@ def fit(
         task = progress.add_task(stage, total=total, completed=state.step, rate="")
         start, start_step = time.perf_counter(), state.step
         clock = _CheckpointClock(checkpoint_minutes, runtime)
+        scale_checked = False
         while state.epoch < epochs and state.step < total:
             done_in_epoch = state.step - state.epoch * steps_per_epoch
             loader.sampler.set_epoch(state.epoch, skip=done_in_epoch * loader.batch_size * spec.accum_steps)
@@ -239,6 +240,12 @@ def fit(
                     values = {k: float(v) / micro for k, v in running.items()}  # host sync here only
                     values = _all_reduce_mean(values, runtime)  # a NaN on one rank reaches every rank
                     _check_finite(values, stage, state.step)
+                    if not scale_checked:  # once per stage, at its first record
+                        scale_checked = True
+                        for note in loss_scale_notes(values):
+                            if runtime.main:
+                                progress.console.print(f"[yellow]warning:[/] {stage}: {note}", markup=True,
+                                                       highlight=False)
                     rate = clips * runtime.world / (time.perf_counter() - window_start)
                     run.metrics(stage, epoch=state.epoch, step=state.step, lr=lr, clips_per_s=rate, **values)
                     shown = " ".join(f"{k}={v:.3f}" for k, v in values.items())
@@ -314,6 +321,31 @@ class _StageProgress(Progress):
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def loss_scale_notes(values: dict[str, float], factor: float = 100.0) -> list[str]:
+    """A line for each area whose loss is more than ``factor`` times below or above the
+    median of the others' (``values`` as a stage logs them: ``"STREAM.AREA"`` keys): its
+    target is on another scale, so it weighs almost nothing (or almost everything) in the sum
+    every area shares."""
+    areas = {k: v for k, v in values.items() if "." in k and math.isfinite(v)}
+    notes = []
+    for key, value in areas.items():
+        others = sorted(v for k, v in areas.items() if k != key)
+        if not others or value <= 0:
+            continue
+        middle = others[len(others) // 2] if len(others) % 2 else (others[len(others) // 2 - 1] +
+                                                                 others[len(others) // 2]) / 2
+        if middle <= 0 or factor * value >= middle >= value / factor:
+            continue
+        low = value < middle
+        area = key.split(".", 1)[1]
+        notes.append(f"{key}'s loss ({value:.3g}) is {max(value, middle) / min(value, middle):.0f}x "
+                     f"{'below' if low else 'above'} the other areas' median ({middle:.3g}): its target is on "
+                     f"another scale, so it weighs almost {'nothing' if low else 'everything'} in the total and "
+                     f"{'it' if low else 'the other areas'} will learn little; standardise its target per token "
+                     f"(areas.normalize_tokens), or set pathway.{area}.weight")
+    return notes
 
 
 def _note_broken(stage: str, entries, dataset, broken: dict[str, str], console, runtime: Runtime) -> None:

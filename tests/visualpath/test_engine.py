@@ -288,3 +288,16 @@ def test_run_files_are_written_with_the_umask_like_any_other_file(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_an_area_whose_loss_is_on_another_scale_is_named_once():
+    from visualpath.engine import loss_scale_notes
+
+    paper = {"loss": 2.6, "ventral.V1": 0.6, "ventral.V2": 0.06, "ventral.V4": 0.47, "dorsal.MT": 0.93}
+    assert loss_scale_notes(paper) == []  # V2's sparse contours sit 10x below: within the range
+    tiny = {**paper, "ventral.V3": 0.001}
+    notes = loss_scale_notes(tiny)
+    assert len(notes) == 1 and notes[0].startswith("ventral.V3's loss (0.001) is 535x below")
+    assert "normalize_tokens" in notes[0] and "pathway.V3.weight" in notes[0]
+    huge = {**paper, "dorsal.V9": 900.0}
+    assert [n.split("'")[0] for n in loss_scale_notes(huge)] == ["dorsal.V9"] and "above" in loss_scale_notes(huge)[0]
