@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -39,10 +40,14 @@ __all__ = ["analyse_run", "json_ready", "main"]
 
 
 def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None = None, device: str = "cpu",
-                figures: bool = True, progress: bool = True, trust_code: bool = False) -> dict:
+                figures: bool = True, progress: bool = True, trust_code: bool = False, random_draws: int = 3) -> dict:
     """Probe every area of a run; returns ``{"rows": [...], "cka": {...}, "figures": [...]}``
     and writes ``RUN_DIR/analysis/results.json`` (and the figures). ``trust_code``: as
-    :func:`analysis.features.load_run`."""
+    :func:`analysis.features.load_run`. ``random_draws``: the same graph with random weights is
+    probed this many times (seeds 0, 1, ...): one draw moves a probe by several points, so the
+    reference is their mean and spread."""
+    if isinstance(random_draws, bool) or not isinstance(random_draws, int) or random_draws < 1:
+        raise ValueError(f"random_draws must be an integer >= 1, got {random_draws!r}")
     run_dir = Path(run_dir)
     model = load_run(run_dir, stage=stage, device=device, trust_code=trust_code)  # checks the directory first
     read = stage or next(s for s in ("joint", "ventral") if (run_dir / s / "model.safetensors").is_file())
@@ -54,7 +59,7 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
     train_set, test_set = run_dataset(run_dir, train=True, limit=limit), run_dataset(run_dir, train=False, limit=limit)
     tuning = tuning_report(model, size=data["size"], frames=data["frames"])
     tuning_rows = {(r["stream"], r["area"]): r for r in tuning.table()}
-    random_init = random_weights(model, seed=0, device=device)
+    random_inits = [random_weights(model, seed=seed, device=device) for seed in range(random_draws)]
     fit = target_fit(model, test_set, device=device)  # fraction of each target's variance left at masked tokens
     reference = neighbour_fit(model, test_set, device=device)  # what a token's 8 neighbours give away
     rows, test_feats = [], {}
@@ -65,14 +70,16 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
         test.save(out_dir / f"features_{stream}_test")
         test_feats[stream] = test
         probe, neighbours = linear_probe(train, test), knn(train, test)
-        baseline = linear_probe(extract(random_init, train_set, stream, device=device, progress=False),
-                                extract(random_init, test_set, stream, device=device, progress=False))
+        baselines = [linear_probe(extract(r, train_set, stream, device=device, progress=False),
+                                  extract(r, test_set, stream, device=device, progress=False)) for r in random_inits]
         for area in train.names:
             t = tuning_rows[(stream, area)]
             row = {"stream": stream, "area": area, "probe_top1": probe[area], "knn_top1": neighbours[area],
                    "probe_ci95": wilson_interval(probe[area], len(test)),
                    "knn_ci95": wilson_interval(neighbours[area], len(test)),
-                   "random_init_probe_top1": baseline[area],
+                   "random_init_probe_top1": statistics.fmean(b[area] for b in baselines),
+                   "random_init_probe_draws": [b[area] for b in baselines],
+                   "random_init_probe_sd": statistics.stdev(b[area] for b in baselines) if len(baselines) > 1 else None,
                    "osi": t["osi"], "circular_variance": t["circular_variance"], "dsi": t.get("dsi"),
                    "responsive": t["responsive"], "train_items": len(train), "test_items": len(test),
                    "top_component_share": top_component_share(test[area]),
@@ -166,6 +173,10 @@ def _with_ci(value, interval) -> str:
     return f"{100 * value:.1f} [{100 * interval[0]:.0f}-{100 * interval[1]:.0f}]"
 
 
+def _with_sd(value, sd) -> str:
+    return _fmt(value, True) if value is None or sd is None else f"{100 * value:.1f} ± {100 * sd:.1f}"
+
+
 def _fmt(value, percent=False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -202,14 +213,17 @@ def print_table(result: dict, console=None) -> None:
             + (f" of {result['total_steps']}" if result.get("total_steps") else "") + ", "
     table = Table(title=f"what each area learned: {result['run_dir']} ({read}chance {100 * result['chance']:.1f}%)",
                   caption=TARGET_LEFT_LEGEND, caption_justify="left")
-    for col in ("stream", "area", "probe top-1 % [95% CI]", "random init %", "kNN top-1 % [95% CI]",
+    draws = max((len(r.get("random_init_probe_draws") or ()) for r in result["rows"]), default=0)
+    random_col = f"random weights % (mean ± sd, {draws} draws)" if draws > 1 else "random weights %"
+    for col in ("stream", "area", "probe top-1 % [95% CI]", random_col, "kNN top-1 % [95% CI]",
                 "target left [8 neighbours]"):
         table.add_column(col, justify="left" if col in ("stream", "area") else "right")
     for r in result["rows"]:
         left = "-" if r.get("target_left") is None else \
             f"{_fmt(r['target_left'])} [{_fmt(r.get('target_left_neighbours'))}]"
         table.add_row(r["stream"], r["area"], _with_ci(r["probe_top1"], r.get("probe_ci95")),
-                      _fmt(r.get("random_init_probe_top1"), True), _with_ci(r["knn_top1"], r.get("knn_ci95")), left)
+                      _with_sd(r.get("random_init_probe_top1"), r.get("random_init_probe_sd")),
+                      _with_ci(r["knn_top1"], r.get("knn_ci95")), left)
     console.print(table)
     tuning = Table(title="tuning to gratings (medians over responsive units; OSI/DSI quartiles)")
     for col in ("stream", "area", "OSI", "OSI 25-75%", "circ. var.", "DSI", "DSI 25-75%", "responsive %"):
@@ -243,11 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu, cuda or cuda:N (default: cuda when there is one)")
     parser.add_argument("--no-figures", action="store_true", help="the table and results.json only")
+    parser.add_argument("--random-draws", type=int, default=3,
+                        help="random-weight draws of the same graph probed as the reference (default: %(default)s)")
     parser.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     try:
         result = analyse_run(args.run_dir, stage=args.stage, limit=args.limit, device=args.device,
-                             figures=not args.no_figures, trust_code=args.trust_code)
+                             figures=not args.no_figures, trust_code=args.trust_code,
+                             random_draws=args.random_draws)
     except ValueError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2

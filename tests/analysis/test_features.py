@@ -99,7 +99,10 @@ def test_the_command_line_prints_the_per_area_table_and_writes_figures(tiny_run,
         lo, hi = r["probe_ci95"]
         assert lo <= r["probe_top1"] <= hi and 0 <= r["random_init_probe_top1"] <= 1
         assert 0 <= r["responsive"] <= 1 and 0 < r["top_component_share"] <= 1
-    assert "random init" in out and "responsive" in out
+        draws = r["random_init_probe_draws"]  # three random draws of the graph: a mean and a spread
+        assert len(draws) == 3 and abs(r["random_init_probe_top1"] - sum(draws) / 3) < 1e-9
+        assert r["random_init_probe_sd"] is not None and r["random_init_probe_sd"] >= 0
+    assert "random weights % (mean ± sd, 3 draws)" in " ".join(out.split()) and "responsive" in out
     assert main(["/nonexistent-run"]) == 2
     total = result["total_steps"]  # which weights it read, said in the table and recorded
     assert result["stage"] == "joint" and result["step"] == total and result["finished"] is True and total > 0
