@@ -121,6 +121,9 @@ def read_ucf101(root: str | os.PathLike, split: int = 1, train: bool = True) -> 
         labelled = re.fullmatch(r"(.*\.\w+)\s+(\d+)", line.strip())
         parts = [labelled.group(1), labelled.group(2)] if labelled else [line.strip()]
         relative = parts[0].replace("\\", "/")
+        if ".." in relative.split("/") or relative.startswith("/"):
+            raise DatasetFormatError(f"{lists / name}: {relative!r} leads outside UCF-101/: a list names files "
+                                     "inside the set's folder")
         folder = relative.split("/")[0].lower()
         if folder not in index:
             raise DatasetFormatError(f"{lists / name}: class folder of {relative!r} is not in classInd.txt")
@@ -207,6 +210,9 @@ def read_path_label_list(list_file: str | os.PathLike, root: str | os.PathLike |
         if len(parts) < 2 or not parts[-1].lstrip("-").isdigit():
             raise DatasetFormatError(f"{list_file}: expected '<path> <integer label>', got {line!r}")
         path = Path(" ".join(parts[:-1]))
+        if ".." in path.parts:
+            raise DatasetFormatError(f"{list_file}: {str(path)!r} steps out of a folder with '..': a list names "
+                                     f"files inside {base} or by an absolute path")
         records.append(VideoRecord(path if path.is_absolute() else base / path, int(parts[-1])))
     if not records:
         raise DatasetFormatError(f"{list_file}: no videos listed")

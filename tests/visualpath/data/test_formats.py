@@ -151,3 +151,17 @@ def test_ucf101_file_names_with_spaces_parse(tmp_path):
     for train in (True, False):
         records, _ = read_ucf101(root, 1, train=train)
         assert records[-1].path == folder / "v_ApplyEyeMakeup g96_c01.avi" and records[-1].label == 0
+
+
+def test_a_list_entry_that_steps_out_of_the_set_with_dot_dot_is_refused(tmp_path):
+    lst = tmp_path / "train.csv"
+    lst.write_text("a/x.mp4 3\na/../../../outside.avi 1\n")
+    with pytest.raises(DatasetFormatError, match="'a/../../../outside.avi' steps out of a folder"):
+        read_path_label_list(lst, root=tmp_path / "root")
+    root = tmp_path / "ucf"
+    (root / "UCF-101" / "Expand").mkdir(parents=True)
+    (root / "ucfTrainTestlist").mkdir()
+    (root / "ucfTrainTestlist" / "classInd.txt").write_text("1 Expand\n")
+    (root / "ucfTrainTestlist" / "trainlist01.txt").write_text("Expand/../../../outside.avi 1\n")
+    with pytest.raises(DatasetFormatError, match="leads outside UCF-101/"):
+        read_ucf101(root, 1, train=True)
