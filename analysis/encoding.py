@@ -21,7 +21,14 @@ assigned the area with the highest median corrected predictivity over its neuroi
 Brain-Score commits a layer to a region).
 
 A stimulus-shuffled control (the responses paired with a permutation of the stimuli) is
-scored the same way: it should give ``r`` near 0, and anything else is a leak.
+scored the same way, over ``permutations`` permutations (100 by default): its median ``r``
+per permutation forms a null distribution, reported as its median and 95% band. A trained
+area's ``r`` inside that band predicts nothing; a band away from 0 is a leak.
+
+Whether a region's assignment is clear: the best area's corrected predictivity is compared
+with the runner-up's by a paired bootstrap over the region's neuroids (the same resampled
+neuroids for both): ``assignment_p`` is the share of resamples in which the runner-up's
+median is at least the best's, and ``clear_assignment`` is ``assignment_p < 0.05``.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from analysis.recordings import Recording
 
 __all__ = ["ALPHAS", "readout", "split_half_reliability", "ridge_predictions", "pearson", "fold_pearson",
            "encoding_scores",
-           "bootstrap_median"]
+           "bootstrap_median", "paired_bootstrap_p"]
 
 ALPHAS = np.logspace(-2, 8, 21)  # ridge penalties tried per neuroid (features standardised)
 
@@ -131,9 +138,27 @@ def bootstrap_median(values: np.ndarray, boots: int = 1000, seed: int = 0) -> tu
     return float(np.median(v)), float(lo), float(hi)
 
 
+def paired_bootstrap_p(best: np.ndarray, other: np.ndarray, boots: int = 1000, seed: int = 0) -> float:
+    """One-sided p that ``best``'s median over neuroids is above ``other``'s: the share of
+    paired resamples of the neuroids (finite in both) where it is not, with the usual +1 in
+    numerator and denominator (never exactly 0)."""
+    keep = np.isfinite(best) & np.isfinite(other)
+    a, b = best[keep], other[keep]
+    if a.size == 0:
+        return float("nan")
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(boots, a.size))
+    worse = np.count_nonzero(np.median(a[idx], axis=1) <= np.median(b[idx], axis=1))
+    return float((worse + 1) / (boots + 1))
+
+
+def _null_band(null_medians: np.ndarray) -> list[float]:
+    finite = null_medians[np.isfinite(null_medians)]
+    return [float(v) for v in np.percentile(finite, [2.5, 97.5])] if finite.size else [float("nan")] * 2
+
+
 def encoding_scores(features: Mapping[str, np.ndarray | Tensor], recording: Recording, *, folds: int = 5,
                     seed: int = 0, splits: int = 100, boots: int = 1000, min_reliability: float = 0.1,
-                    time_bins=None, control: bool = True) -> dict:
+                    time_bins=None, control: bool = True, permutations: int = 100) -> dict:
     """Cross-validated encoding scores of every area for every neuroid of ``recording``.
 
     Args:
@@ -145,6 +170,7 @@ def encoding_scores(features: Mapping[str, np.ndarray | Tensor], recording: Reco
         min_reliability: neuroids less reliable than this are left out of corrected summaries.
         time_bins: the time bins averaged (default all).
         control: also score each area on stimulus-shuffled responses.
+        permutations: shuffles of the stimuli for the control's null distribution.
 
     Returns:
         ``{"neuroids": {...per neuroid...}, "areas": {area: summary}, "regions": {region:
@@ -157,8 +183,12 @@ def encoding_scores(features: Mapping[str, np.ndarray | Tensor], recording: Reco
     reliable = np.isfinite(rho) & (rho >= min_reliability)
     sqrt_rho = np.sqrt(np.where(reliable, rho, np.nan))
     constant = mean.std(0) == 0
+    if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 1:
+        raise ValueError(f"permutations must be an integer >= 1, got {permutations!r}")
     r_of, corrected_of, shuffled_of, areas = {}, {}, {}, {}
-    shuffle = np.random.default_rng(seed + 1).permutation(S)
+    rng = np.random.default_rng(seed + 1)
+    shuffles = [rng.permutation(S) for _ in range(permutations)]
+    shuffled_responses = np.concatenate([mean[order] for order in shuffles], axis=1)  # (S, P * N), one fit for all
     for name, x in features.items():
         x = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
         x = x.reshape(x.shape[0], -1)
@@ -174,9 +204,13 @@ def encoding_scores(features: Mapping[str, np.ndarray | Tensor], recording: Reco
         summary.update(median_corrected=med, ci95=[lo, hi], features=int(x.shape[1]),
                        median_alpha=float(np.median(alphas)))
         if control:
-            shuffled, _, held_out = ridge_predictions(x, mean[shuffle], folds, seed)
-            shuffled_of[name] = fold_pearson(shuffled, mean[shuffle], held_out)
-            summary["shuffled_median_r"] = _median(shuffled_of[name])
+            shuffled, _, held_out = ridge_predictions(x, shuffled_responses, folds, seed)
+            null = fold_pearson(shuffled, shuffled_responses, held_out).reshape(permutations, N)
+            null[:, constant] = np.nan
+            shuffled_of[name] = null  # (P, N)
+            medians = _medians(null)
+            summary.update(shuffled_median_r=_median(medians), shuffled_band95=_null_band(medians),
+                           permutations=permutations)
         areas[name] = summary
     names = list(features)
     stacked = np.stack([np.nan_to_num(r_of[a], nan=-np.inf) for a in names])  # (A, N)
@@ -190,13 +224,20 @@ def encoding_scores(features: Mapping[str, np.ndarray | Tensor], recording: Reco
         for a in names:
             rows[a]["median_r"] = _median(r_of[a][idx])
             if control:
-                rows[a]["shuffled_median_r"] = _median(shuffled_of[a][idx])
+                medians = _medians(shuffled_of[a][:, idx])
+                rows[a]["shuffled_median_r"] = _median(medians)
+                rows[a]["shuffled_band95"] = _null_band(medians)
         scored = {a: v["median_corrected"] for a, v in rows.items() if np.isfinite(v["median_corrected"])}
+        ranked = sorted(scored, key=scored.get, reverse=True)
+        p = paired_bootstrap_p(corrected_of[ranked[0]][idx], corrected_of[ranked[1]][idx], boots, seed) \
+            if len(ranked) > 1 else float("nan")
         best_here = [b for b, keep in zip(best, idx) if keep and b is not None]
         by_region[region] = {
             "neuroids": int(idx.sum()), "reliable": int((idx & reliable).sum()),
             "median_ceiling": _median(rho[idx]),
-            "areas": rows, "assigned_area": max(scored, key=scored.get) if scored else None,
+            "areas": rows, "assigned_area": ranked[0] if ranked else None,
+            "runner_up": ranked[1] if len(ranked) > 1 else None, "assignment_p": p,
+            "clear_assignment": bool(np.isfinite(p) and p < 0.05) if len(ranked) > 1 else bool(ranked),
             "best_area_counts": {a: best_here.count(a) for a in names},
         }
     return {
@@ -207,6 +248,15 @@ def encoding_scores(features: Mapping[str, np.ndarray | Tensor], recording: Reco
                      "r": {a: _floats(r_of[a]) for a in names}},
         "areas": areas, "regions": by_region,
     }
+
+
+def _medians(rows: np.ndarray) -> np.ndarray:
+    """The median of each row over its finite values (NaN for a row with none)."""
+    out = np.full(rows.shape[0], np.nan)
+    for i, row in enumerate(rows):
+        if np.isfinite(row).any():
+            out[i] = np.nanmedian(row)
+    return out
 
 
 def _median(x: np.ndarray) -> float:

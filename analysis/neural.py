@@ -270,6 +270,20 @@ def _num(value, digits: int = 2) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _with_band(value, band) -> str:
+    if not band or value is None:
+        return _num(value)
+    return f"{_num(value)} [{_num(band[0])} to {_num(band[1])}]"
+
+
+def _assignment(region: str, enc: dict) -> str:
+    area, runner, p = enc["assigned_area"], enc.get("runner_up"), enc.get("assignment_p")
+    if runner is None or p is None or not math.isfinite(p):
+        return f"{region} -> {area}"
+    verdict = "" if enc.get("clear_assignment") else ": no clear assignment"
+    return f"{region} -> {area} (p = {p:.3f} against {runner}{verdict})"
+
+
 def print_neural_table(result: dict, console=None) -> None:
     """Per region and area: noise-corrected predictivity (median, 95% interval) trained and
     with random weights, raw r, the shuffled control, how many neuroids it predicts best, and
@@ -287,19 +301,22 @@ def print_neural_table(result: dict, console=None) -> None:
         table = Table(title=f"{region} ({result['readout'][region]} readout): {enc['neuroids']} neuroids "
                             f"({enc['reliable']} reliable), median ceiling "
                             f"{_num(enc['median_ceiling'])}; RSA ({rsa_method}) ceiling {_num(low)}-{_num(high)}")
-        for column in ("area", "corrected", "95% CI", "random", "r", "shuffled r", "best for", "RSA", "RSA random"):
+        for column in ("area", "corrected", "95% CI", "random", "r", "shuffled r [95% null band]", "best for", "RSA",
+                       "RSA random"):
             table.add_column(column, justify="left" if column == "area" else "right")
         for area, row in enc["areas"].items():
             rnd = random_init["encoding"]["regions"][region]["areas"][area] if random_init else None
             rnd_rsa = random_init["rsa"]["regions"][region]["areas"][area]["mean"] if random_init else None
             table.add_row(area + (" *" if area == enc["assigned_area"] else ""), _num(row["median_corrected"]),
                           f"{_num(row['lo'])}-{_num(row['hi'])}", _num(rnd["median_corrected"]) if rnd else "-",
-                          _num(row["median_r"]), _num(row.get("shuffled_median_r")),
+                          _num(row["median_r"]), _with_band(row.get("shuffled_median_r"), row.get("shuffled_band95")),
                           str(enc["best_area_counts"][area]), _num(rsa["areas"][area]["mean"], 3),
                           _num(rnd_rsa, 3))
         console.print(table)
-    console.print("assignment (* above; highest median noise-corrected predictivity): "
-                  + ", ".join(f"{region} -> {area}" for region, area in result["assignment"].items()))
+    regions = trained["encoding"]["regions"]
+    console.print("assignment (* above; highest median noise-corrected predictivity; p: paired bootstrap over "
+                  "neuroids that the runner-up is at least as good): "
+                  + ", ".join(_assignment(region, regions[region]) for region in result["assignment"]))
     if result.get("skipped"):
         console.print(f"skipped {result['skipped']} unreadable stimuli (named in results.json)")
     if result["figures"]:

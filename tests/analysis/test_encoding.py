@@ -107,3 +107,29 @@ def test_bootstrap_interval_and_readouts():
     assert torch.isclose(grid[0, 0], x[0, :2, :2, 0].mean())
     with pytest.raises(ValueError, match="do not fill the grid"):
         readout(tokens, (3, 4, 4), "grid")
+
+
+def test_the_shuffled_control_is_a_permutation_null_with_a_band_and_assignments_are_tested():
+    rng = np.random.default_rng(6)
+    early, late = rng.standard_normal((120, 8)), rng.standard_normal((120, 8))
+    rec = _recording(np.concatenate([early, late], 1), 1.0, 4, regions=["V1"] * 8 + ["MT"] * 8)
+    twin = early + 0.01 * rng.standard_normal((120, 8))  # as good as A for V1: no clear winner there
+    scores = encoding_scores({"A": early, "twin": twin, "B": late}, rec, boots=300, permutations=100)
+    truth = scores["areas"]["A"]
+    lo, hi = truth["shuffled_band95"]
+    assert truth["permutations"] == 100 and lo < 0 < hi and hi - lo < 0.3  # a band around 0, not one draw
+    assert lo <= truth["shuffled_median_r"] <= hi and truth["median_r"] > hi
+    v1, mt = scores["regions"]["V1"], scores["regions"]["MT"]
+    assert {v1["assigned_area"], v1["runner_up"]} == {"A", "twin"} and not v1["clear_assignment"]
+    assert v1["assignment_p"] > 0.05
+    assert mt["assigned_area"] == "B" and mt["clear_assignment"] and mt["assignment_p"] < 0.05
+
+
+def test_paired_bootstrap_p_is_small_for_a_clear_winner_and_large_for_a_tie():
+    from analysis.encoding import paired_bootstrap_p
+
+    rng = np.random.default_rng(7)
+    base = rng.uniform(0.2, 0.8, 60)
+    assert paired_bootstrap_p(base + 0.2, base, boots=500) < 0.01
+    assert paired_bootstrap_p(base, base + 0.2, boots=500) > 0.99
+    assert paired_bootstrap_p(base, base.copy(), boots=500) == 1.0  # a tie is never a win
