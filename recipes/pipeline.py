@@ -468,7 +468,8 @@ def _run(cfg: Config, pathway: Pathway) -> dict:
         release_decoded()  # the training videos kept in memory (data.memory_gb): the test reads its own files
         if "test" in cfg.stages:
             test = run_test(cfg, runtime, run_log, console, model=model)
-            results.update(top1=test["top1"], top5=test["top5"], test_items=test["count"], chance=test["chance"])
+            results.update(top1=test["top1"], top5=test["top5"], test_items=test["count"],
+                           test_skipped=test["skipped_count"], chance=test["chance"])
     finally:
         run_log.close()
         teardown(runtime, model)
@@ -482,8 +483,8 @@ def _table(name: str, results: dict) -> None:
     table = Table(title=f"{name} results")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("graph", "data", "top1", "top5", "chance", "test_items", "ventral_images", "ventral_skipped",
-                "joint_skipped", "finetune_skipped", "run_dir"):
+    for key in ("graph", "data", "top1", "top5", "chance", "test_items", "test_skipped", "ventral_images",
+                "ventral_skipped", "joint_skipped", "finetune_skipped", "run_dir"):
         if key in results:
             value = results[key]
             table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))

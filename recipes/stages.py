@@ -499,7 +499,8 @@ def run_test(cfg: Config, runtime, run: RunLog, console: Console, model=None):
     done = _tested(run, views)
     if done is not None:  # the same command again: this model was tested on these views already
         console.print(f"[bold]test[/]: already done for this finetuned model (top-1 {done['top1']:.3f}); kept as it is")
-        return {"top1": done["top1"], "top5": done["top5"], "count": done["count"], "chance": 1 / len(classes)}
+        return {"top1": done["top1"], "top5": done["top5"], "count": done["count"], "chance": 1 / len(classes),
+                "skipped_count": done.get("skipped", 0)}
     if model is None:
         model = _classifier(cfg, pathway.build(), len(classes))
         load_weights(model, run.stage_dir("finetune") / "model.safetensors")
@@ -508,8 +509,12 @@ def run_test(cfg: Config, runtime, run: RunLog, console: Console, model=None):
                          workers=cfg.data.workers, drop_last=False)
     result = evaluate(model, loader, runtime, console=console)
     result["chance"] = 1 / len(classes)
+    if runtime.main:
+        run.broken_files("test", result["skipped"])  # listed beside the training stages' (empty: none)
     run.trim_metrics("test", -1)  # one test record per run: the latest finetuned model's
-    run.metrics("test", top1=result["top1"], top5=result["top5"], count=result["count"], **views)
+    result["skipped_count"] = len(result["skipped"])
+    run.metrics("test", top1=result["top1"], top5=result["top5"], count=result["count"],
+                skipped=result["skipped_count"], **views)
     return result
 
 

@@ -412,19 +412,24 @@ def _checkpoint(directory: Path, model, optimizer, state: TrainState, runtime: R
 def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, console=None, stage: str = "test") -> dict:
     """Top-1/top-5 of softmax scores averaged over each item's views (clips x crops).
 
-    Returns ``{"top1", "top5", "count", "predictions": (N, classes) tensor, "labels"}``
-    over the whole dataset, gathered across ranks (padding duplicates removed by index).
+    Returns ``{"top1", "top5", "count", "predictions": (N, classes) tensor, "labels",
+    "skipped"}`` over the whole dataset, gathered across ranks (padding duplicates removed by
+    index); ``skipped``: the unreadable files, by path, with why (each warned once), which
+    ``count`` leaves out.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     model.eval()
     autocast = runtime.autocast_dtype
     scores, labels, indices = [], [], []
+    broken: dict[str, str] = {}
     console = console or terminal.console(stderr=True)
     with Progress(TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), console=console,
                   disable=not (runtime.main and console.is_terminal)) as progress:
         task = progress.add_task(stage, total=len(loader))
         for batch in loader:
+            if any(batch.get("broken") or ()):  # an unreadable item, replaced by a readable one: counted, not scored
+                _note_broken(stage, batch["broken"], loader.dataset, broken, progress.console, runtime)
             batch = _to_device(batch, runtime.device)
             x = batch["video"] if "video" in batch else batch["image"]
             if x.ndim == (5 if "video" in batch else 4):  # one view per item
@@ -439,6 +444,10 @@ def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, console=Non
     scores, labels, indices = torch.cat(scores), torch.cat(labels), torch.cat(indices)
     if runtime.distributed:
         scores, labels, indices = (_gather(t, runtime) for t in (scores, labels, indices))
+        gathered: list = [None] * runtime.world
+        dist.all_gather_object(gathered, broken)
+        for other in gathered:
+            broken.update({k: v for k, v in other.items() if k not in broken})
     order = torch.argsort(indices, stable=True)
     scores, labels, indices = scores[order], labels[order], indices[order]
     keep = torch.ones_like(indices, dtype=torch.bool)
@@ -452,6 +461,7 @@ def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, console=Non
         "count": int(labels.numel()),
         "predictions": scores,
         "labels": labels,
+        "skipped": dict(sorted(broken.items())),
     }
 
 

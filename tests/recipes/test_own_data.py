@@ -26,7 +26,7 @@ def test_videomae_lists_train_every_stage(ucf, tmp_path):
     root.mkdir()
     for part, train in (("train", True), ("val", False)):
         records, classes = read_ucf101(ucf, 1, train=train)
-        lines = [f"{os.path.relpath(r.path, root)} {r.label}" for r in records]
+        lines = [f"{r.path} {r.label}" for r in records]  # absolute: a relative entry stays inside data.root
         (root / f"{part}.csv").write_text("\n".join(lines) + "\n")
     (root / "classes.txt").write_text("\n".join(classes) + "\n")
     run = tmp_path / "run"

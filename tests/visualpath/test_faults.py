@@ -306,3 +306,26 @@ def test_a_run_directory_on_a_filesystem_without_flock_runs_unlocked_and_says_so
     with RunLock(tmp_path / "run"):
         with pytest.raises(RunDirBusy, match="is in use by PID"):
             RunLock(tmp_path / "run").__enter__()
+
+
+def test_unreadable_test_videos_are_counted_named_and_left_out_of_the_score(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from tests.visualpath.test_engine import CPU
+    from visualpath.engine import evaluate, make_loader
+
+    dataset = _broken_set(tmp_path / "data")  # 9 readable, 3 unreadable (empty, truncated, garbage)
+    class Brightness(torch.nn.Module):  # a two-class "classifier" of a clip's mean brightness
+        def forward(self, x):
+            mean = x.float().mean(dim=tuple(range(1, x.ndim)))
+            return torch.stack([mean, -mean], 1)
+
+    model = Brightness()
+    loader = make_loader(dataset, 4, CPU, shuffle=False, seed=0, workers=2, drop_last=False)
+    out = io.StringIO()
+    result = evaluate(model, loader, CPU, console=Console(file=out, width=200))
+    assert result["count"] == 9  # scored: the readable ones, each once
+    assert sorted(Path(p).name for p in result["skipped"]) == ["empty.avi", "garbage.avi", "truncated.avi"]
+    assert out.getvalue().count("skipping unreadable file") == 3
