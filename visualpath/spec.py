@@ -115,7 +115,7 @@ def import_object(ref: str, where: str = "reference", code=None, from_data: bool
         module = code.load(module_part, where)
     else:
         if from_data:
-            _check_registered(ref, module_part, attr, where, kind)
+            _check_registered(ref, module_part, where, kind)
         with contextlib.nullcontext() if from_data else trusting(named=[module_part]):
             module = usercode.module_of(module_part, where)
     obj: Any = module
@@ -129,7 +129,7 @@ def import_object(ref: str, where: str = "reference", code=None, from_data: bool
     return obj
 
 
-def _check_registered(ref: str, module_part: str, attr: str, where: str, kind: str | None) -> None:
+def _check_registered(ref: str, module_part: str, where: str, kind: str | None) -> None:
     """Refuse, before anything is imported, an installed module that data names without its
     being registered for ``kind`` (decision T3); the reader's own naming and
     ``--trust-code`` pass, and code outside the installed packages is left to the trust rule."""

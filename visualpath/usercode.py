@@ -180,8 +180,8 @@ def import_module(name: str, where: str = "reference") -> types.ModuleType:
             raise CodeError(f"{where}: cannot import {name!r} (no module named {top!r})")
         folder = _path_entry(found)
         if folder is not None and folder == Path.cwd().resolve():
-            raise CodeError(f"{where}: {name!r} names a module by its name, and the only {top!r} is "
-                            f"{found.origin if found.origin not in (None, 'namespace') else folder / top} in the "
+            raise CodeError(f"{where}: {name!r} names a module by its name, and the first {top!r} on the import "
+                            f"path is {found.origin if found.origin not in (None, 'namespace') else folder / top} in the "
                             "current folder: a module name means an installed module (or one on PYTHONPATH), never "
                             "whatever matches in the current folder; to use that file, name it by its path "
                             f"('{top}.py:NAME' or '{top}/__init__.py:NAME')")
