@@ -225,7 +225,7 @@ def demo_of(paper: Config, name: str) -> Config:
 def small_of(demo: Config, name: str) -> Config:
     """The demo's model, data and learning rates for a few hundred steps (decision S7): 4
     ventral, 3 joint and 2 finetuning epochs (88 + 135 + 90 steps on the built-in set) and a
-    lighter test (2 clips, centre crop); about 1.4 min on 2 CPU cores (1.24-1.48 over 3 seeds). Long enough for a graph's
+    lighter test (2 clips, centre crop); 1.4-1.9 min on 2 CPU cores (docs/small_variant.md). Long enough for a graph's
     areas to show whether they learn their targets (``python -m analysis``: each target's
     fraction left below 1); too short for the features to probe better than random weights
     or for finetuning to leave chance, which the demo reaches: pretraining first lowers the
