@@ -32,7 +32,7 @@ from analysis.readouts import knn, linear_probe, wilson_interval
 from analysis.similarity import similarity_matrix, top_component_share
 from analysis.tuning import tuning_report
 from visualpath.errors import one_line
-from visualpath.rundir import stage_progress
+from visualpath.rundir import pretrained_stage, stage_progress
 from visualpath.trust import TRUST_HELP
 from visualpath import terminal
 
@@ -50,7 +50,7 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
         raise ValueError(f"random_draws must be an integer >= 1, got {random_draws!r}")
     run_dir = Path(run_dir)
     model = load_run(run_dir, stage=stage, device=device, trust_code=trust_code)  # checks the directory first
-    read = stage or next(s for s in ("joint", "ventral") if (run_dir / s / "model.safetensors").is_file())
+    read = pretrained_stage(run_dir, stage)  # the stage load_run read
     progress = stage_progress(run_dir / read) or {}
     unfinished = progress and not progress.get("finished", True)
     out_dir = run_dir / "analysis"

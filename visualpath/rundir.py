@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TrainState",
+    "pretrained_stage",
     "RunLog",
     "save_checkpoint",
     "load_checkpoint",
@@ -890,6 +891,20 @@ def _read_pathway(run_dir: Path, stage: str | None, legacy) -> Pathway:
                   + (" or config.json" if legacy is not None else ""))
 
 
+def pretrained_stage(run_dir: str | Path, stage: str | None = None) -> str:
+    """The pretraining stage whose weights a run is read with: ``stage``, or by default the
+    joint stage if it has a checkpoint, else the ventral one.
+
+    Raises:
+        Refused: the run holds no such checkpoint.
+    """
+    stages = [stage] if stage else ["joint", "ventral"]
+    found = next((s for s in stages if (Path(run_dir) / s / "model.safetensors").is_file()), None)
+    if found is None:
+        raise Refused(f"{run_dir} holds no {' or '.join(stages)} checkpoint (model.safetensors)")
+    return found
+
+
 def load_model(run_dir: str | Path, stage: str | None = None, device: str | torch.device = "cpu",
                legacy: Callable[[dict], Pathway] | None = None, trust_code: bool = False) -> PathwayModel:
     """The pathway of a run directory with its trained weights (verified against the hash
@@ -901,11 +916,7 @@ def load_model(run_dir: str | Path, stage: str | None = None, device: str | torc
     """
     run_dir = Path(run_dir)
     read_pathway(run_dir, legacy=legacy, trust_code=trust_code)  # says so when it is no run directory at all
-    stages = [stage] if stage else ["joint", "ventral"]
-    ckpt = next((run_dir / s / "model.safetensors" for s in stages if (run_dir / s / "model.safetensors").is_file()),
-                None)
-    if ckpt is None:
-        raise Refused(f"{run_dir} holds no {' or '.join(stages)} checkpoint (model.safetensors)")
+    ckpt = run_dir / pretrained_stage(run_dir, stage) / "model.safetensors"
     model = read_pathway(run_dir, stage=ckpt.parent.name, legacy=legacy, trust_code=trust_code).build()
     load_state(model, read_weights(ckpt), ckpt)
     return model.to(device).eval()

@@ -231,3 +231,11 @@ def test_finetuning_a_stream_the_checkpoint_lacks_fails_naming_it(user_graph_run
     err = capsys.readouterr().err
     assert re.search(r"error: .* holds no weights for .* tensors of the dorsal encoder", err), err
     assert not (tmp_path / "bad" / "finetune").exists()
+
+
+def test_help_prints_a_list_of_shared_areas_as_it_is_typed():
+    from recipes.graph import graph_help
+
+    cfg = pipeline.attrs.evolve(bimm_ucf101.VARIANTS["tiny"], pathway_overrides=("pathway.share=V1,V2",))
+    text = graph_help(cfg)
+    assert "pathway.share: str = 'V1,V2'" in text and "['V1', 'V2']" not in text
