@@ -92,7 +92,7 @@ def load_run(run_dir: str | Path, stage: str | None = None, device: str | torch.
     ``config.json``.
 
     Args:
-        run_dir: a directory holding ``pathway.json`` (or ``config.json``) and ``joint/`` or
+        run_dir: a directory holding ``pathway.json`` and ``joint/`` or
             ``ventral/`` ``model.safetensors`` (what the recipes write).
         stage: ``"joint"`` or ``"ventral"``; default: the joint checkpoint if there is one.
         trust_code: run the code the run's graph needs even if it is neither installed nor
@@ -102,10 +102,9 @@ def load_run(run_dir: str | Path, stage: str | None = None, device: str | torch.
         ValueError: naming the missing file (:class:`visualpath.errors.Refused`), the
             damaged weights or the code not trusted.
     """
-    from areas.bimm import legacy_pathway
     from visualpath.rundir import load_model
 
-    model = load_model(run_dir, stage=stage, device=device, legacy=legacy_pathway, trust_code=trust_code)
+    model = load_model(run_dir, stage=stage, device=device, trust_code=trust_code)
     log.info("loaded %s (%s)", run_dir, ", ".join(s.name for s in model.spec.streams))
     return model
 

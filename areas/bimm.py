@@ -23,7 +23,7 @@ from areas.v4_color import V4Color
 from visualpath import DecoderSpec, Pathway, RandomMask, Stage, Stream, TubeMask, ViTSpec
 from visualpath import vit_base, vit_large, vit_small, vit_tiny
 
-__all__ = ["ModelConfig", "paper_pathway", "build_pathway", "model_config_from_dict", "run_pathway", "legacy_pathway", "SIZES",
+__all__ = ["ModelConfig", "paper_pathway", "model_config_from_dict", "run_pathway", "SIZES",
            "STREAMS", "TARGETS"]
 
 SIZES = {"tiny": vit_tiny, "small": vit_small, "base": vit_base, "large": vit_large}
@@ -169,30 +169,14 @@ def _segments(classes, split, dec, w, shared_blocks: int | None) -> list:
     return out
 
 
-build_pathway = paper_pathway  # the name recipes and notebooks used first
-
-
 def model_config_from_dict(fields: dict) -> ModelConfig:
     """A :class:`ModelConfig` from its JSON form (lists back to tuples)."""
     return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
-def legacy_pathway(config: dict) -> Pathway:
-    """The graph of a run written before graphs were stored: the paper's, from ``model``."""
-    from visualpath.errors import Refused, one_line
-
-    model = config.get("config", {}).get("model") if isinstance(config.get("config"), dict) else None
-    if not isinstance(model, dict):
-        raise Refused("the run has no pathway.json and its config.json no model settings: not a run of these recipes")
-    try:
-        return paper_pathway(model_config_from_dict(model))
-    except (TypeError, KeyError) as err:
-        raise Refused(f"config.json's model settings do not make a graph ({one_line(err)[:200]})") from None
-
-
 def run_pathway(run_dir, stage: str | None = None, trust_code: bool = False) -> Pathway:
-    """The graph a run directory trained (:func:`visualpath.rundir.read_pathway`), also for
-    runs from before ``pathway.json``; ``stage="ventral"`` gives its image streams only."""
+    """The graph a run directory trained (:func:`visualpath.rundir.read_pathway`);
+    ``stage="ventral"`` gives its image streams only."""
     from visualpath.rundir import read_pathway
 
-    return read_pathway(run_dir, stage=stage, legacy=legacy_pathway, trust_code=trust_code)
+    return read_pathway(run_dir, stage=stage, trust_code=trust_code)

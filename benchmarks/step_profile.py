@@ -32,7 +32,6 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from visualpath.area import TargetInput
 from visualpath.engine import OptimSpec, Runtime, build_optimizer

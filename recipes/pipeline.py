@@ -27,7 +27,7 @@ import attrs
 import torch
 from rich.table import Table
 
-from areas.bimm import SIZES, TARGETS, ModelConfig, build_pathway, run_pathway  # noqa: F401 (re-exported)
+from areas.bimm import SIZES, TARGETS, ModelConfig, paper_pathway, run_pathway  # noqa: F401 (re-exported)
 from recipes.config import (  # noqa: F401 (re-exported: recipes import them from here)
     STAGES,
     VARIANT_NOTES,
@@ -88,7 +88,7 @@ from visualpath.rundir import (
 from visualpath import terminal
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "PretrainConfig", "FinetuneConfig", "TestConfig", "run",
-           "check", "build_pathway", "build_graph", "main", "demo_optim", "demo_of", "tiny_of", "SIZES", "STAGES",
+           "check", "paper_pathway", "build_graph", "main", "demo_optim", "demo_of", "tiny_of", "SIZES", "STAGES",
            "TARGETS"]
 
 
@@ -308,19 +308,13 @@ def _check_init_fits(cfg: Config, pathway: Pathway, stream: str) -> None:
 
 
 def _stored_graph(cfg: Config) -> Pathway | None:
-    """The graph already stored in ``cfg.run_dir``, if any (runs from before stored graphs
-    give the paper's graph of their config)."""
-    if Path(cfg.run_dir, PATHWAY_FILE).is_file():
-        try:
-            return run_pathway(cfg.run_dir)
-        except ValueError as err:  # a stored graph that no longer loads: say so, do not guess
-            raise ValueError(f"run_dir={cfg.run_dir!r} stores a graph that cannot be read: {err}") from None
-    if Path(cfg.run_dir, "config.json").is_file():
-        try:
-            return run_pathway(cfg.run_dir)  # a run from before stored graphs: the paper's graph of its config
-        except (ValueError, KeyError, TypeError):
-            return None  # a config.json of something else (no model section)
-    return None
+    """The graph already stored in ``cfg.run_dir``, if any."""
+    if not Path(cfg.run_dir, PATHWAY_FILE).is_file():
+        return None
+    try:
+        return run_pathway(cfg.run_dir)
+    except ValueError as err:  # a stored graph that no longer loads: say so, do not guess
+        raise ValueError(f"run_dir={cfg.run_dir!r} stores a graph that cannot be read: {err}") from None
 
 
 # keys that may change between a run and its resumption: they do not change what is trained
@@ -345,6 +339,9 @@ def resume_conflicts(cfg: Config) -> list[str]:
     if not saved.is_file():
         return [f"config.json is missing beside the checkpoints of {', '.join(trained)}: the settings they were "
                 "trained with are unknown"]
+    if not Path(cfg.run_dir, PATHWAY_FILE).is_file():
+        return [f"{PATHWAY_FILE} is missing beside the checkpoints of {', '.join(trained)}: a run of a version "
+                "that did not store its graph, which this version no longer reads; train it again"]
     out = []
     stored = _stored_graph(cfg)
     if stored is not None and set(cfg.stages) & {"ventral", "joint"}:
@@ -357,10 +354,6 @@ def resume_conflicts(cfg: Config) -> list[str]:
             continue
         if key not in old and new.get(key) == defaults.get(key):
             continue  # a setting added after the run started, left at its default
-        if key == "data.image_root" and old.get(key) is None and new.get(key) == FRAMES:
-            continue  # what a run from before the explicit choice did without one
-        if key == "model.split" and old.get(key) == list(cfg.model.blocks) and new.get(key) is None:
-            continue  # the split written out, as runs did before it defaulted to the size's
         if old.get(key) != new.get(key):
             out.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
     return out

@@ -98,22 +98,14 @@ class TargetInput:
         maps: the per-pixel side maps the stream's areas declare (``Area.maps``) that the
             batch carries, each ``(B, 1, [T,] H, W)`` float32, cropped, flipped and framed
             with ``pixels``; a map the batch lacks is absent.
-        contour: ``maps["contour"]`` (V2's contour map) or None; also accepted as an
-            argument, as before side maps were general.
     """
 
     __slots__ = ("pixels", "layout", "batch", "maps")
 
-    def __init__(self, pixels: Tensor, layout: Layout, contour: Tensor | None = None,
-                 batch: Mapping[str, Tensor] | None = None, maps: Mapping[str, Tensor] | None = None) -> None:
+    def __init__(self, pixels: Tensor, layout: Layout, batch: Mapping[str, Tensor] | None = None,
+                 maps: Mapping[str, Tensor] | None = None) -> None:
         self.pixels, self.layout, self.batch = pixels, layout, batch if batch is not None else {}
         self.maps = dict(maps or {})
-        if contour is not None:
-            self.maps["contour"] = contour
-
-    @property
-    def contour(self) -> Tensor | None:
-        return self.maps.get("contour")
 
 
 # --------------------------------------------------------------------------- the registry

@@ -37,13 +37,13 @@ from visualpath.rundir import (  # noqa: F401 (re-exported)
     CheckpointWriteError,
     RunLog,
     TrainState,
-    _rng_state,
     has_checkpoint,
     git_revision,
     load_checkpoint,
     load_weights,
     save_checkpoint,
 )
+from visualpath.rundir.checkpoint import _rng_state
 from visualpath.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch  # noqa: F401 (re-exported)
 from visualpath.runtime import Runtime, seed_everything, setup, teardown  # noqa: F401 (re-exported)
 from visualpath import terminal

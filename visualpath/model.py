@@ -224,10 +224,6 @@ class PathwayModel(nn.Module):
             maps = {name: m[rows, :, t] for name, m in maps.items()}
         return pixels, maps
 
-    def normalize(self, pixels: Tensor) -> Tensor:
-        """ImageNet mean/std normalisation of [0, 1] pixels, the encoder's input."""
-        return normalize_pixels(pixels)
-
     def _tokens(self, stream: Stream, pixels: Tensor, grid: tuple[int, ...]) -> Tensor:
         module = self.streams[stream.name]
         tokens = module.embed(normalize_pixels(pixels))  # (B, N, D)

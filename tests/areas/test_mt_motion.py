@@ -7,7 +7,7 @@ from visualpath.tokens import Layout
 
 
 def _target(area, clip):
-    return area.target(TargetInput(pixels=clip, layout=Layout("video", tube=2), contour=None, batch={}))
+    return area.target(TargetInput(pixels=clip, layout=Layout("video", tube=2), batch={}))
 
 
 def test_raw_motion_is_the_absolute_difference_of_adjacent_frames():

@@ -66,7 +66,7 @@ def test_float32_fft_stays_close_to_skimage():
 
 def _target(area, pixels, modality="image"):
     layout = Layout(modality, tube=2 if modality == "video" else 1)
-    return area.target(TargetInput(pixels=pixels, layout=layout, contour=None, batch={}))
+    return area.target(TargetInput(pixels=pixels, layout=layout, batch={}))
 
 
 def test_image_target_shape_and_values(photos):

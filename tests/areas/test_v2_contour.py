@@ -12,7 +12,7 @@ from visualpath.tokens import Layout
 
 def _inp(pixels, contour=None, modality="image"):
     layout = Layout(modality, tube=2 if modality == "video" else 1)
-    return TargetInput(pixels=pixels, layout=layout, contour=contour, batch={})
+    return TargetInput(pixels=pixels, layout=layout, batch={}, maps={} if contour is None else {"contour": contour})
 
 
 def test_cached_contour_is_patchified_as_the_target():

@@ -14,7 +14,7 @@ from visualpath.tokens import Layout
 
 def _target(area, clip):
     layout = Layout("video", patch=16, tube=2)
-    return area.target(TargetInput(pixels=clip, layout=layout, contour=None, batch={}))
+    return area.target(TargetInput(pixels=clip, layout=layout, batch={}))
 
 
 def _camera_pan(shift=3, size=64, frames=2):

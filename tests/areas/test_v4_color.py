@@ -9,7 +9,7 @@ from visualpath.tokens import Layout
 
 def _target(area, pixels, modality):
     layout = Layout(modality, tube=2 if modality == "video" else 1)
-    return area.target(TargetInput(pixels=pixels, layout=layout, contour=None, batch={}))
+    return area.target(TargetInput(pixels=pixels, layout=layout, batch={}))
 
 
 def test_image_target_is_mae_norm_pix(photos):

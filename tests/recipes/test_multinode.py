@@ -41,8 +41,9 @@ def _nodes(run: Path, cwd: Path, kill_node0_at: str | None = None, rdzv: str = "
             where = ["--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", str(port)]
         else:
             where = ["--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", run.name]
-        env = _env(VISUALPATH_KILL_AT=kill_node0_at) if kill_node0_at and node == 0 else _env()
-        procs.append(subprocess.Popen([*torchrun, "--nnodes", "2", "--nproc_per_node", "1", *where, *RECIPE,
+        killed = [str(REPO / "tests" / "killpoint.py"), kill_node0_at] if kill_node0_at and node == 0 else []
+        env = _env()
+        procs.append(subprocess.Popen([*torchrun, "--nnodes", "2", "--nproc_per_node", "1", *where, *killed, *RECIPE,
                                        f"run_dir={run}"], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                       stderr=open(cwd / f"{run.name}.node{node}.log", "a")))
     return [p.wait(timeout=400) for p in procs]

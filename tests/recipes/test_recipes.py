@@ -64,7 +64,7 @@ def test_hmdb51_finetunes_another_runs_pretrained_pathway(ucf_tiny_run, tmp_path
 
 def test_videomae_baseline_is_one_rgb_target_at_the_last_block():
     cfg = _module("videomae_ucf101").config()
-    pathway = pipeline.build_pathway(cfg.model)
+    pathway = pipeline.paper_pathway(cfg.model)
     (stream,) = pathway.streams
     assert stream.name == "dorsal" and [(a.name, a.blocks) for a in stream.areas] == [("V4", 12)]
     assert stream.areas[0].decoder.depth == 4 and stream.mask.ratio == 0.9

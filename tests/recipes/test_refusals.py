@@ -238,8 +238,9 @@ def test_resuming_under_torchrun_with_another_process_count_is_one_line_per_proc
     env = {**os.environ, "PYTHONPATH": repo}
     argv = ["-m", "recipes.bimm_ucf101", "--variant", "tiny", "device=cpu", f"run_dir={tmp_path / 'run'}",
             "stages=ventral", "ventral.optim.epochs=2"]
-    first = subprocess.run([sys.executable, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                           env={**env, "VISUALPATH_KILL_AT": "old-removed@1"})
+    killpoint = [str(Path(repo) / "tests" / "killpoint.py"), "old-removed@1"]
+    first = subprocess.run([sys.executable, *killpoint, *argv], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300, env=env)
     assert first.returncode == 137, first.stderr[-2000:]
     done = subprocess.run([*torchrun, "--nproc_per_node", "2", *argv], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300, env=env)

@@ -4,7 +4,6 @@ requeued and resumed, finishing with the uninterrupted run's weights (decision R
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,5 +1,5 @@
-"""Train the small pathway of the engine tests in a run directory; with VISUALPATH_KILL_AT set
-the process dies at that point of a checkpoint write. Used by test_faults.py."""
+"""Train the small pathway of the engine tests in a run directory. Used by test_faults.py,
+under tests/killpoint.py to die at a point of a checkpoint write."""
 
 import sys
 

@@ -122,13 +122,9 @@ def test_the_layers_run_one_way():
 
 
 def test_the_public_names_are_where_they_were():
-    import visualpath.pathway as pathway
     from visualpath import interop
 
     for name in visualpath.__all__:
         assert hasattr(visualpath, name), name
-    for name in pathway.__all__:  # graph files written against visualpath.pathway keep importing
-        assert hasattr(pathway, name), name
     for name in interop.__all__:
         assert hasattr(interop, name), name
-    assert visualpath.Pathway is pathway.Pathway and visualpath.PathwayModel is pathway.PathwayModel

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.visualpath.test_engine import _train
-from visualpath import rundir
+from visualpath.rundir import checkpoint as rundir_checkpoint
 from visualpath.rundir import FAULT_POINTS, CheckpointWriteError, selected_checkpoint
 
 ROOT = Path(__file__).parents[2]
@@ -20,10 +20,8 @@ ROOT = Path(__file__).parents[2]
 
 def _worker(run_dir: Path, resume: bool, kill_at: str | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("VISUALPATH_KILL_AT", None)
-    if kill_at:
-        env["VISUALPATH_KILL_AT"] = kill_at
-    done = subprocess.run([sys.executable, "-m", "tests.visualpath.fault_worker", str(run_dir),
+    killed = [str(ROOT / "tests" / "killpoint.py"), kill_at] if kill_at else []
+    done = subprocess.run([sys.executable, *killed, "-m", "tests.visualpath.fault_worker", str(run_dir),
                            "resume" if resume else "fresh"], cwd=ROOT, env=env, capture_output=True, text=True)
     return done.returncode
 
@@ -62,7 +60,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(tmp_p
             if writes["n"] == 3:
                 raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(rundir, "fault_hook", disk_full)
+    monkeypatch.setattr(rundir_checkpoint, "fault_hook", disk_full)
     with pytest.raises(CheckpointWriteError) as err:
         _train(tmp_path / "run")
     message = str(err.value)
@@ -70,7 +68,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(tmp_p
     assert "\n" not in message
     stage = tmp_path / "run" / "stage"
     assert not list(stage.glob(".ckpt-*")) and len(list(stage.glob("ckpt-*"))) == 1
-    monkeypatch.setattr(rundir, "fault_hook", None)
+    monkeypatch.setattr(rundir_checkpoint, "fault_hook", None)
     resumed, state = _train(tmp_path / "run", resume=True)
     assert state.step == 9
     assert all(torch.equal(p, q) for p, q in zip(full.parameters(), resumed.parameters()))
@@ -85,7 +83,7 @@ def test_weights_that_are_not_the_states_are_refused(tmp_path):
     from safetensors.torch import save_file
 
     save_file(weights, str(unit / "model.safetensors"))
-    with pytest.raises(ValueError, match="is not the file its state.pt was saved with"):
+    with pytest.raises(ValueError, match="the weights are not the file their checkpoint recorded"):
         _train(tmp_path, resume=True)
 
 
@@ -99,22 +97,18 @@ def test_a_truncated_state_is_refused_in_one_line(tmp_path):
     with pytest.raises(DamagedWeights) as err:
         _train(tmp_path, resume=True)
     assert "state.pt cannot be read" in str(err.value) and "\n" not in str(err.value)
-    # the weights themselves stay loadable: their hash is also in progress.json
+    # the weights themselves stay loadable: their hash is in progress.json
     load_weights(model, tmp_path / "stage")
-    (unit / "progress.json").unlink()  # a unit from before progress.json held the hash: state.pt is asked
-    with pytest.raises(DamagedWeights, match="state.pt cannot be read"):
-        load_weights(model, tmp_path / "stage")
 
 
 def test_a_unit_that_recorded_no_hash_is_refused_unless_told(tmp_path, monkeypatch):
-    """progress.json and state.pt deleted: nothing to check the weights against, so they are
-    refused (checking is never silently off), and loaded only with the flag the message names."""
+    """progress.json deleted: nothing to check the weights against, so they are refused
+    (checking is never silently off), and loaded only with the flag the message names."""
     from visualpath.rundir import UNVERIFIED_ENV, DamagedWeights, load_weights
 
     model, _ = _train(tmp_path, stop_after=4)
     unit = selected_checkpoint(tmp_path / "stage")
     (unit / "progress.json").unlink()
-    (unit / "state.pt").unlink()
     with pytest.raises(DamagedWeights, match=f"recorded no SHA-256.*{UNVERIFIED_ENV}=1") as err:
         load_weights(model, tmp_path / "stage")
     assert "\n" not in str(err.value)
@@ -144,9 +138,9 @@ def test_weights_that_are_not_finite_are_refused_naming_the_tensor(tmp_path, bad
         load_weights(model, tmp_path / "stage")
 
 
-def test_a_stage_written_before_checkpoint_units_resumes_and_keeps_its_files(tmp_path):
-    """Plain model.safetensors + state.pt (the old layout) become a unit on the next write."""
-    _train(tmp_path / "full")
+def test_a_stage_written_before_checkpoint_units_is_refused_in_one_line(tmp_path):
+    """Plain model.safetensors + state.pt (the layout before units): not read, and resuming
+    says to train the stage again; resume=false starts it again."""
     _train(tmp_path / "old", stop_after=4)
     stage = tmp_path / "old" / "stage"
     unit = selected_checkpoint(stage)
@@ -157,13 +151,10 @@ def test_a_stage_written_before_checkpoint_units_resumes_and_keeps_its_files(tmp
     import shutil
 
     shutil.rmtree(unit)
-    assert selected_checkpoint(stage) == stage  # the old layout is read as it is
-    resumed, state = _train(tmp_path / "old", resume=True)
-    assert state.step == 9 and (stage / "model.safetensors").is_symlink()
-    full = load_file(str(tmp_path / "full" / "stage" / "model.safetensors"))
-    again = load_file(str(stage / "model.safetensors"))
-    assert all(torch.equal(full[k], again[k]) for k in full)
-
+    with pytest.raises(ValueError, match=r"version before checkpoint units.*train the stage again \(resume=false\)$"):
+        _train(tmp_path / "old", resume=True)
+    _train(tmp_path / "old")  # resume=false: the old files are cleared and the stage trains
+    assert selected_checkpoint(stage).name.startswith("ckpt-")
 
 def _broken_set(tmp_path):
     from tests.visualpath.data.conftest import ramp_frames, write_video
@@ -256,23 +247,6 @@ def test_resuming_with_another_number_of_processes_is_refused(tmp_path):
     model = _model()
     with pytest.raises(ValueError, match=r"trained by 1 process\(es\) and this run has 2: resume it with 1"):
         load_checkpoint(tmp_path / "stage", model, build_optimizer(model, SPEC, CPU), rank=0, world=2)
-
-
-def test_a_migration_killed_before_it_selected_its_unit_completes_on_the_next_write(tmp_path):
-    from tests.visualpath.test_engine import _model
-    from visualpath.rundir import TrainState, save_checkpoint
-
-    stage = tmp_path / "stage"
-    _train(tmp_path, stop_after=4)
-    unit = selected_checkpoint(stage)
-    for name in ("model.safetensors", "state.pt"):  # the old layout...
-        (stage / name).unlink()
-        os.link(unit / name, stage / name)
-    (stage / "current").unlink()
-    os.rename(unit, stage / "ckpt-legacy")  # ...killed after its unit was named, before it was selected
-    model = _model()
-    save_checkpoint(stage, model, None, TrainState(epoch=2, step=5))
-    assert selected_checkpoint(stage).name.startswith("ckpt-000000005")
 
 
 def test_checkpoint_files_are_readable_under_the_umask(tmp_path):

@@ -138,21 +138,22 @@ def test_the_joint_stage_gets_the_ventral_weights_whichever_stream_owns_a_shared
     assert model.stage("dorsal", "V1") is model.stage("ventral", "V1")
 
 
-def test_a_run_written_before_graphs_were_stored_still_loads(tmp_path):
-    """config.json with the old ``model`` section, no pathway.json: the paper's graph."""
+def test_a_run_written_before_graphs_were_stored_is_refused_in_one_line(tmp_path):
+    """config.json with the old ``model`` section and weights, no pathway.json: not read
+    (that version is gone), and the message says to train it again."""
     from analysis.features import load_run
 
     model_cfg = ModelConfig(size="tiny", width=32, heads=2, split=(1, 1, 2), decoder_width=32, decoder_heads=2)
-    config = {"config": {"model": {**{k: list(v) if isinstance(v, tuple) else v
-                                      for k, v in __import__("attrs").asdict(model_cfg).items()}}}}
-    del config["config"]["model"]["decoder_keep"]  # a field added later
+    config = {"config": {"model": {k: list(v) if isinstance(v, tuple) else v
+                                   for k, v in __import__("attrs").asdict(model_cfg).items()}}}
     (tmp_path / "config.json").write_text(json.dumps(config))
     trained = paper_pathway(model_cfg).build()
     (tmp_path / "joint").mkdir()
     save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(tmp_path / "joint" / "model.safetensors"))
-    loaded = load_run(tmp_path)
-    assert loaded.spec == paper_pathway(model_cfg)
-    assert all((a == b).all() for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
+    with pytest.raises(ValueError) as err:
+        load_run(tmp_path)
+    assert "did not store its graph (pathway.json)" in str(err.value) and "train it again" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_a_graph_defined_in_the_running_script_round_trips_without_running_it_again(tmp_path):

@@ -5,7 +5,7 @@ import torch
 
 from tests.conftest import TINY_DECODER, tiny_pathway
 from visualpath import DecoderSpec
-from visualpath.rundir import _unwrap
+from visualpath.rundir.checkpoint import _unwrap
 from visualpath.masking import running_cell_subset
 
 

@@ -157,12 +157,14 @@ def test_the_weights_of_a_run_read_by_interop_are_verified(tmp_path):
     from visualpath.interop import read_state_dict
     from visualpath.rundir import DamagedWeights
 
+    from visualpath.rundir import TrainState, save_checkpoint, selected_checkpoint
+
     stage = tmp_path / "run" / "joint"
-    stage.mkdir(parents=True)
-    save_file({"w": torch.ones(3)}, str(stage / "model.safetensors"))
-    sha = hashlib.sha256((stage / "model.safetensors").read_bytes()).hexdigest()
-    (stage / "progress.json").write_text(json.dumps({"weights_sha256": sha}))
+    module = torch.nn.Module()
+    module.w = torch.nn.Parameter(torch.ones(3))
+    save_checkpoint(stage, module, None, TrainState())
     assert read_state_dict(tmp_path / "run")["w"].sum() == 3
-    (stage / "progress.json").write_text(json.dumps({"weights_sha256": "0" * 64}))
+    progress = selected_checkpoint(stage) / "progress.json"
+    progress.write_text(json.dumps({**json.loads(progress.read_text()), "weights_sha256": "0" * 64}))
     with pytest.raises(DamagedWeights, match="SHA-256"):
         read_state_dict(tmp_path / "run")
