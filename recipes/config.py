@@ -15,7 +15,7 @@ import attrs
 
 from areas.bimm import ModelConfig, _one_of
 from visualpath.data.layouts import VIDEO_FORMATS
-from visualpath._validate import (area_range, non_negative_float, non_negative_int, probability,
+from visualpath._validate import (area_range, non_negative, non_negative_float, positive, probability,
                                   seed as seed_range, unit_interval)
 from visualpath.engine import OptimSpec
 
@@ -25,16 +25,11 @@ __all__ = ["Config", "DataConfig", "PretrainConfig", "FinetuneConfig", "TestConf
 STAGES = ("ventral", "joint", "finetune", "test")
 
 
-def _at_least_one(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
-
-
 def _at_most(limit: int):
     """An integer from 1 to ``limit``: a size read from a config file is bounded before the
     set it describes is generated."""
     def check(instance, attribute, value):
-        _at_least_one(instance, attribute, value)
+        positive(instance, attribute, value)
         if value > limit:
             raise ValueError(f"{attribute.name} must be at most {limit} (the built-in set is generated on this "
                              f"machine), got {value!r}; use data.root= for a larger set of your own")
@@ -96,10 +91,10 @@ class DataConfig:
     contours: str | None = None  # SAM contour cache folder: the same as maps=contour=DIR
     maps: tuple[str, ...] = attrs.field(default=(), validator=_maps)  # NAME=DIR per side map the graph's areas declare (recipes.precompute_maps)
     image_maps: tuple[str, ...] = attrs.field(default=(), validator=_maps)  # NAME=DIR for data.image_root's images
-    frames: int = attrs.field(default=16, validator=_at_least_one)  # frames per clip (the paper: 16)
-    stride: int = attrs.field(default=4, validator=_at_least_one)  # frames between sampled frames (the paper: 4)
-    size: int = attrs.field(default=224, validator=_at_least_one)  # side of the square crop in pixels, a multiple of the patch
-    workers: int = attrs.field(default=8, validator=non_negative_int)  # data-loading processes (0: in the main one)
+    frames: int = attrs.field(default=16, validator=positive)  # frames per clip (the paper: 16)
+    stride: int = attrs.field(default=4, validator=positive)  # frames between sampled frames (the paper: 4)
+    size: int = attrs.field(default=224, validator=positive)  # side of the square crop in pixels, a multiple of the patch
+    workers: int = attrs.field(default=8, validator=non_negative)  # data-loading processes (0: in the main one)
     memory_gb: float = attrs.field(default=0.0, validator=non_negative_float)  # keep the decoded training videos in shared memory up to this many GiB (decision P3; 0: decode every clip)
     synthetic_groups: int = attrs.field(default=8, validator=_at_most(64))  # built-in set: groups (scenes) per class
     synthetic_clips: int = attrs.field(default=4, validator=_at_most(64))  # built-in set: clips per group and class
@@ -121,7 +116,7 @@ class FinetuneConfig:
     mixup: float = attrs.field(default=0.8, validator=non_negative_float)  # Mixup's beta alpha; 0 turns it off
     cutmix: float = attrs.field(default=1.0, validator=non_negative_float)  # CutMix's beta alpha; 0 turns it off
     smoothing: float = attrs.field(default=0.1, validator=unit_interval)  # label smoothing, in [0, 1)
-    repeated: int = attrs.field(default=2, validator=_at_least_one)  # repeated augmentation: views per decoded video
+    repeated: int = attrs.field(default=2, validator=positive)  # repeated augmentation: views per decoded video
     flip: bool = True  # random horizontal flips
     randaugment: str | None = attrs.field(default="rand-m7-n4-mstd0.5-inc1", validator=_randaugment)  # timm RandAugment policy (magnitude 7, 4 ops), None: off
     erase: float = attrs.field(default=0.25, validator=probability)  # random-erasing probability
@@ -131,9 +126,9 @@ class FinetuneConfig:
 
 @attrs.frozen(kw_only=True)
 class TestConfig:
-    clips: int = attrs.field(default=5, validator=_at_least_one)  # clips per video (UCF101: 5)
+    clips: int = attrs.field(default=5, validator=positive)  # clips per video (UCF101: 5)
     crops: int = attrs.field(default=3, validator=_one_of((1, 3)))  # spatial crops per clip: centre, or three
-    batch_size: int = attrs.field(default=8, validator=_at_least_one)  # clips per forward pass
+    batch_size: int = attrs.field(default=8, validator=positive)  # clips per forward pass
 
 
 @attrs.frozen(kw_only=True)
@@ -144,7 +139,7 @@ class Config:
     device: str = "auto"  # auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N
     stages: tuple[str, ...] = attrs.field(default=STAGES, validator=_stages)  # of ventral, joint, finetune, test
     resume: bool = True  # continue the stages' checkpoints in run_dir; false starts them again
-    log_every: int = attrs.field(default=10, validator=_at_least_one)  # optimiser steps between metric records
+    log_every: int = attrs.field(default=10, validator=positive)  # optimiser steps between metric records
     checkpoint_minutes: float = attrs.field(default=10.0, validator=non_negative_float)  # also checkpoint this often mid-epoch (0: at epoch ends only)
     tensorboard: bool = False  # also write metrics as TensorBoard events (needs the tensorboard package)
     compile: bool = False  # torch.compile the model of each training stage

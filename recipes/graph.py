@@ -27,7 +27,7 @@ from visualpath import Pathway
 from visualpath.rundir import read_spec
 from visualpath.trust import chosen, trusting
 from visualpath.overrides import apply_overrides, override_keys, override_notes
-from visualpath.spec import SpecError, builder_takes_config, import_object
+from visualpath.spec import SpecError, import_object
 
 __all__ = ["build_graph", "ventral_graph", "split_graph_args", "graph_help", "GRAPH_PREFIX"]
 
@@ -70,7 +70,7 @@ def _build_graph(cfg) -> Pathway:
         if not inspect.isfunction(builder) or builder.__module__.split(".")[0] in sys.stdlib_module_names:
             raise SpecError(f"pathway={ref!r} is not a graph builder: expected a Python function that returns a "
                             "visualpath.Pathway, defined in your file or package")
-        pathway = builder(cfg.model) if builder_takes_config(builder) else builder()
+        pathway = builder(**_builder_arguments(builder, ref, cfg.model))
         if not isinstance(pathway, Pathway):
             raise ValueError(f"pathway={ref!r} returned {type(pathway).__name__}, not a visualpath.Pathway")
     if cfg.pathway_overrides:
@@ -78,6 +78,19 @@ def _build_graph(cfg) -> Pathway:
                 if "=" in o else o for o in cfg.pathway_overrides]
         pathway = apply_overrides(pathway, keys)
     return pathway
+
+
+def _builder_arguments(builder, ref: str, model) -> dict:
+    """What a graph builder is called with, as its signature declares: ``model`` (the recipe's
+    model settings, :class:`areas.bimm.ModelConfig`) when it has a parameter of that name,
+    nothing otherwise; any other parameter must have a default."""
+    params = inspect.signature(builder).parameters
+    needed = [n for n, p in params.items() if n != "model" and p.default is inspect.Parameter.empty
+              and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if needed:
+        raise SpecError(f"pathway={ref!r}: a graph builder is called with no argument or with model= (the recipe's "
+                        f"model settings); its parameter {needed[0]!r} has no default")
+    return {"model": model} if "model" in params else {}
 
 
 def ventral_graph(cfg, graph: Pathway) -> Pathway | None:

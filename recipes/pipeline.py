@@ -65,7 +65,7 @@ from recipes.stages import (
 )
 from visualpath import Pathway
 from visualpath.atomic import atomic_write
-from visualpath.config import parse_cli, to_dict
+from visualpath.config import flatten, parse_cli, to_dict
 from visualpath.data.layouts import UNLABELED, check_root, video_split
 from visualpath.data.memory import release_decoded
 from visualpath.engine import RunLog, setup, teardown
@@ -346,9 +346,9 @@ def resume_conflicts(cfg: Config) -> list[str]:
     stored = _stored_graph(cfg)
     if stored is not None and set(cfg.stages) & {"ventral", "joint"}:
         out += [f"graph {line}" for line in graph_differences(stored, build_graph(cfg))]
-    old = _flatten(run_config(cfg.run_dir))
-    new = _flatten(to_dict(cfg))
-    defaults = _flatten(to_dict(Config()))
+    old = flatten(run_config(cfg.run_dir))
+    new = flatten(to_dict(cfg))
+    defaults = flatten(to_dict(Config()))
     for key in sorted(set(old) | set(new)):
         if key.startswith(RESUMABLE_CHANGES) or key in RESUMABLE_CHANGES:
             continue
@@ -372,16 +372,6 @@ def unfinished_stages(cfg: Config) -> list[str]:
             out.append(f"the {stage} stage stopped at step {progress['step']} of {progress['total_steps']}: finish it "
                        f"(stages={stage},...) before the stages after it, or start them from another run "
                        "(pretrained=)")
-    return out
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
     return out
 
 

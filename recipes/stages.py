@@ -42,7 +42,7 @@ from visualpath.data.synthetic import ImageSpec, SyntheticSpec, ensure_synthetic
 from visualpath.errors import Refused
 from visualpath.engine import (OptimSpec, RunLog, build_optimizer, compiled, evaluate, fit, load_weights,
                                make_loader)
-from visualpath.rundir import PATHWAY_FILE, stage_progress
+from visualpath.rundir import PATHWAY_FILE, pretrained_stage, stage_progress
 from visualpath import terminal
 
 __all__ = ["FRAMES", "ventral_source", "graph_label", "data_label", "papers_configuration", "missing_maps", "given_maps", "run_ventral", "run_joint", "run_finetune", "run_test", "graph_to_finetune", "pretrained_graph", "init_target",
@@ -425,19 +425,24 @@ def _pretrained(cfg: Config, run: RunLog, console: Console):
         report = load_checkpoint(model, source, stream=cfg.finetune.stream)
         console.print(f"[bold]finetune[/]: {cfg.finetune.stream} encoder from the checkpoint {source}: {report}")
         return model
-    candidates = [source] if source.is_file() else [source / s / "model.safetensors" for s in ("joint", "ventral")]
-    for ckpt in candidates:
-        if ckpt.is_file():
-            result = load_weights(model, ckpt, strict=False)
-            encoder = _encoder_keys(model, cfg.finetune.stream)
-            missing = sorted(encoder & set(result.missing_keys))
-            if missing:
-                raise Refused(f"{ckpt} holds no weights for {len(missing)} of the {len(encoder)} tensors of the "
-                                 f"{cfg.finetune.stream} encoder (e.g. {missing[0]}): it was trained with another "
-                                 "graph or without that stream; finetune.stream names the stream to finetune")
-            console.print(f"[bold]finetune[/]: {cfg.finetune.stream} encoder from {ckpt} "
-                          f"({len(encoder)} tensors)")
-            return model
+    if source.is_file():
+        ckpt = source
+    else:
+        try:
+            ckpt = source / pretrained_stage(source) / "model.safetensors"
+        except Refused:
+            ckpt = None  # no pretraining stage has run: finetuning starts from random weights
+    if ckpt is not None:
+        result = load_weights(model, ckpt, strict=False)
+        encoder = _encoder_keys(model, cfg.finetune.stream)
+        missing = sorted(encoder & set(result.missing_keys))
+        if missing:
+            raise Refused(f"{ckpt} holds no weights for {len(missing)} of the {len(encoder)} tensors of the "
+                             f"{cfg.finetune.stream} encoder (e.g. {missing[0]}): it was trained with another "
+                             "graph or without that stream; finetune.stream names the stream to finetune")
+        console.print(f"[bold]finetune[/]: {cfg.finetune.stream} encoder from {ckpt} "
+                      f"({len(encoder)} tensors)")
+        return model
     console.print(f"[bold]finetune[/]: no pretrained checkpoint, training the {cfg.finetune.stream} encoder "
                   "from scratch")
     return model

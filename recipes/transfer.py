@@ -24,7 +24,7 @@ from visualpath.preemption import EXIT_PREEMPTED, Preempted
 from visualpath.trust import trusting
 from visualpath.engine import RunLog, build_optimizer, fit, make_loader, setup, teardown
 from visualpath.tokens import normalize_pixels
-from visualpath.rundir import PATHWAY_FILE, read_weights
+from visualpath.rundir import PATHWAY_FILE, pretrained_stage, read_weights
 from visualpath import terminal
 
 __all__ = ["TransferConfig", "DEMO_MODEL", "pretrained_encoder", "normalize", "check_pretrained", "generated_root",
@@ -65,11 +65,7 @@ def check_pretrained(pretrained: str | None, stream: str) -> None:
     streams = [s.name for s in run_pathway(pretrained).streams]
     if stream not in streams:
         raise ValueError(f"the backbone is the {stream} encoder: the run {pretrained!r} has streams {streams}")
-    weights = [Path(pretrained, s, "model.safetensors") for s in ("joint", "ventral")]
-    weights = [w for w in weights if w.is_file()]
-    if not weights:
-        raise ValueError(f"pretrained={pretrained!r} holds no pretrained weights (joint/ or ventral/model.safetensors)")
-    read_weights(weights[0])  # checked against its recorded hash before any data is prepared
+    read_weights(Path(pretrained, pretrained_stage(pretrained), "model.safetensors"))  # checked before any data
 
 
 def pretrained_encoder(pretrained: str | None, model: ModelConfig, stream: str, drop_path: float, task: str,

@@ -7,15 +7,13 @@ import numbers
 
 
 def positive(instance, attribute, value) -> None:
-    """An integer > 0 (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(
-            f"{type(instance).__name__}.{attribute.name} must be a positive integer, got {value!r}"
-        )
+    """An integer >= 1 (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be an integer >= 1, got {value!r}")
 
 
 def non_negative(instance, attribute, value) -> None:
-    """An integer >= 0."""
+    """An integer >= 0 (bools rejected)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(
             f"{type(instance).__name__}.{attribute.name} must be an integer >= 0, got {value!r}"
@@ -47,24 +45,10 @@ def open_unit_interval(instance, attribute, value) -> None:
         )
 
 
-def unit_interval_closed_open(instance, attribute, value) -> None:
-    """A real number in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise ValueError(
-            f"{type(instance).__name__}.{attribute.name} must be in [0, 1), got {value!r}"
-        )
-
-
 def unit_interval(instance, attribute, value) -> None:
     """A real number in [0, 1) (a probability that must leave something: dropout, smoothing)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
         raise ValueError(f"{type(instance).__name__}.{attribute.name} must be a number in [0, 1), got {value!r}")
-
-
-def non_negative_int(instance, attribute, value) -> None:
-    """An integer >= 0 (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be an integer >= 0, got {value!r}")
 
 
 def probability(instance, attribute, value) -> None:

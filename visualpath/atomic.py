@@ -1,13 +1,15 @@
-"""Files written whole or not at all, readable by colleagues on shared storage."""
+"""Files written whole or not at all, readable by colleagues on shared storage, and the one
+SHA-256 helper every record of a file's content uses (checkpoints, carried code)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["file_mode", "atomic", "atomic_write"]
+__all__ = ["file_mode", "atomic", "atomic_write", "sha256"]
 
 
 def file_mode() -> int:
@@ -38,3 +40,8 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically (:func:`atomic`)."""
     raw = data.encode() if isinstance(data, str) else data
     atomic(Path(path), lambda tmp: Path(tmp).write_bytes(raw))
+
+
+def sha256(data: bytes) -> str:
+    """The hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()

@@ -18,7 +18,7 @@ import attrs
 
 from visualpath.errors import Refused, one_line
 
-__all__ = ["ConfigError", "apply_overrides", "flat_fields", "to_dict", "parse_cli", "help_text", "field_notes",
+__all__ = ["ConfigError", "apply_overrides", "flat_fields", "flatten", "to_dict", "parse_cli", "help_text", "field_notes",
            "attribute_docs"]
 
 
@@ -210,7 +210,7 @@ def _config_file(args: list[str]) -> tuple[list[str], dict[str, Any]]:
                 path, i = args[i + 1], i + 2
             else:
                 path, i = a.split("=", 1)[1], i + 1
-            settings.update(_flat_settings(_read_settings(path)))
+            settings.update({k: tuple(v) if isinstance(v, list) else v for k, v in flatten(_read_settings(path)).items()})
             continue
         rest.append(a)
         i += 1
@@ -253,13 +253,16 @@ def _read_settings(path: str) -> dict:
     return data
 
 
-def _flat_settings(data: Mapping, prefix: str = "") -> dict[str, Any]:
+def flatten(data: Mapping, prefix: str = "", skip: Sequence[str] = ()) -> dict[str, Any]:
+    """``{"a.b": leaf}`` of nested mappings (the top level's ``skip`` keys left out)."""
     out: dict[str, Any] = {}
     for k, v in data.items():
+        if k in skip:
+            continue
         if isinstance(v, Mapping):
-            out.update(_flat_settings(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
-            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+            out[f"{prefix}{k}"] = v
     return out
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from visualpath.area import DecoderSpec
-from visualpath.config import ConfigError, _parse, attribute_docs
+from visualpath.config import ConfigError, _parse, attribute_docs, flatten
 from visualpath.graph import Stream, pathway_from_dict, pathway_to_dict
 from visualpath.spec import SpecError, area_class, field_types, plain
 from visualpath.vit import ViTSpec
@@ -47,7 +47,7 @@ def override_keys(pathway) -> dict[str, Any]:
         keys[f"{s['name']}.mask.ratio"] = s["mask"]["ratio"]
         keys[f"{s['name']}.feedback"] = ",".join(f"{f['source']}>{f['target']}" for f in s["feedback"]) or "none"
         for a in s["areas"]:
-            for k, v in _leaves(a, ("type", "name")):
+            for k, v in flatten(a, skip=("type", "name")).items():
                 keys[f"{s['name']}.{a['name']}.{k}"] = v
                 seen.setdefault(a["name"], {})[k] = v
     for area, fields in seen.items():
@@ -98,16 +98,6 @@ def override_notes(pathway) -> dict[str, tuple[str, str]]:
             else:
                 notes[key] = described(type(area)).get(field[0], ("", ""))
     return notes
-
-
-def _leaves(d: Mapping, skip: Sequence[str] = (), prefix: str = ""):
-    for k, v in d.items():
-        if k in skip:
-            continue
-        if isinstance(v, Mapping):
-            yield from _leaves(v, (), f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
 
 
 def _parse_text(text: str, kind: Any, key: str) -> Any:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import inspect
 import sys
 import types
 import typing
@@ -44,7 +43,6 @@ __all__ = [
     "build",
     "convert",
     "plain",
-    "builder_takes_config",
 ]
 
 FORMAT = "visualpath.pathway/1"
@@ -243,18 +241,3 @@ def build(cls: type, fields: Mapping[str, Any], where: str, skip: Sequence[str] 
         return cls(**kwargs)
     except (ValueError, TypeError) as err:
         raise SpecError(f"{where}: {err}") from None
-
-
-# --------------------------------------------------------------------------- overrides by name
-
-
-def builder_takes_config(fn) -> bool:
-    """Whether a graph builder wants the recipe's model scale: its first positional parameter
-    is called ``model`` or has no default (``build(model)``, ``build(model=None)``, ``build(m)``;
-    not ``build(depth=4)``)."""
-    try:
-        params = [p for p in inspect.signature(fn).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError):
-        return False
-    return bool(params) and (params[0].name == "model" or params[0].default is inspect.Parameter.empty)

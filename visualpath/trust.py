@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import hashlib
 import importlib.util
 import json
 import logging
@@ -52,7 +51,6 @@ __all__ = [
     "store_path",
     "trusted_hashes",
     "remember",
-    "sha256_bytes",
     "how_to_trust",
     "TRUST_HELP",
 ]
@@ -211,10 +209,6 @@ def installed(module_name: str) -> bool:
 
 
 # --------------------------------------------------------------------------- the trust store
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def store_path() -> Path:

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import attrs
 
 from visualpath import trust
-from visualpath.atomic import atomic_write
+from visualpath.atomic import atomic_write, sha256
 from visualpath.errors import SpecError
 from visualpath.trust import CodeNotTrusted
 
@@ -55,10 +55,6 @@ _HOW = "__visualpath_trusted__"
 
 class CodeError(SpecError):
     """User code that cannot be found, read or loaded (the message names the file)."""
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def is_path(module_part: str) -> bool:
@@ -92,7 +88,7 @@ def load_file(path: str | Path, where: str = "reference", how: str | None = None
     if not path.is_file():
         raise CodeError(f"{where}: no such file {str(path)!r}")
     source = path.read_bytes()
-    sha = _sha(source)
+    sha = sha256(source)
     how = how or _decide(str(path), sha, where)
     name = f"_visualpath_file_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
     folder = str(path.parent)
@@ -187,7 +183,7 @@ def import_module(name: str, where: str = "reference") -> types.ModuleType:
                             f"('{top}.py:NAME' or '{top}/__init__.py:NAME')")
         sha = None
         if "." not in name and found.origin and Path(found.origin).is_file():
-            sha = _sha(Path(found.origin).read_bytes())
+            sha = sha256(Path(found.origin).read_bytes())
         how = _decide(name, sha, where)
     else:
         how = None
@@ -237,7 +233,7 @@ class SourceFile:
 
     @property
     def sha256(self) -> str:
-        return _sha(self.source)
+        return sha256(self.source)
 
 
 def _user_module(module: types.ModuleType | None) -> bool:
@@ -273,8 +269,8 @@ def _entry(module: types.ModuleType) -> SourceFile:
         file_ref = str(Path(module.__file__).resolve())
     package = bool(getattr(module, "__path__", None)) and file_ref is None
     if not hasattr(module, "__visualpath_sha256__"):
-        module.__visualpath_sha256__ = _sha(source)
-    _BY_SHA.setdefault(_sha(source), module)
+        module.__visualpath_sha256__ = sha256(source)
+    _BY_SHA.setdefault(sha256(source), module)
     return SourceFile(ref=file_ref or module.__name__, module=None if file_ref else module.__name__,
                       package=package, source=source, origin=origin)
 
@@ -479,9 +475,9 @@ class Carried:
             except OSError as err:
                 raise CodeError(f"{self.where}: the run's copy {each['file']} of {each['ref']!r} cannot be read "
                                 f"({err.strerror or err})") from None
-            if _sha(data) != each["sha256"]:
+            if sha256(data) != each["sha256"]:
                 raise CodeError(f"{self.where}: the run's copy {each['file']} of {each['ref']!r} is not the file it "
-                                f"recorded (SHA-256 {_sha(data)[:12]}... against {each['sha256'][:12]}...): it was "
+                                f"recorded (SHA-256 {sha256(data)[:12]}... against {each['sha256'][:12]}...): it was "
                                 "damaged or edited; restore it from the original run")
             if each["sha256"] in _BY_SHA or each["sha256"] in stored:
                 checked[each["sha256"]] = (data, "store")
@@ -515,7 +511,7 @@ class Carried:
             held = sys.modules[name]
             held_sha = getattr(held, "__visualpath_sha256__", None)
             if held_sha is None and getattr(held, "__file__", None) and Path(held.__file__).is_file():
-                held_sha = _sha(Path(held.__file__).read_bytes())
+                held_sha = sha256(Path(held.__file__).read_bytes())
             if held_sha == item["sha256"]:
                 _BY_SHA.setdefault(held_sha, held)
                 return held

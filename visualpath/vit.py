@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
-from visualpath._validate import positive, positive_float, unit_interval_closed_open
+from visualpath._validate import positive, positive_float, unit_interval
 
 __all__ = [
     "Attention",
@@ -95,7 +95,7 @@ class ViTSpec:
     heads: int = attrs.field(validator=positive)
     mlp_ratio: float = attrs.field(default=4.0, validator=positive_float)
     qkv_bias: bool = True
-    drop_path: float = attrs.field(default=0.0, validator=unit_interval_closed_open)
+    drop_path: float = attrs.field(default=0.0, validator=unit_interval)
     norm_eps: float = attrs.field(default=1e-6, validator=positive_float)
     patch: int = attrs.field(default=16, validator=positive)
     tube: int = attrs.field(default=2, validator=positive)

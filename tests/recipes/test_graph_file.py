@@ -101,3 +101,29 @@ def test_editing_the_area_file_between_two_commands_says_what_changed_in_one_lin
     assert "another run_dir" in err
     area.write_text(original)
     assert subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=600).returncode == 0
+
+
+def test_a_builder_gets_the_model_settings_only_when_its_signature_asks():
+    """``model=`` when the builder has a parameter of that name, nothing otherwise; a parameter
+    without a default that is not ``model`` is refused before the builder is called."""
+    from recipes.graph import _builder_arguments
+
+    settings = object()
+
+    def bare():
+        pass
+
+    def scaled(model):
+        pass
+
+    def keyword(depth=4, model=None):
+        pass
+
+    def positional(m):
+        pass
+
+    assert _builder_arguments(bare, "g.py:bare", settings) == {}
+    assert _builder_arguments(scaled, "g.py:scaled", settings) == {"model": settings}
+    assert _builder_arguments(keyword, "g.py:keyword", settings) == {"model": settings}
+    with pytest.raises(ValueError, match=r"g.py:positional.*its parameter 'm' has no default"):
+        _builder_arguments(positional, "g.py:positional", settings)

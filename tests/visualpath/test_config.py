@@ -33,7 +33,7 @@ def test_overrides_parse_by_field_type():
     ("flag=maybe", "flag must be true or false"),
     ("inner.ratio=1.5", r"inner.ratio='1.5' rejected: ratio must be in \(0, 1\)"),
     ("inner.split=1,2", "needs 3 comma-separated values"),
-    ("optim.epochs=0", "OptimSpec.epochs must be a positive integer"),
+    ("optim.epochs=0", "OptimSpec.epochs must be an integer >= 1"),
     ("seed", "key.path=value"),
 ])
 def test_bad_overrides_name_the_field(override, message):

@@ -71,11 +71,11 @@ def _fake_installed_package(root: Path, monkeypatch, entry_points: str) -> None:
     (root / "mylab" / "graphs.py").write_text(textwrap.dedent("""
         from areas.bimm import paper_pathway
 
-        def build(m):
-            return paper_pathway(m)
+        def build(model):
+            return paper_pathway(model)
 
-        def unlisted(m):
-            return paper_pathway(m)
+        def unlisted(model):
+            return paper_pathway(model)
     """))
     info = root / "mylab-0.1.dist-info"
     info.mkdir()

@@ -77,7 +77,7 @@ def _spec():
     (lambda s: s["streams"][0]["areas"][0].pop("type"), r"streams\[0\] \(ventral\).areas\[0\]: missing field 'type'"),
     (lambda s: s["streams"][1].pop("modality"), r"streams\[1\]: missing field 'modality'"),
     (lambda s: s["streams"][0]["areas"][0].update(blocks="two"), r"areas\[0\] \(V1\).blocks must be an integer"),
-    (lambda s: s["streams"][0]["areas"][0]["decoder"].update(width=-1), r"DecoderSpec.width must be a positive"),
+    (lambda s: s["streams"][0]["areas"][0]["decoder"].update(width=-1), r"DecoderSpec.width must be an integer >= 1"),
     (lambda s: s["encoder"].pop("depth"), r"encoder: missing field 'depth' of ViTSpec"),
     (lambda s: s["streams"][1].update(mask={"type": "Tube", "ratio": 0.9}), r"streams\[1\] \(dorsal\).mask must be"),
     (lambda s: s["streams"][1]["areas"][0].update(type="nowhere.module:Area"), r"cannot import 'nowhere.module'"),

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from visualpath.classifier import Encoder, resize_positions
-from visualpath.rundir import load_model, load_state, read_weights
+from visualpath.rundir import load_model, load_state, pretrained_stage, read_weights
 from visualpath.tokens import Layout, position_table
 from visualpath.vit import ViTSpec
 
@@ -153,10 +153,11 @@ def read_state_dict(path) -> dict[str, Tensor]:
     """
     path = Path(path)
     if path.is_dir():
-        found = [path / s / "model.safetensors" for s in ("joint", "ventral") if (path / s / "model.safetensors").is_file()]
-        if not found:
-            raise ValueError(f"{path} is a folder without a joint/ or ventral/model.safetensors (not a run directory)")
-        path = found[0]
+        try:
+            path = path / pretrained_stage(path) / "model.safetensors"
+        except ValueError:
+            raise ValueError(f"{path} is a folder without a joint/ or ventral/model.safetensors (not a run directory)"
+                             ) from None
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
     if path.name == "model.safetensors":

@@ -11,7 +11,6 @@ reader of the stage's files sees one consistent checkpoint.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import random
@@ -25,7 +24,7 @@ import torch
 from safetensors.torch import load as load_bytes, save_file
 from torch import nn
 
-from visualpath.atomic import file_mode
+from visualpath.atomic import file_mode, sha256
 from visualpath.errors import Refused, one_line, shown
 from visualpath.rundir.files import CURRENT, _UNIT, _kind, read_json
 
@@ -89,14 +88,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _link(directory: Path, name: str) -> None:
@@ -231,7 +222,7 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     try:
         tmp.mkdir()
         save_file(weights, str(tmp / "model.safetensors"))
-        weights_sha = _sha256(tmp / "model.safetensors")
+        weights_sha = sha256((tmp / "model.safetensors").read_bytes())
         _fault("weights-written")
         if optimizer is not None:
             rngs = rng if rng is not None else [_rng_state()]
@@ -337,7 +328,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         data = real.read_bytes()
     except OSError as err:
         raise DamagedWeights(f"{path} is not a readable safetensors file ({err.strerror or err})") from None
-    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+    if recorded is not None and sha256(data) != recorded:
         raise DamagedWeights(f"{path}: the weights are not the file their checkpoint recorded (SHA-256 differs): "
                              "damaged or replaced; restore the file or train the stage again")
     try:
