@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 AREA = textwrap.dedent('''
     import attrs
     from visualpath import Area
