@@ -68,6 +68,7 @@ def test_shown_examples_compile_and_import_what_exists(index):
 FILES = re.findall(r"```python (\S+\.py)\n(.*?)```", README.read_text(), flags=re.S)
 
 
+@pytest.mark.e2e
 def test_the_own_graph_commands_run_in_the_order_a_newcomer_types_them(tmp_path):
     """The graph file is written as shown; each command runs in a shell as shown, at the tiny
     scale (``--variant tiny``) so that the whole path takes seconds."""
@@ -101,6 +102,7 @@ def test_the_own_graph_commands_run_in_the_order_a_newcomer_types_them(tmp_path)
     assert deep["streams"][0]["areas"][2]["decoder"]["depth"] == 2
 
 
+@pytest.mark.e2e
 def test_the_recipe_commands_run_after_the_quick_start(tmp_path):
     """The README's recipe lines that can run here (no dataset, no SAM checkpoint), in order,
     after the quick start's main job, at the tiny scale; the help line as it is."""
@@ -124,6 +126,7 @@ def test_the_recipe_commands_run_after_the_quick_start(tmp_path):
     assert 0 <= results["top1"] <= 1
 
 
+@pytest.mark.e2e
 def test_a_changed_finetune_setting_in_a_finished_run_suggests_the_command_that_works(tmp_path, capsys):
     import attrs
 
@@ -140,6 +143,7 @@ def test_a_changed_finetune_setting_in_a_finished_run_suggests_the_command_that_
     assert f"run_dir={run}_ft pretrained={run} stages=finetune,test" in err and "\n" not in err.strip()
 
 
+@pytest.mark.e2e
 def test_the_cluster_commands_parse_as_written(monkeypatch, tmp_path):
     """No cluster here: each line of the README's cluster block is parsed by the program that
     would run it (torchrun's own parser; recipes.submit up to the executor, which records what

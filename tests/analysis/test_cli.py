@@ -11,6 +11,9 @@ import pytest
 from analysis.cli import main
 from analysis.features import Features
 
+pytestmark = pytest.mark.e2e  # runs the commands as a user types them (python -m pytest -m e2e)
+
+
 ROOT = Path(__file__).parents[2]
 
 

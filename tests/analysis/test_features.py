@@ -68,6 +68,7 @@ def tiny_run(tmp_path_factory):
     return cfg.run_dir
 
 
+@pytest.mark.e2e
 def test_a_run_directory_loads_with_its_weights(tiny_run, tmp_path):
     from safetensors.torch import load_file
 
@@ -79,6 +80,7 @@ def test_a_run_directory_loads_with_its_weights(tiny_run, tmp_path):
         load_run(tmp_path)
 
 
+@pytest.mark.e2e
 def test_the_command_line_prints_the_per_area_table_and_writes_figures(tiny_run, capsys):
     from analysis.report import main
 
@@ -110,6 +112,7 @@ def test_the_command_line_prints_the_per_area_table_and_writes_figures(tiny_run,
     assert "unfinished" not in out
 
 
+@pytest.mark.e2e
 def test_a_run_stopped_mid_stage_is_analysed_with_a_warning_saying_so(tiny_run, tmp_path, capsys):
     import shutil
 

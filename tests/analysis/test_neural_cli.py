@@ -77,6 +77,7 @@ def test_bad_inputs_are_refused_in_one_line_before_the_run_is_opened(stimuli, tm
     assert not (tmp_path / "no-such-run").exists()
 
 
+@pytest.mark.e2e
 def test_options_are_checked_before_the_run_is_opened(stimuli, tmp_path, capsys):
     np.save(tmp_path / "r.npy", np.random.default_rng(0).poisson(2.0, (6, 3, 2, 4)).astype(float))
     base = ["no-such-run", "--stimuli", str(stimuli), "--responses", str(tmp_path / "r.npy"), "--folds", "2"]
@@ -92,6 +93,7 @@ def test_options_are_checked_before_the_run_is_opened(stimuli, tmp_path, capsys)
     assert "--stimuli" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_the_analysis_help_lists_the_neural_command():
     done = subprocess.run([sys.executable, "-m", "analysis", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert "python -m analysis neural RUN_DIR --stimuli DIR --responses FILE" in done.stdout

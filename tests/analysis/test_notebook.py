@@ -35,6 +35,7 @@ def _text(cell) -> str:
     return "".join(out)
 
 
+@pytest.mark.e2e
 def test_the_notebook_works_on_a_user_graph_with_an_area_the_packages_lack(tmp_path, monkeypatch):
     """A V3 area of the user's own (tests/fixtures/v3_sobel.py) in every table and figure; the run
     named relative to the folder the notebook was started from."""

@@ -94,6 +94,7 @@ def test_the_diagnosis_runs_as_a_user_types_it(tmp_path):
     assert all(r["visible_fit"] for r in results.values())
 
 
+@pytest.mark.e2e
 def test_unknown_graph_is_refused_before_any_compute(capsys, tmp_path):
     with pytest.raises(SystemExit) as err:
         demo_diagnosis.main(["--only", "bimm:dorsal", "nope:dorsal", "--out", "/nonexistent/never"])

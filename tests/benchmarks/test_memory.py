@@ -8,6 +8,9 @@ import pytest
 from benchmarks.memory import run_measured
 
 # a parent holding 160 MiB and a child holding 100 MiB, alive at the same time for 2 s
+pytestmark = pytest.mark.e2e  # runs the commands as a user types them (python -m pytest -m e2e)
+
+
 PARENT = textwrap.dedent("""
     import subprocess, sys, time
     held = b"p" * (160 << 20)

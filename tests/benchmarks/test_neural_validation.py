@@ -25,6 +25,7 @@ def tiny_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.e2e
 def test_the_command_agrees_with_direct_computations_on_simulated_cells(tiny_run, tmp_path):
     result = neural_validation.measure(tiny_run, tmp_path, ["per-region"], v1=6, mt=6, repetitions=8, folds=3)
     assert result["noise_free_corrected"]["V1"] == pytest.approx(1, abs=0.1)

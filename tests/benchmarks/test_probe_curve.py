@@ -10,6 +10,7 @@ from benchmarks import probe_curve
 from visualpath.rundir import stage_progress
 
 
+@pytest.mark.e2e
 def test_the_curve_follows_both_stages_and_ends_at_the_saved_model(tmp_path):
     out = tmp_path / "curve"
     assert probe_curve.main(["--variant", "tiny", "--every", "2", "--out", str(out)]) == 0
@@ -51,6 +52,7 @@ def test_the_curve_follows_both_stages_and_ends_at_the_saved_model(tmp_path):
     assert (again / "curve.md").read_text() == (out / "curve.md").read_text()
 
 
+@pytest.mark.e2e
 def test_every_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         probe_curve.main(["--every", "0"])

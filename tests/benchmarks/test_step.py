@@ -5,6 +5,7 @@ import pytest
 pytest.importorskip("transformers")
 
 
+@pytest.mark.e2e
 def test_step_benchmark_runs_and_reports_ratios(capsys):
     from benchmarks.step import main
 
@@ -17,6 +18,7 @@ def test_step_benchmark_runs_and_reports_ratios(capsys):
     assert "hf / ours-videomae" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_the_step_benchmark_times_a_user_graph_and_its_own_targets():
     from pathlib import Path
 

@@ -91,6 +91,7 @@ def test_table_7d_12_row_differs_from_the_default_only_in_where_the_decoders_rea
     assert count(twelve) - decoders(twelve) == count(default) - decoders(default)  # same encoders, same sharing
 
 
+@pytest.mark.e2e
 def test_without_imagenet_the_paper_rows_say_what_they_need(tmp_path, capsys, monkeypatch):
     base = _paper_base(tmp_path, images=False)
     (no_init, ucf, in1k) = ablations.rows("7a", base)
@@ -119,6 +120,7 @@ def test_tiny_table_runs_and_prints_in_the_papers_format(tmp_path, capsys):
     assert len(set(shared)) == 3 and shared[1].endswith("default")
 
 
+@pytest.mark.e2e
 def test_cli_needs_a_known_table(capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
     assert ablations.main(["--variant", "tiny"]) == 2

@@ -38,6 +38,7 @@ def tiny_run(tmp_path_factory):
     return cfg, results
 
 
+@pytest.mark.e2e
 def test_the_training_videos_leave_memory_before_the_test(tiny_run):
     """The buffer of decoded training videos is freed once the training stages are done, so
     the test stage's own peak comes on top of less (the demo's peak memory was at its end)."""
@@ -45,6 +46,7 @@ def test_the_training_videos_leave_memory_before_the_test(tiny_run):
     assert MEMORY["alive_at_test"] == [0]
 
 
+@pytest.mark.e2e
 def test_tiny_variant_runs_every_stage_and_leaves_a_run_directory(tiny_run):
     cfg, results = tiny_run
     run_dir = Path(cfg.run_dir)
@@ -60,12 +62,14 @@ def test_tiny_variant_runs_every_stage_and_leaves_a_run_directory(tiny_run):
     assert json.loads((run_dir / "results.json").read_text())["top1"] == results["top1"]
 
 
+@pytest.mark.e2e
 def test_a_stage_runs_alone_from_saved_checkpoints(tiny_run):
     cfg, results = tiny_run
     again = recipe.run(attrs.evolve(cfg, stages=("test",)))
     assert again["top1"] == results["top1"]
 
 
+@pytest.mark.e2e
 def test_completed_stages_resume_without_training_again(tiny_run, capsys):
     cfg, _ = tiny_run
     before = (Path(cfg.run_dir) / "joint" / "model.safetensors").read_bytes()
@@ -82,6 +86,7 @@ def test_completed_stages_resume_without_training_again(tiny_run, capsys):
     (["data.size=60"], "data.size must be a multiple of 8"),  # the demo's 8 px patches
     (["stages=ventral,pretrain"], "stages must be a non-empty list"),
 ])
+@pytest.mark.e2e
 def test_bad_configuration_fails_before_compute(argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
     with pytest.raises((SystemExit, ValueError)) as err:
@@ -90,6 +95,7 @@ def test_bad_configuration_fails_before_compute(argv, message, capsys, monkeypat
     assert message in text
 
 
+@pytest.mark.e2e
 def test_help_lists_variants_and_keys(capsys):
     with pytest.raises(SystemExit):
         recipe.main(["--help"])
@@ -108,6 +114,7 @@ def test_paper_settings_follow_tables_8_and_9():
     assert cfg.model.blocks == (2, 2, 8) and cfg.model.video_mask == 0.9 and cfg.model.image_mask == 0.75
 
 
+@pytest.mark.e2e
 def test_resuming_with_other_settings_is_refused_before_compute(tiny_run, monkeypatch):
     cfg, _ = tiny_run
     monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
@@ -119,6 +126,7 @@ def test_resuming_with_other_settings_is_refused_before_compute(tiny_run, monkey
     assert pipeline.resume_conflicts(attrs.evolve(cfg, stages=("test",), log_every=5)) == []
 
 
+@pytest.mark.e2e
 def test_a_setting_added_after_a_run_started_does_not_block_resuming_at_its_default(tiny_run, tmp_path):
     import json
     import shutil
@@ -137,6 +145,7 @@ def test_a_setting_added_after_a_run_started_does_not_block_resuming_at_its_defa
     assert "graph V1.decoder.keep: 1.0 -> 0.5" in conflicts  # the stored graph differs too
 
 
+@pytest.mark.e2e
 def test_real_data_without_a_choice_of_ventral_images_names_both_choices(tmp_path, capsys, monkeypatch):
     """--data-root selects the paper's settings, whose ventral stage needs ImageNet or an explicit
     choice of the video set's frames (Table 7a's UCF101 Init), recorded in config.json."""
@@ -151,6 +160,7 @@ def test_real_data_without_a_choice_of_ventral_images_names_both_choices(tmp_pat
     assert "data.image_root=/path/to/imagenet" in err and "data.image_root=frames" in err and "UCF101 Init" in err
 
 
+@pytest.mark.e2e
 def test_the_results_and_config_name_the_ventral_images(tiny_run):
     cfg, results = tiny_run
     assert results["ventral_images"] == "frames of the video set"  # the built-in set: no paper table cited
@@ -174,6 +184,7 @@ def test_labels_cite_the_paper_only_for_its_own_configuration(tmp_path):
     assert "Table 7a" not in ventral_source(edited) and graph_label(edited).endswith("with pathway.V1.cells=2")
 
 
+@pytest.mark.e2e
 def test_help_gives_each_keys_type_allowed_values_and_description(capsys):
     with pytest.raises(SystemExit):
         recipe.main(["--help"])
@@ -182,6 +193,7 @@ def test_help_gives_each_keys_type_allowed_values_and_description(capsys):
     assert "seed: int = 0  # seeds every random draw" in out and "pretrained: str | None = None  #" in out
 
 
+@pytest.mark.e2e
 def test_print_config_and_config_files_rerun_a_saved_run(tiny_run, tmp_path, capsys):
     cfg, _ = tiny_run
     with pytest.raises(SystemExit) as exit_info:
@@ -203,6 +215,7 @@ def test_print_config_and_config_files_rerun_a_saved_run(tiny_run, tmp_path, cap
     assert printed["model"]["video_mask"] == 0.5 and printed["stages"] == ["joint", "finetune"]
 
 
+@pytest.mark.e2e
 def test_a_config_file_chooses_a_run_dir_only_inside_the_current_folder(tmp_path, capsys):
     """A shared config file pointing run_dir elsewhere is refused before anything is written;
     run_dir= on the command line (the reader's choice) or a relative one is used."""
@@ -242,6 +255,7 @@ def test_a_config_file_named_like_a_setting_or_a_linked_folder_chooses_nothing_o
     assert config_file_run_dir(["--config", "c.yaml"], attrs.evolve(tiny, run_dir="runs/x")) is None
 
 
+@pytest.mark.e2e
 def test_an_unknown_flag_is_an_unknown_option(capsys):
     with pytest.raises(SystemExit) as exit_info:
         recipe.main(["--varaint", "tiny"])

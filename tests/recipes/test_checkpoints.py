@@ -11,6 +11,9 @@ from recipes import bimm_ucf101, stages
 from visualpath import engine
 from visualpath.rundir import stage_progress
 
+pytestmark = pytest.mark.e2e  # runs the commands as a user types them (python -m pytest -m e2e)
+
+
 COMMON = ("--variant", "tiny", "device=cpu", "log_every=1", "stages=joint", "checkpoint_minutes=1")
 
 

@@ -16,6 +16,9 @@ from tests.recipes.test_run_artefact import CONSUMERS, TINY, _refused, _run
 from tests.recipes.test_run_links import paper_run  # noqa: F401 (the fixture)
 
 
+pytestmark = pytest.mark.e2e  # runs the commands as a user types them (python -m pytest -m e2e)
+
+
 def _rehash(unit: Path) -> None:
     """Record the weights' new hash, as a forger would."""
     progress = json.loads((unit / "progress.json").read_text())

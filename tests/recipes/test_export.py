@@ -31,6 +31,7 @@ def _ours(run):
     return model.eval(), classes
 
 
+@pytest.mark.e2e
 def test_a_finetuned_run_exports_as_videomae_for_video_classification_with_its_class_names(finetuned, tmp_path):
     assert export_main([str(finetuned), str(tmp_path / "hf")]) == 0
     hf = transformers.VideoMAEForVideoClassification.from_pretrained(tmp_path / "hf").eval()
@@ -44,6 +45,7 @@ def test_a_finetuned_run_exports_as_videomae_for_video_classification_with_its_c
     assert theirs.argmax(1).tolist() == mine.argmax(1).tolist()
 
 
+@pytest.mark.e2e
 def test_an_encoder_exports_as_videomae_model_and_timm(finetuned, tmp_path):
     from timm.models.vision_transformer import VisionTransformer
 
@@ -104,6 +106,7 @@ def finetuned_at_video_size(tmp_path_factory):
     return run
 
 
+@pytest.mark.e2e
 def test_the_exported_processor_and_model_reproduce_predict_on_a_raw_clip(finetuned_at_video_size, tmp_path):
     """What a Hugging Face user does with an export: decode the clip config.json describes
     (PyAV), AutoImageProcessor, VideoMAEForVideoClassification: the same top-1 as
@@ -138,6 +141,7 @@ def test_the_exported_processor_and_model_reproduce_predict_on_a_raw_clip(finetu
         assert np.isfinite(theirs.numpy()).all()
 
 
+@pytest.mark.e2e
 def test_export_help_describes_every_argument(capsys):
     import pytest
 

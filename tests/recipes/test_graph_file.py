@@ -52,6 +52,7 @@ def _lab(root: Path) -> Path:
     return root
 
 
+@pytest.mark.e2e
 def test_a_graph_importing_its_sibling_builds_from_the_parent_and_a_third_folder(tmp_path):
     root = _lab(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -83,6 +84,7 @@ def test_the_sibling_is_carried_and_the_folder_leaves_the_import_path(tmp_path, 
         sys.modules.pop("areas_mine", None)
 
 
+@pytest.mark.e2e
 def test_editing_the_area_file_between_two_commands_says_what_changed_in_one_line(tmp_path):
     """The author trains, edits their area, and runs the same command again: one line saying
     the file changed since the run was made and what to do; restoring it resumes."""

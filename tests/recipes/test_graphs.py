@@ -55,6 +55,7 @@ def user_graph_runs(tmp_path_factory):
     return straight, killed
 
 
+@pytest.mark.e2e
 def test_a_user_graph_from_a_plain_file_trains_through_every_stage(user_graph_runs):
     straight, _ = user_graph_runs
     results = json.loads((straight / "results.json").read_text())
@@ -70,6 +71,7 @@ def test_a_user_graph_from_a_plain_file_trains_through_every_stage(user_graph_ru
     assert any("ventral.V3" in m and "dorsal.MT" in m for m in metrics if m["stage"] == "joint")
 
 
+@pytest.mark.e2e
 def test_an_override_on_the_command_line_reaches_the_saved_graph_and_the_built_area(user_graph_runs):
     from analysis.features import load_run
 
@@ -87,6 +89,7 @@ def test_an_override_on_the_command_line_reaches_the_saved_graph_and_the_built_a
     assert model.streams["dorsal"].decoders["V1"].head.out_features == 8 * 2 * 16 * 2
 
 
+@pytest.mark.e2e
 def test_a_killed_run_of_a_user_graph_resumes_to_the_same_weights(user_graph_runs):
     straight, killed = user_graph_runs
     for stage in ("joint", "finetune"):
@@ -97,6 +100,7 @@ def test_a_killed_run_of_a_user_graph_resumes_to_the_same_weights(user_graph_run
         json.loads((killed / "results.json").read_text())["top1"]
 
 
+@pytest.mark.e2e
 def test_analysis_reports_every_area_of_a_user_graph(user_graph_runs, capsys):
     from analysis.report import main
 
@@ -114,6 +118,7 @@ def test_analysis_reports_every_area_of_a_user_graph(user_graph_runs, capsys):
     assert "target left [8 neighbours]" in out
 
 
+@pytest.mark.e2e
 def test_finetuning_and_testing_a_user_graph_run_from_another_run_directory(user_graph_runs, tmp_path):
     straight, _ = user_graph_runs
     target = tmp_path / "ft"
@@ -122,6 +127,7 @@ def test_finetuning_and_testing_a_user_graph_run_from_another_run_directory(user
     assert [a["name"] for a in spec["streams"][0]["areas"]] == ["V1", "V2", "V3", "V4"]
 
 
+@pytest.mark.e2e
 def test_a_three_stream_graph_trains_finetunes_and_is_probed(tmp_path):
     from analysis.features import load_run
     from analysis.report import main as analyse
@@ -169,6 +175,7 @@ def test_a_stored_graph_and_an_importable_module_are_graphs_too(tmp_path, monkey
     (("finetune.stream=fast",), "finetune.stream='fast' is not a stream of the graph"),
     (("data.maps=flow=/tmp",), "data.maps names 'flow', which no area of the graph reads"),
 ])
+@pytest.mark.e2e
 def test_bad_graphs_and_keys_fail_before_compute_naming_the_field(argv, message, capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
     with pytest.raises(SystemExit) as exit_info:
@@ -177,6 +184,7 @@ def test_bad_graphs_and_keys_fail_before_compute_naming_the_field(argv, message,
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_help_lists_the_graph_areas_and_their_keys(capsys):
     with pytest.raises(SystemExit):
         _main(f"pathway={GRAPH}:build", "--help")
@@ -187,6 +195,7 @@ def test_help_lists_the_graph_areas_and_their_keys(capsys):
         assert key in out
 
 
+@pytest.mark.e2e
 def test_interop_reads_a_user_graph_run_directory(user_graph_runs):
     from visualpath.interop import encoder_from_run, load_checkpoint
     from visualpath.rundir import load_model
@@ -206,6 +215,7 @@ def test_interop_reads_a_user_graph_run_directory(user_graph_runs):
         encoder_from_run(straight, "fast")
 
 
+@pytest.mark.e2e
 def test_a_stored_graph_that_no_longer_loads_is_reported_not_guessed(user_graph_runs, tmp_path, capsys):
     import shutil
 
@@ -220,6 +230,7 @@ def test_a_stored_graph_that_no_longer_loads_is_reported_not_guessed(user_graph_
     assert "stores a graph that cannot be read" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_finetuning_a_stream_the_checkpoint_lacks_fails_naming_it(user_graph_runs, tmp_path, capsys):
     straight, _ = user_graph_runs
     ventral_only = f"{straight}/ventral/model.safetensors"

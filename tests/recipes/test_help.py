@@ -84,6 +84,7 @@ def test_descriptions_come_from_comments_and_docstrings():
     assert attribute_docs(Derived)["a"] == "the subclass's word wins"
 
 
+@pytest.mark.e2e
 def test_the_recipe_help_lists_every_option_variant_and_key():
     done = subprocess.run([sys.executable, "-m", "recipes.bimm_ucf101", "--help"], capture_output=True, text=True,
                           timeout=120)
@@ -99,6 +100,7 @@ def test_the_recipe_help_lists_every_option_variant_and_key():
     assert len(keys) > 200 and all("  # " in line for line in keys), [k for k in keys if "  # " not in k][:5]
 
 
+@pytest.mark.e2e
 def test_the_analysis_help_names_its_subcommands():
     done = subprocess.run([sys.executable, "-m", "analysis", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "analysis extract" in done.stdout and "analysis predict" in done.stdout

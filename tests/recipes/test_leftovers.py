@@ -4,6 +4,8 @@ left beside the selected one are removed when their stage runs or resumes."""
 import json
 import shutil
 
+import pytest
+
 from recipes import bimm_ucf101
 from visualpath.rundir import prune_stage, selected_checkpoint
 
@@ -18,6 +20,7 @@ def _files(run_dir):
             if p.is_file() and not p.is_symlink() and p.name not in (".lock",) and p.suffix != ".png"}
 
 
+@pytest.mark.e2e
 def test_a_finished_command_run_again_changes_nothing_and_removes_stale_units(tmp_path):
     run = tmp_path / "run"
     assert _main(run) == 0

@@ -11,6 +11,9 @@ from visualpath.data.formats import read_ucf101
 from visualpath.data.synthetic import SyntheticSpec, generate
 
 
+pytestmark = pytest.mark.e2e  # runs the commands as a user types them (python -m pytest -m e2e)
+
+
 @pytest.fixture(scope="module")
 def ucf(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("own") / "ucf", SyntheticSpec(seed=5, groups=7, clips=1, frames=16,

@@ -43,6 +43,7 @@ def test_every_recipe_has_config_variants_and_run(name):
 
 
 @pytest.mark.parametrize("name", ["bimm_k400", "bimm_ssv2", "bimm_imagenet", "videomae_ucf101"])
+@pytest.mark.e2e
 def test_tiny_variant_runs_every_stage(name, tmp_path):
     cfg = _tiny(name, tmp_path)
     results = pipeline.run(cfg)
@@ -53,6 +54,7 @@ def test_tiny_variant_runs_every_stage(name, tmp_path):
         assert (Path(cfg.run_dir) / stage / "model.safetensors").is_file()
 
 
+@pytest.mark.e2e
 def test_hmdb51_finetunes_another_runs_pretrained_pathway(ucf_tiny_run, tmp_path, capsys):
     cfg = _tiny("bimm_hmdb51", tmp_path, pretrained=str(ucf_tiny_run))
     assert cfg.stages == ("finetune", "test")
@@ -191,6 +193,7 @@ def _hmdb51(root: Path, train, test, classes):
 
 @pytest.mark.parametrize("name, layout", [("bimm_k400", _kinetics), ("bimm_ssv2", _ssv2),
                                           ("bimm_hmdb51", _hmdb51)])
+@pytest.mark.e2e
 def test_recipes_read_their_datasets_official_layout(name, layout, builtin, tmp_path):
     _, train, test, classes = builtin
     root = tmp_path / "data"
@@ -217,6 +220,7 @@ def test_recipes_reject_bad_configuration_before_compute(name, argv, message, tm
     assert message in str(err.value) + capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_joint_pretraining_can_start_from_a_videomae_checkpoint(tmp_path, capsys):
     import torch
     from transformers import VideoMAEConfig, VideoMAEModel
@@ -235,6 +239,7 @@ def test_joint_pretraining_can_start_from_a_videomae_checkpoint(tmp_path, capsys
         pipeline.check(attrs.evolve(cfg, init="/nonexistent.pth"))
 
 
+@pytest.mark.e2e
 def test_finetuning_can_start_from_a_videomae_checkpoint(tmp_path, capsys):
     from safetensors.torch import save_file
     from transformers import VideoMAEConfig, VideoMAEModel
@@ -269,6 +274,7 @@ def test_real_data_on_the_command_line_selects_the_paper_variant(argv, expected)
     assert images == ["--variant", "paper", "--data.image_root", "/i"]
 
 
+@pytest.mark.e2e
 def test_an_mae_or_timm_image_checkpoint_starts_the_ventral_stage(tmp_path, capsys):
     import torch
     from timm.models.vision_transformer import VisionTransformer
@@ -297,6 +303,7 @@ def test_compile_and_checkpointing_train_and_save_plain_checkpoints(tmp_path):
     assert keys and not any(k.startswith(("_orig_mod.", "module.")) for k in keys)
 
 
+@pytest.mark.e2e
 def test_under_torchrun_only_rank_0_lists_a_real_dataset(monkeypatch, tmp_path):
     """A 240k-file dataset on shared storage is listed once per job: rank 0 lists, the others
     receive its list (and its refusal, when the set is not in its layout)."""

@@ -10,6 +10,9 @@ from recipes import bimm_ucf101, pipeline
 from visualpath.rundir import RunLock
 
 
+pytestmark = pytest.mark.e2e  # runs the commands as a user types them (python -m pytest -m e2e)
+
+
 def _main(*argv):
     return bimm_ucf101.main(["--variant", "tiny", "device=cpu", *argv])
 

@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.e2e  # runs the commands as a user types them (python -m pytest -m e2e)
+
+
 AREA = Path(__file__).parents[1] / "fixtures" / "v3_sobel.py"
 REPO = Path(__file__).parents[2]
 TINY = ("--variant", "tiny", "device=cpu")

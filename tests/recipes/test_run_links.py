@@ -18,6 +18,9 @@ from tests.recipes.test_run_artefact import CONSUMERS, TINY, _refused, _run
 from visualpath.rundir import LinkedRun, check_links
 
 
+pytestmark = pytest.mark.e2e  # runs the commands as a user types them (python -m pytest -m e2e)
+
+
 @pytest.fixture(scope="module")
 def paper_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("links")

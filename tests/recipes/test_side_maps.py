@@ -22,6 +22,7 @@ def video_set(tmp_path_factory):
                                                                             size=64))
 
 
+@pytest.mark.e2e
 def test_one_command_computes_any_declared_map_resumably_and_in_shards(video_set, capsys):
     graph = f"{FIXTURE}:build"
     args = ["--data-root", str(video_set), "--pathway", graph, "--map", "saliency", "--every", "2"]
@@ -40,11 +41,13 @@ def test_one_command_computes_any_declared_map_resumably_and_in_shards(video_set
     assert np.array_equal(maps[2].numpy(), contrast(frames[2]))
 
 
+@pytest.mark.e2e
 def test_the_command_names_a_map_no_area_declares(video_set, capsys):
     assert precompute_maps.main(["--data-root", str(video_set), "--map", "depth"]) == 2
     assert "no area of the graph declares the map 'depth'; declared: ['contour']" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_v2_contours_without_a_sam_checkpoint_use_its_edge_detector(video_set, tmp_path):
     cache_dir = tmp_path / "contours"
     assert precompute_maps.main(["--data-root", str(video_set), "--cache", str(cache_dir), "--every", "8",
@@ -98,6 +101,7 @@ def test_an_image_stream_fed_clips_takes_the_same_frame_of_its_map():
         model({"video": video, "saliency": video[:, 0, :2]})
 
 
+@pytest.mark.e2e
 def test_a_user_area_with_its_own_map_trains_from_its_cache(video_set, tmp_path):
     graph = f"{FIXTURE}:build"
     assert precompute_maps.main(["--data-root", str(video_set), "--pathway", graph, "--cache",
@@ -141,6 +145,7 @@ def test_sam_contours_of_an_image_folder_are_cached_and_follow_the_image(tmp_pat
         assert red[marked].mean() > red[~marked].mean() + 40
 
 
+@pytest.mark.e2e
 def test_a_map_an_area_cannot_do_without_is_asked_for_before_compute(video_set, capsys, monkeypatch):
     from recipes import pipeline
 

@@ -9,6 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.e2e  # runs the commands as a user types them (python -m pytest -m e2e)
+
+
 submitit = pytest.importorskip("submitit", reason="pip install -e '.[cluster]'")
 
 from recipes import submit  # noqa: E402

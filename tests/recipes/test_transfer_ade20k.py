@@ -46,6 +46,7 @@ def test_missing_or_malformed_annotations_name_the_file(ade, tmp_path):
         ADE20K(broken, "validation", train=False)._read(0)
 
 
+@pytest.mark.e2e
 def test_the_tiny_variant_trains_its_loss_down_and_reports_miou(tmp_path, monkeypatch):
     monkeypatch.setenv("VISUALPATH_DATA", str(tmp_path / "data"))
     cfg = attrs.evolve(transfer_ade20k.VARIANTS["tiny"], run_dir=str(tmp_path / "run"), device="cpu")
@@ -55,6 +56,7 @@ def test_the_tiny_variant_trains_its_loss_down_and_reports_miou(tmp_path, monkey
     assert len(losses) == 30 and np.mean(losses[-5:]) < np.mean(losses[:5])
 
 
+@pytest.mark.e2e
 def test_a_pretrained_run_gives_its_ventral_encoder(tmp_path, monkeypatch, capsys):
     from recipes import bimm_ucf101, pipeline
 
@@ -77,11 +79,15 @@ def test_a_pretrained_run_gives_its_ventral_encoder(tmp_path, monkeypatch, capsy
 
 
 def test_a_run_without_the_needed_stream_is_refused_before_compute(tmp_path):
-    from recipes.pipeline import Config, to_dict
+    from areas.bimm import paper_pathway
+    from recipes.config import Config
+    from visualpath.config import to_dict
+    from visualpath.rundir import write_pathway
 
     run = tmp_path / "videomae_run"
     run.mkdir()
-    saved = to_dict(attrs.evolve(Config(), model=attrs.evolve(Config().model, streams=("dorsal",))))
-    (run / "config.json").write_text(json.dumps({"config": saved}))
+    saved = attrs.evolve(Config(), model=attrs.evolve(Config().model, streams=("dorsal",)))
+    (run / "config.json").write_text(json.dumps({"config": to_dict(saved)}))
+    write_pathway(run, paper_pathway(saved.model))
     with pytest.raises(ValueError, match=r"the backbone is the ventral encoder: the run .* has streams \['dorsal'\]"):
         transfer_ade20k.check(attrs.evolve(transfer_ade20k.VARIANTS["tiny"], pretrained=str(run)))

@@ -43,6 +43,7 @@ def test_bad_annotation_files_name_the_file_and_the_format(ava, tmp_path):
         read_boxes(bad)
 
 
+@pytest.mark.e2e
 def test_the_tiny_variant_trains_its_loss_down_and_reports_frame_map(tmp_path, monkeypatch):
     monkeypatch.setenv("VISUALPATH_DATA", str(tmp_path / "data"))
     cfg = attrs.evolve(transfer_ava.VARIANTS["tiny"], run_dir=str(tmp_path / "run"), device="cpu")
@@ -53,6 +54,7 @@ def test_the_tiny_variant_trains_its_loss_down_and_reports_frame_map(tmp_path, m
     assert np.mean(losses[-4:]) < np.mean(losses[:4])
 
 
+@pytest.mark.e2e
 def test_a_pretrained_run_gives_its_dorsal_encoder(tmp_path, monkeypatch, capsys):
     from rich.console import Console
     from safetensors.torch import load_file

@@ -43,6 +43,7 @@ def test_missing_or_malformed_annotations_name_the_file(coco, tmp_path):
         COCODetection(tmp_path)
 
 
+@pytest.mark.e2e
 def test_the_tiny_variant_trains_its_loss_down_and_reports_box_and_mask_ap(tmp_path, monkeypatch):
     monkeypatch.setenv("VISUALPATH_DATA", str(tmp_path / "data"))
     cfg = attrs.evolve(transfer_coco.VARIANTS["tiny"], run_dir=str(tmp_path / "run"), device="cpu",

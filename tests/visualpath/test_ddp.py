@@ -10,6 +10,9 @@ import pytest
 import torch
 
 
+pytestmark = pytest.mark.e2e  # runs the commands as a user types them (python -m pytest -m e2e)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

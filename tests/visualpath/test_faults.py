@@ -38,6 +38,7 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.parametrize("point", FAULT_POINTS)
+@pytest.mark.e2e
 def test_a_kill_at_any_point_of_a_checkpoint_write_resumes_bit_identically(point, uninterrupted, tmp_path):
     assert _worker(tmp_path, resume=False, kill_at=f"{point}@3") == 137  # killed while writing the third unit
     selected = selected_checkpoint(tmp_path / "stage")
@@ -209,6 +210,7 @@ def test_broken_files_are_warned_and_counted_once_across_workers_epochs_and_a_re
     assert re.search(r"resumed at step 4/\d+ \(epoch 2/\d+\)", second), second  # as the step lines count
 
 
+@pytest.mark.e2e
 def test_a_worker_ends_when_its_parent_dies(tmp_path):
     """What keeps torchrun workers from training on, unsupervised, after their agent is killed."""
     import signal

@@ -72,6 +72,7 @@ def test_a_second_signal_during_the_checkpoint_does_not_tear_it(tmp_path, monkey
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
+@pytest.mark.e2e
 def test_two_process_runs_signalled_at_random_steps_resume_bit_identically(tmp_path):
     """SIGTERM in every rank (what SLURM and torchrun send), or in rank 1 alone, at random
     steps; each rank stops at the same step and the resumed run ends with the uninterrupted
@@ -93,6 +94,7 @@ def test_two_process_runs_signalled_at_random_steps_resume_bit_identically(tmp_p
         assert torch.equal(torch.load(out / "final.pt"), full), f"trial {trial}: signalled in step {at}"
 
 
+@pytest.mark.e2e
 def test_a_recipe_signalled_from_outside_says_where_it_stopped_and_resumes(tmp_path):
     """The whole process group gets SIGTERM (data-loading workers included, as under SLURM)
     while a tiny recipe trains: one line, exit 75; the same command then finishes with the

@@ -131,6 +131,7 @@ def test_a_module_name_never_means_a_file_in_the_current_folder(tmp_path, monkey
     assert not marker.exists()
 
 
+@pytest.mark.e2e
 def test_the_recipe_refuses_both_routes_in_one_line_and_remembers_nothing(tmp_path):
     """As a user types it: a config file naming ``pytest:main`` beside a planted ``conftest.py``,
     and a module name typed on the command line that only the current folder holds."""

@@ -156,6 +156,7 @@ def test_a_run_written_before_graphs_were_stored_is_refused_in_one_line(tmp_path
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.e2e
 def test_a_graph_defined_in_the_running_script_round_trips_without_running_it_again(tmp_path):
     import subprocess
     import sys

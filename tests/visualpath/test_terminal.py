@@ -3,6 +3,11 @@
 import subprocess
 import sys
 
+import pytest
+
+
+pytestmark = pytest.mark.e2e  # runs the commands as a user types them (python -m pytest -m e2e)
+
 
 def test_a_redirected_console_writes_each_message_on_one_line_and_tables_whole(tmp_path):
     code = """

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 
+@pytest.mark.e2e
 def test_a_standard_library_name_in_the_current_folder_is_not_trusted(tmp_path):
     """``tabnanny.py`` beside the command shadows the standard library's: it is the folder's
     code, refused like any other; the payload never runs."""

@@ -53,6 +53,7 @@ print(module.{name}.__name__)
 '''
 
 
+@pytest.mark.e2e
 def test_code_imported_by_a_module_trusted_once_is_not_remembered(tmp_path):
     """``--trust-code`` on a module that imports its sibling and its package: none of them is
     remembered as the reader's own (the package and the sibling ran under the same flag)."""
@@ -69,6 +70,7 @@ def test_code_imported_by_a_module_trusted_once_is_not_remembered(tmp_path):
     assert not store.exists() or json.loads(store.read_text()).get("sha256", {}) == {}
 
 
+@pytest.mark.e2e
 def test_the_authors_named_module_and_its_siblings_are_remembered(tmp_path):
     lab = tmp_path / "lab"
     lab.mkdir()
@@ -82,6 +84,7 @@ def test_the_authors_named_module_and_its_siblings_are_remembered(tmp_path):
         assert hashlib.sha256((lab / name).read_bytes()).hexdigest() in remembered
 
 
+@pytest.mark.e2e
 def test_a_file_added_beside_a_carried_package_never_runs(tmp_path):
     """A carried package's submodules come from the manifest only: a file someone adds to
     ``code/modules/PKG/`` is not imported, even by a package that tries to import it."""
@@ -99,6 +102,7 @@ def test_a_file_added_beside_a_carried_package_never_runs(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.e2e
 def test_a_module_of_a_namespace_package_loads_from_the_copy(tmp_path):
     """``nsp/mod.py`` in a folder without ``__init__.py``: the run rebuilds it after the
     folder is gone."""
@@ -112,6 +116,7 @@ def test_a_module_of_a_namespace_package_loads_from_the_copy(tmp_path):
     assert _ok(_python(LOAD.format(run=str(run), ref="nsp.mod", name="Mine"), lab, store)).split() == ["Mine"]
 
 
+@pytest.mark.e2e
 def test_a_script_run_with_python_m_carries_what_it_imports_relatively(tmp_path):
     lab = tmp_path / "lab"
     (lab / "labpkg").mkdir(parents=True)

@@ -116,6 +116,7 @@ def test_dataset_serves_cached_contours_aligned_with_the_clip(tiny_set):
             assert aligned > 10 and aligned > red[shifted].mean() - red[~shifted].mean()
 
 
+@pytest.mark.e2e
 def test_command_line_reports_a_missing_checkpoint(tiny_set, capsys):
     code = precompute_contours.main(["--data-root", str(tiny_set), "--sam-checkpoint", "/nope/sam.pth",
                                      "--model-type", "vit_b"])
