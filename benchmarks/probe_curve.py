@@ -132,7 +132,8 @@ def _observed(cfg, every: int, points: list[dict]):
 def measure(variant: str, seed: int, every: int, out: Path, overrides: list[str],
             reference_seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
     from recipes import bimm_ucf101
-    from recipes.pipeline import parse, run
+    from recipes.cli import parse
+    from recipes.pipeline import run
     from analysis.features import load_run, random_weights
 
     cfg = parse(["--variant", variant, *overrides], bimm_ucf101.VARIANTS, "recipes.bimm_ucf101", bimm_ucf101.__doc__)

@@ -50,7 +50,10 @@ from rich.console import Console
 from rich.table import Table
 
 from recipes import bimm_ucf101
-from recipes.pipeline import Config, check, paper_if_data, run
+from recipes.checks import check
+from recipes.cli import paper_if_data
+from recipes.config import Config
+from recipes.pipeline import run
 from visualpath.config import apply_overrides, parse_cli
 
 __all__ = ["TABLES", "rows", "run_table", "main"]

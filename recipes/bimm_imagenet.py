@@ -18,7 +18,10 @@ import sys
 
 import attrs
 
-from recipes.pipeline import Config, FinetuneConfig, ModelConfig, TestConfig, entry, run, variants  # noqa: F401
+from areas.bimm import ModelConfig
+from recipes.cli import entry
+from recipes.config import Config, FinetuneConfig, TestConfig, variants
+from recipes.pipeline import run  # noqa: F401 (recipes.NAME.run(cfg) runs a config in Python)
 from visualpath.engine import OptimSpec
 
 NAME = "bimm_imagenet"

@@ -21,7 +21,9 @@ import sys
 
 import attrs
 
-from recipes.pipeline import Config, DataConfig, FinetuneConfig, PretrainConfig, entry, run, variants  # noqa: F401
+from recipes.cli import entry
+from recipes.config import Config, DataConfig, FinetuneConfig, PretrainConfig, variants
+from recipes.pipeline import run  # noqa: F401 (recipes.NAME.run(cfg) runs a config in Python)
 from visualpath.engine import OptimSpec
 
 NAME = "bimm_k400"

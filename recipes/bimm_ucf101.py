@@ -16,7 +16,9 @@ import sys
 
 import attrs
 
-from recipes.pipeline import Config, DataConfig, entry, run, variants  # noqa: F401
+from recipes.cli import entry
+from recipes.config import Config, DataConfig, variants
+from recipes.pipeline import run  # noqa: F401 (recipes.NAME.run(cfg) runs a config in Python)
 
 NAME = "bimm_ucf101"
 

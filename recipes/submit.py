@@ -84,7 +84,7 @@ class TableRowJob:
 
     def config(self):
         from recipes import ablations, bimm_ucf101
-        from recipes.pipeline import paper_if_data
+        from recipes.cli import paper_if_data
         from visualpath.config import parse_cli
 
         _, base = parse_cli(paper_if_data(list(self.argv), bimm_ucf101.VARIANTS), bimm_ucf101.VARIANTS,
@@ -113,12 +113,12 @@ class TableRowJob:
 def run_dir_of(recipe: str, argv: list[str]) -> Path:
     """The run directory the recipe will use with ``argv`` (parsed as the recipe parses it,
     so a bad command line is refused here, before anything is submitted)."""
-    from recipes import pipeline
+    from recipes import cli
 
     module = importlib.import_module(f"recipes.{recipe}")
-    argv = pipeline.paper_if_data(list(argv), module.VARIANTS, getattr(module, "DATA_KEYS", ("data.root",)))
-    argv, _, named = pipeline.trust_args(argv)
-    cfg = pipeline.parse(argv, module.VARIANTS, f"recipes.{recipe}", module.__doc__ or "")
+    argv = cli.paper_if_data(list(argv), module.VARIANTS, getattr(module, "DATA_KEYS", ("data.root",)))
+    argv, _, named = cli.trust_args(argv)
+    cfg = cli.parse(argv, module.VARIANTS, f"recipes.{recipe}", module.__doc__ or "")
     return Path(cfg.run_dir)
 
 
@@ -173,7 +173,7 @@ def submit_table(table: str, argv: list[str], **options) -> list:
     submitted. ``python -m recipes.ablations --table T ARGV`` afterwards prints the table
     from the finished rows without training them again."""
     from recipes import ablations, bimm_ucf101
-    from recipes.pipeline import paper_if_data
+    from recipes.cli import paper_if_data
     from visualpath.config import parse_cli
 
     if table not in ablations.TABLES:

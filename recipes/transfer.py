@@ -14,7 +14,7 @@ from rich.console import Console
 
 from areas.bimm import ModelConfig, paper_pathway, run_pathway
 from recipes.config import demo_model
-from recipes.pipeline import paper_if_data, trust_args
+from recipes.cli import paper_if_data, trust_args
 from recipes.stages import ddp as _ddp
 from visualpath._validate import non_negative_float
 from visualpath.classifier import Encoder

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from recipes.pipeline import tiny_model
+from recipes.config import tiny_model
 from recipes.transfer import (DEMO_MODEL, TransferConfig, check_pretrained, demo_pretrained, generated_root, normalize,
                               pretrained_encoder, train_and_evaluate, transfer_main)
 from visualpath.engine import OptimSpec

@@ -14,7 +14,10 @@ import sys
 
 import attrs
 
-from recipes.pipeline import Config, DataConfig, ModelConfig, entry, run, variants  # noqa: F401
+from areas.bimm import ModelConfig
+from recipes.cli import entry
+from recipes.config import Config, DataConfig, variants
+from recipes.pipeline import run  # noqa: F401 (recipes.NAME.run(cfg) runs a config in Python)
 
 NAME = "videomae_ucf101"
 

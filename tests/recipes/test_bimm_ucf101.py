@@ -6,7 +6,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from recipes import bimm_ucf101 as recipe
+from recipes import bimm_ucf101 as recipe, resume
 from recipes import pipeline, stages
 
 
@@ -122,8 +122,8 @@ def test_resuming_with_other_settings_is_refused_before_compute(tiny_run, monkey
     with pytest.raises(ValueError, match=r"holds a run with other settings \(graph dorsal.mask.ratio: 0.9 -> 0.5; "
                                          r"model.video_mask: 0.9 -> 0.5\)"):
         recipe.run(changed)
-    assert pipeline.resume_conflicts(attrs.evolve(changed, resume=False)) == []
-    assert pipeline.resume_conflicts(attrs.evolve(cfg, stages=("test",), log_every=5)) == []
+    assert resume.resume_conflicts(attrs.evolve(changed, resume=False)) == []
+    assert resume.resume_conflicts(attrs.evolve(cfg, stages=("test",), log_every=5)) == []
 
 
 @pytest.mark.e2e
@@ -138,9 +138,9 @@ def test_a_setting_added_after_a_run_started_does_not_block_resuming_at_its_defa
     del saved["config"]["model"]["decoder_keep"]  # as written before the setting existed
     (copy / "config.json").write_text(json.dumps(saved))
     older = attrs.evolve(cfg, run_dir=str(copy))
-    assert pipeline.resume_conflicts(older) == []
+    assert resume.resume_conflicts(older) == []
     halved = attrs.evolve(older, model=attrs.evolve(cfg.model, decoder_keep=0.5))
-    conflicts = pipeline.resume_conflicts(halved)
+    conflicts = resume.resume_conflicts(halved)
     assert conflicts[-1] == "model.decoder_keep: None -> 0.5"
     assert "graph V1.decoder.keep: 1.0 -> 0.5" in conflicts  # the stored graph differs too
 
@@ -219,7 +219,7 @@ def test_print_config_and_config_files_rerun_a_saved_run(tiny_run, tmp_path, cap
 def test_a_config_file_chooses_a_run_dir_only_inside_the_current_folder(tmp_path, capsys):
     """A shared config file pointing run_dir elsewhere is refused before anything is written;
     run_dir= on the command line (the reader's choice) or a relative one is used."""
-    from recipes.pipeline import config_file_run_dir
+    from recipes.cli import config_file_run_dir
 
     for where in (str(tmp_path / "elsewhere"), "../elsewhere"):
         settings = tmp_path / "shared.json"
@@ -238,7 +238,7 @@ def test_a_config_file_named_like_a_setting_or_a_linked_folder_chooses_nothing_o
     """Decided from the parsed arguments, not a string prefix: ``--config run_dir_x.yaml`` sets
     no run_dir on the command line; and a folder of the current one that is a link out of it
     is where the writes would land, so it is outside."""
-    from recipes.pipeline import config_file_run_dir
+    from recipes.cli import config_file_run_dir
 
     monkeypatch.chdir(tmp_path)
     tiny = recipe.VARIANTS["tiny"]

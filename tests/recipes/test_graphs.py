@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+import attrs
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -157,10 +158,10 @@ def test_a_stored_graph_and_an_importable_module_are_graphs_too(tmp_path, monkey
 
     monkeypatch.syspath_prepend(str(GRAPH.parent))
     cfg = bimm_ucf101.VARIANTS["tiny"]
-    from_module = build_graph(pipeline.attrs.evolve(cfg, pathway="v3_sobel:build"))
+    from_module = build_graph(attrs.evolve(cfg, pathway="v3_sobel:build"))
     stored = tmp_path / "graph.json"
     stored.write_text(json.dumps(from_module.to_dict()))
-    from_file = build_graph(pipeline.attrs.evolve(cfg, pathway=str(stored)))
+    from_file = build_graph(attrs.evolve(cfg, pathway=str(stored)))
     assert [a.name for a in from_file.streams[0].areas] == ["V1", "V2", "V3", "V4"]
     assert from_file.to_dict() == from_module.to_dict()
 
@@ -247,6 +248,6 @@ def test_finetuning_a_stream_the_checkpoint_lacks_fails_naming_it(user_graph_run
 def test_help_prints_a_list_of_shared_areas_as_it_is_typed():
     from recipes.graph import graph_help
 
-    cfg = pipeline.attrs.evolve(bimm_ucf101.VARIANTS["tiny"], pathway_overrides=("pathway.share=V1,V2",))
+    cfg = attrs.evolve(bimm_ucf101.VARIANTS["tiny"], pathway_overrides=("pathway.share=V1,V2",))
     text = graph_help(cfg)
     assert "pathway.share: str = 'V1,V2'" in text and "['V1', 'V2']" not in text

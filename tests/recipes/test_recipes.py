@@ -10,7 +10,8 @@ import attrs
 import torch
 import pytest
 
-from recipes import pipeline
+from areas.bimm import paper_pathway
+from recipes import checks, cli, pipeline
 from visualpath.data import ensure_synthetic, read_ucf101
 from visualpath.data.synthetic import SyntheticSpec
 
@@ -39,7 +40,7 @@ def test_every_recipe_has_config_variants_and_run(name):
     assert {"demo", "paper", "tiny"} <= set(module.VARIANTS)
     assert module.config() == module.VARIANTS["paper"] and callable(module.run)
     for variant in ("demo", "tiny"):
-        pipeline.check(module.VARIANTS[variant])  # a valid configuration, no data needed
+        checks.check(module.VARIANTS[variant])  # a valid configuration, no data needed
 
 
 @pytest.mark.parametrize("name", ["bimm_k400", "bimm_ssv2", "bimm_imagenet", "videomae_ucf101"])
@@ -66,7 +67,7 @@ def test_hmdb51_finetunes_another_runs_pretrained_pathway(ucf_tiny_run, tmp_path
 
 def test_videomae_baseline_is_one_rgb_target_at_the_last_block():
     cfg = _module("videomae_ucf101").config()
-    pathway = pipeline.paper_pathway(cfg.model)
+    pathway = paper_pathway(cfg.model)
     (stream,) = pathway.streams
     assert stream.name == "dorsal" and [(a.name, a.blocks) for a in stream.areas] == [("V4", 12)]
     assert stream.areas[0].decoder.depth == 4 and stream.mask.ratio == 0.9
@@ -79,9 +80,9 @@ def test_bimm_imagenet_is_the_ventral_branch_alone():
     assert (ft.optim.base_lr, ft.optim.batch_size, ft.optim.epochs, ft.optim.warmup_epochs) == (2e-3, 128, 100, 20)
     assert (ft.drop_path, ft.optim.layer_decay, ft.flip, ft.repeated) == (0.1, 0.65, False, 1)
     with pytest.raises(ValueError, match="data.image_root=/path/to/imagenet"):
-        pipeline.check(cfg)
+        checks.check(cfg)
     with pytest.raises(ValueError, match="is an image stream, so it classifies images: set data.image_root"):
-        pipeline.check(attrs.evolve(cfg, stages=("finetune", "test")))
+        checks.check(attrs.evolve(cfg, stages=("finetune", "test")))
 
 
 @pytest.mark.parametrize("name, pre, ft, views", [
@@ -236,7 +237,7 @@ def test_joint_pretraining_can_start_from_a_videomae_checkpoint(tmp_path, capsys
     err = capsys.readouterr().err.replace("\n", "")
     assert "dorsal stream from the checkpoint" in err and "huggingface-videomae" in err and "loaded 50 tensors; ignored 0" in err
     with pytest.raises(ValueError, match="init='/nonexistent.pth' does not exist"):
-        pipeline.check(attrs.evolve(cfg, init="/nonexistent.pth"))
+        checks.check(attrs.evolve(cfg, init="/nonexistent.pth"))
 
 
 @pytest.mark.e2e
@@ -258,7 +259,7 @@ def test_finetuning_can_start_from_a_videomae_checkpoint(tmp_path, capsys):
     save_file({"fc.weight": hf.state_dict()["embeddings.patch_embeddings.projection.bias"][None]},
               str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="other.safetensors'?: unrecognised checkpoint format .*fc.weight"):
-        pipeline.check(attrs.evolve(cfg, pretrained=str(tmp_path / "other.safetensors")))
+        checks.check(attrs.evolve(cfg, pretrained=str(tmp_path / "other.safetensors")))
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -269,8 +270,8 @@ def test_finetuning_can_start_from_a_videomae_checkpoint(tmp_path, capsys):
     (["k=1"], ["k=1"]),
 ])
 def test_real_data_on_the_command_line_selects_the_paper_variant(argv, expected):
-    assert pipeline.paper_if_data(argv, {"demo": None, "paper": None}) == expected
-    images = pipeline.paper_if_data(["--data-image-root", "/i"], {"demo": None, "paper": None}, ("data.image_root",))
+    assert cli.paper_if_data(argv, {"demo": None, "paper": None}) == expected
+    images = cli.paper_if_data(["--data-image-root", "/i"], {"demo": None, "paper": None}, ("data.image_root",))
     assert images == ["--variant", "paper", "--data.image_root", "/i"]
 
 
@@ -290,7 +291,7 @@ def test_an_mae_or_timm_image_checkpoint_starts_the_ventral_stage(tmp_path, caps
     assert "ventral stream from the checkpoint" in err and f"vit: loaded {blocks + 2} tensors" in err
     assert "cls_token" in err  # reported as not used by the pathway's stream
     with pytest.raises(ValueError, match="initialises the ventral stream before the ventral or joint stage: keep one"):
-        pipeline.check(attrs.evolve(cfg, init=str(tmp_path / "mae.pth"), stages=("finetune",)))
+        checks.check(attrs.evolve(cfg, init=str(tmp_path / "mae.pth"), stages=("finetune",)))
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ silent or wrong."""
 import json
 import os
 
+import attrs
 import pytest
 
 from recipes import bimm_ucf101, pipeline
@@ -125,9 +126,9 @@ def half_joint(tmp_path_factory):
 
 
 def test_ctrl_c_says_where_the_run_stopped_in_one_line(half_joint, capsys):
-    from recipes.pipeline import interrupted_at
+    from recipes.resume import interrupted_at
 
-    cfg = pipeline.attrs.evolve(bimm_ucf101.VARIANTS["tiny"], run_dir=str(half_joint))
+    cfg = attrs.evolve(bimm_ucf101.VARIANTS["tiny"], run_dir=str(half_joint))
     where = interrupted_at(cfg)
     assert "joint at step 1 of" in where and "ventral at step" in where and "\n" not in where
 

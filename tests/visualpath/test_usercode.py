@@ -156,7 +156,6 @@ def test_files_of_the_same_name_never_overwrite_each_others_copy(tmp_path):
 
 
 def test_the_weights_of_a_run_read_by_interop_are_verified(tmp_path):
-    from safetensors.torch import save_file
     import torch
 
     from visualpath.interop import read_state_dict
