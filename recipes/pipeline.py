@@ -28,7 +28,7 @@ from recipes.checks import check
 from recipes.config import STAGES, Config
 from recipes.graph import ventral_graph
 from recipes.resume import preflight
-from recipes.stages import (data_label, figure, graph_label, run_finetune, run_joint, run_test, run_ventral,
+from recipes.stages import (Graphs, data_label, figure, graph_label, run_finetune, run_joint, run_test, run_ventral,
                             ventral_source)
 from visualpath import Pathway, terminal
 from visualpath.atomic import atomic_write
@@ -95,27 +95,28 @@ def _run(cfg: Config, pathway: Pathway) -> dict:
         if ventral is not None and ventral != stage_pathway(pathway, "ventral"):
             write_pathway(run_log.root, ventral, stage="ventral", builder=cfg.pathway)
     runtime.barrier()
+    graphs = Graphs.of(cfg, run_log.root)  # read once, from the run's own copy; every stage gets it
     results: dict = {"run_dir": str(run_log.root), "graph": graph_label(cfg), "data": data_label(cfg),
                      "device": str(runtime.device), "world": runtime.world}
     model = None
     try:
         if "ventral" in cfg.stages:
-            _, state = run_ventral(cfg, runtime, run_log, console)
+            _, state = run_ventral(cfg, graphs, runtime, run_log, console)
             results["ventral_skipped"] = state.skipped
             results["ventral_images"] = ventral_source(cfg)
         if "joint" in cfg.stages:
-            joint, state = run_joint(cfg, runtime, run_log, console)
+            joint, state = run_joint(cfg, graphs, runtime, run_log, console)
             results["joint_skipped"] = state.skipped
             if runtime.main:
                 figure(joint, cfg, run_log, runtime, console)
         if "finetune" in cfg.stages:
-            model, state, classes = run_finetune(cfg, runtime, run_log, console)
+            model, state, classes = run_finetune(cfg, graphs, runtime, run_log, console)
             results["finetune_skipped"] = state.skipped
             if runtime.main:  # the class names travel with the finetuned model (exports use them)
                 atomic_write(run_log.root / "classes.json", json.dumps(list(classes)))
         release_decoded()  # the training videos kept in memory (data.memory_gb): the test reads its own files
         if "test" in cfg.stages:
-            test = run_test(cfg, runtime, run_log, console, model=model)
+            test = run_test(cfg, graphs, runtime, run_log, console, model=model)
             results.update(top1=test["top1"], top5=test["top5"], test_items=test["count"],
                            test_skipped=test["skipped_count"], chance=test["chance"])
     finally:

@@ -13,9 +13,9 @@
 4. ``test``: ``clips x crops`` views per video, softmax scores averaged (UCF101 5x3, SSv2 2x3,
    HMDB51 10x3), or one centre crop per image.
 
-Every stage builds its model from the graph stored in the run directory
-(:func:`visualpath.rundir.read_pathway`), so a resumed or later stage trains the graph the run
-started with.
+Every stage builds its model from the graph stored in the run directory, read once per command
+(:class:`Graphs`, from :func:`visualpath.rundir.read_pathway`) and handed to each stage, so a
+resumed or later stage trains the graph the run started with.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import functools
 import json
 from pathlib import Path
 
+import attrs
 import torch
 import torch.nn.functional as F
 from rich.console import Console
@@ -45,7 +46,7 @@ from visualpath.engine import (OptimSpec, RunLog, build_optimizer, compiled, eva
 from visualpath.rundir import PATHWAY_FILE, pretrained_stage, stage_progress
 from visualpath import terminal
 
-__all__ = ["FRAMES", "ventral_source", "graph_label", "data_label", "papers_configuration", "missing_maps", "given_maps", "run_ventral", "run_joint", "run_finetune", "run_test", "graph_to_finetune", "pretrained_graph", "init_target",
+__all__ = ["FRAMES", "ventral_source", "graph_label", "data_label", "papers_configuration", "missing_maps", "given_maps", "run_ventral", "run_joint", "run_finetune", "run_test", "Graphs", "pretrained_graph", "init_target",
            "checkpoint_format", "is_pathway_checkpoint", "video_records", "image_root", "side_maps", "ddp"]
 
 
@@ -200,8 +201,26 @@ def ventral_source(cfg: Config) -> str:
     return f"ImageNet-layout folder {cfg.data.image_root}" + (" (Table 7a: IN-1K Init)" if paper else "")
 
 
-def run_ventral(cfg: Config, runtime, run: RunLog, console: Console):
-    pathway = run_pathway(run.root, stage="ventral")
+@attrs.frozen
+class Graphs:
+    """The graphs one command's stages train, read once from the run directory after it is
+    written (so every stage builds from the code the run carries, decision T2) and handed to
+    each stage: none of them reads ``pathway.json`` again."""
+
+    run: Pathway  # the run's graph (pathway.json): what the joint stage trains
+    ventral: Pathway | None  # what the ventral stage trains and the joint stage starts from
+    finetune: Pathway  # whose stream is finetuned and tested: the pretrained run's, else the run's
+
+    @classmethod
+    def of(cls, cfg: Config, run_root: Path) -> Graphs:
+        graph = run_pathway(run_root)
+        ventral = run_pathway(run_root, stage="ventral") if any(s.modality == "image" for s in graph.streams) \
+            else None
+        return cls(run=graph, ventral=ventral, finetune=pretrained_graph(cfg) or graph)
+
+
+def run_ventral(cfg: Config, graphs: Graphs, runtime, run: RunLog, console: Console):
+    pathway = graphs.ventral
     model = pathway.build().to(runtime.device)
     transform = TrainTransform(size=cfg.data.size, crop="resized", area=(0.2, 1.0), flip=cfg.ventral.flip)
     images = image_root(cfg)
@@ -219,8 +238,8 @@ def run_ventral(cfg: Config, runtime, run: RunLog, console: Console):
     names = ", ".join(s.name for s in pathway.streams)
     console.print(f"[bold]ventral[/]: MAE-style pretraining of {names} on {source}, {len(dataset)} items"
                   f"{_describe_maps(maps, pathway)}")
-    if cfg.init is not None and init_target(cfg, run_pathway(run.root))[2] == "ventral":
-        _load_init(cfg, model, run_pathway(run.root), "ventral", console)
+    if cfg.init is not None and init_target(cfg, graphs.run)[2] == "ventral":
+        _load_init(cfg, model, graphs.run, "ventral", console)
     state = _train("ventral", cfg, model, pretrain_step, dataset, cfg.ventral.optim, runtime, run, console)
     return model, state
 
@@ -258,14 +277,14 @@ def start_from_ventral(cfg: Config, model, ventral) -> list[str]:
     return lines
 
 
-def run_joint(cfg: Config, runtime, run: RunLog, console: Console):
-    pathway = run_pathway(run.root)
+def run_joint(cfg: Config, graphs: Graphs, runtime, run: RunLog, console: Console):
+    pathway = graphs.run
     model = pathway.build().to(runtime.device)
     names = [s.name for s in pathway.streams]
     ventral_ckpt = run.stage_dir("ventral") / "model.safetensors"
     has_images = any(s.modality == "image" for s in pathway.streams)
     if has_images and ventral_ckpt.is_file():
-        ventral = run_pathway(run.root, stage="ventral").build()
+        ventral = graphs.ventral.build()
         load_weights(ventral, ventral_ckpt)  # strict: the graph the ventral stage trained
         lines = start_from_ventral(cfg, model, ventral)
         console.print(f"[bold]joint[/]: {', '.join(s.name for s in ventral.spec.streams)} loaded from "
@@ -406,17 +425,11 @@ def pretrained_graph(cfg: Config) -> Pathway | None:
     return None
 
 
-def graph_to_finetune(cfg: Config, run_root: Path) -> Pathway:
-    """The graph whose stream is finetuned: the ``pretrained`` run's, else this run's."""
-    return pretrained_graph(cfg) or run_pathway(run_root)
-
-
-def _pretrained(cfg: Config, run: RunLog, console: Console):
+def _pretrained(cfg: Config, pathway: Pathway, run: RunLog, console: Console):
     """The pathway whose encoder is finetuned: ``cfg.pretrained``'s, else this run's joint
     checkpoint, else its ventral one. A ``pretrained`` file that is not one of our pathway
     checkpoints (VideoMAE, MAE, timm, Hugging Face) initialises the finetuned stream's encoder
     through :func:`visualpath.interop.load_checkpoint`."""
-    pathway = graph_to_finetune(cfg, run.root)
     model = pathway.build()
     source = Path(cfg.pretrained) if cfg.pretrained else run.root
     if source.is_file() and not is_pathway_checkpoint(source):
@@ -465,9 +478,9 @@ def classifies_images(cfg: Config, pathway: Pathway) -> bool:
     return pathway.stream(cfg.finetune.stream).modality == "image"
 
 
-def run_finetune(cfg: Config, runtime, run: RunLog, console: Console):
+def run_finetune(cfg: Config, graphs: Graphs, runtime, run: RunLog, console: Console):
     ft = cfg.finetune
-    model = _pretrained(cfg, run, console)
+    model = _pretrained(cfg, graphs.finetune, run, console)
     if classifies_images(cfg, model.spec):  # BIMM-V: image classification
         folder = image_split(image_root(cfg), train=True)
         transform = TrainTransform(size=cfg.data.size, crop="resized", area=ft.crop_area, flip=ft.flip,
@@ -488,8 +501,8 @@ def run_finetune(cfg: Config, runtime, run: RunLog, console: Console):
     return classifier, state, classes
 
 
-def run_test(cfg: Config, runtime, run: RunLog, console: Console, model=None):
-    pathway = graph_to_finetune(cfg, run.root)
+def run_test(cfg: Config, graphs: Graphs, runtime, run: RunLog, console: Console, model=None):
+    pathway = graphs.finetune
     if classifies_images(cfg, pathway):
         dataset = ImageFolder(image_split(image_root(cfg), train=False), size=cfg.data.size)
         classes = dataset.classes

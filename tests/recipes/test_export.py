@@ -22,11 +22,11 @@ def finetuned(tmp_path_factory):
 
 def _ours(run):
     from recipes.config import Config
-    from recipes.stages import _classifier, graph_to_finetune
+    from recipes.stages import Graphs, _classifier
     from visualpath.engine import load_weights
 
     classes = json.loads((run / "classes.json").read_text())
-    model = _classifier(Config(), graph_to_finetune(Config(), run).build(), len(classes))
+    model = _classifier(Config(), Graphs.of(Config(), run).finetune.build(), len(classes))
     load_weights(model, run / "finetune" / "model.safetensors")
     return model.eval(), classes
 
