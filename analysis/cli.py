@@ -128,11 +128,11 @@ def extract_command(run_dir: str, videos: list[str], out: str, stream: str | Non
                           {**meta, "load": str(report), "pooled": not tokens})
         return _save(result, out)
     model = load_run(run_dir, device=device, trust_code=trust_code)
-    names = [s.name for s in model.spec.streams]
+    names = [s.name for s in model.pathway.streams]
     if stream == "all":
         chosen = names
     else:
-        stream = stream or next((s.name for s in model.spec.streams if s.modality == "video"), names[0])
+        stream = stream or next((s.name for s in model.pathway.streams if s.modality == "video"), names[0])
         if stream not in names:
             raise ValueError(f"--stream {stream!r} is not a stream of the run; its streams: {names} (or all)")
         chosen = [stream]

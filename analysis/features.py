@@ -105,7 +105,7 @@ def load_run(run_dir: str | Path, stage: str | None = None, device: str | torch.
     from visualpath.rundir import load_model
 
     model = load_model(run_dir, stage=stage, device=device, trust_code=trust_code)
-    log.info("loaded %s (%s)", run_dir, ", ".join(s.name for s in model.spec.streams))
+    log.info("loaded %s (%s)", run_dir, ", ".join(s.name for s in model.pathway.streams))
     return model
 
 
@@ -153,7 +153,7 @@ def random_weights(model: PathwayModel, seed: int = 0, device: str | torch.devic
     in eval mode. The random-weights baseline of ``python -m analysis`` (seed 0) and of
     ``python -m analysis neural``."""
     torch.manual_seed(seed)
-    return model.spec.build().to(device).eval()
+    return model.pathway.build().to(device).eval()
 
 
 def run_dataset(run_dir: str | Path, train: bool = False, limit: int | None = None) -> Dataset:
@@ -200,7 +200,7 @@ def token_grid(model: PathwayModel, stream: str, x: Tensor) -> tuple[int, ...]:
     """The token grid ``(t, h, w)`` or ``(h, w)`` a stream lays ``x`` out on: its own
     modality (:func:`_stream_input`) and, for a stream with a ``frame_step``, the frames it sees."""
     x = _stream_input(model, stream, x)
-    step = model.spec.stream(stream).frame_step
+    step = model.pathway.stream(stream).frame_step
     if step > 1 and x.ndim == 5:
         x = x[:, :, ::step]
     return tuple(model.streams[stream].layout.grid(x.shape))

@@ -51,7 +51,7 @@ def reconstruction_figure(model: PathwayModel, batch: Mapping[str, Tensor], stre
     model.eval()
     out = model(batch).streams[stream]
     model.train(was_training)
-    spec = model.spec._stream(stream)
+    spec = model.pathway.stream(stream)
     layout = model.streams[stream].layout
     key = "video" if layout.is_video else "image"
     x = batch[key][sample]
@@ -191,18 +191,18 @@ def attention_figure(model: PathwayModel, x: Tensor, stream: str, blocks=None, h
 
     layout = model.streams[stream].layout
     frame_input = _stream_input(model, stream, x)
-    step = model.spec.stream(stream).frame_step
+    step = model.pathway.stream(stream).frame_step
     seen = frame_input[:, :, ::step] if layout.is_video and step > 1 else frame_input  # what the stream sees
     grid = layout.grid(seen.shape)
     *time, gh, gw = grid
     if blocks is None:
         ends, total = [], 0
-        for a in model.spec._stream(stream).areas:
+        for a in model.pathway.stream(stream).areas:
             total += a.blocks
             if a.blocks:
                 ends.append(total - 1)
         blocks = ends
-    n_heads = model.spec.encoder.heads
+    n_heads = model.pathway.encoder.heads
     heads = list(heads) if heads is not None else list(range(min(4, n_heads)))
     t_mid = time[0] // 2 if time else 0
     if query is None:

@@ -192,7 +192,7 @@ def visible_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_siz
         mask = None
         for area, t in targets.items():
             if mask is None:  # one mask per stream and batch, as in training
-                mask = model.spec.stream(stream).mask(t.shape[0], grid, device=device, generator=generator)
+                mask = model.pathway.stream(stream).mask(t.shape[0], grid, device=device, generator=generator)
             t = t.double()
             pred = interpolate_visible(t, mask.keep, mask.masked, coords, power)
             truth = torch.gather(t, 1, mask.masked[..., None].expand(-1, -1, t.shape[-1]))
@@ -203,7 +203,7 @@ def visible_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_siz
 
 def _channels(model: PathwayModel, stream: str, area: str, values: int) -> int:
     """Channels of ``area``'s target map in ``stream`` (:meth:`visualpath.Area.target_channels`)."""
-    spec = next(a for a in model.spec.stream(stream).areas if a.name == area)
+    spec = next(a for a in model.pathway.stream(stream).areas if a.name == area)
     return spec.target_channels(model.streams[stream].layout, values)
 
 

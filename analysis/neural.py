@@ -146,7 +146,7 @@ def area_readouts(model, clips: torch.Tensor, readout: str = "pooled", cells: in
     from analysis.features import area_features, token_grid
 
     model.eval().to(device)
-    names = [f"{s.name}.{a.name}" for s in model.spec.streams for a in s.areas]
+    names = [f"{s.name}.{a.name}" for s in model.pathway.streams for a in s.areas]
     wanted = names if not areas else [n for n in names if n in areas or n.split(".", 1)[1] in areas]
     if areas:
         unknown = [a for a in areas if a not in names and not any(n.split(".", 1)[1] == a for n in names)]

@@ -200,7 +200,7 @@ def area_responder(model, stream: str, areas=None, frames: int = 16, device=None
 
     device = device or next(model.parameters()).device
     layout = model.streams[stream].layout
-    names = list(areas) if areas is not None else [a.name for a in model.spec._stream(stream).areas]
+    names = list(areas) if areas is not None else [a.name for a in model.pathway.stream(stream).areas]
 
     @torch.no_grad()
     def respond(x: Tensor) -> Tensor:
@@ -251,9 +251,9 @@ def tuning_report(model, size: int = 64, frames: int = 16, streams=None, speed: 
     report = AreaTuning()
     for stream in streams or list(model.streams):
         layout = model.streams[stream].layout
-        areas = [a.name for a in model.spec._stream(stream).areas]
+        areas = [a.name for a in model.pathway.stream(stream).areas]
         respond = area_responder(model, stream, areas, frames=frames)
-        bounds, width = [], model.spec.encoder.width
+        bounds, width = [], model.pathway.encoder.width
         for i in range(len(areas)):
             bounds.append((i * width, (i + 1) * width))
         ori = orientation_tuning(respond, size)

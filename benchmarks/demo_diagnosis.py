@@ -121,7 +121,7 @@ def step_cost(spec, clips: torch.Tensor, batch_size: int, repeats: int = 5) -> d
         single = spec.select([name]).build().train()
         inp = single.target_input(batch, name)
         targets = {a.name: _median_time(lambda a=a: a.target(inp), repeats)
-                   for a in single.spec.stream(name).areas if a.has_readout}
+                   for a in single.pathway.stream(name).areas if a.has_readout}
 
         def step(single=single):
             single.zero_grad(set_to_none=True)
@@ -215,7 +215,7 @@ def measure(variant: str, steps: int, only: tuple[str, ...] = (), ablations: boo
             "visible_fit": visible_fit(model, test, batches=None),
             "neighbour_fit": neighbour_fit(model, test, batches=None),
             "channel_fit": channel_fit(model, test, batches=None),
-            "cost": step_cost(model.spec, train, cfg.joint.optim.batch_size),
+            "cost": step_cost(model.pathway, train, cfg.joint.optim.batch_size),
             "learn": {},
         }
         trained = [s for s in model.streams if not only or label in only or f"{label}:{s}" in only] if steps else []

@@ -93,7 +93,7 @@ def measure(run: Path, out: Path, readouts: list[str], v1: int = 40, mt: int = 4
         "readouts": {},
     }
     model = load_run(run)
-    depths = area_depths(model.spec)
+    depths = area_depths(model.pathway)
     for readout in readouts:
         folder = out / readout
         start = time.perf_counter()

@@ -66,7 +66,7 @@ def phased_step(model, batch, optimizer, phases: Phases, generator: torch.Genera
     """
     parts = []
     total = None
-    for stream in model.spec.streams:
+    for stream in model.pathway.streams:
         name = stream.name
         module = model.streams[name]
         with phases(f"{name} inputs (frames, mask)"):
@@ -150,7 +150,7 @@ def demo_setup():
             epoch += 1
 
     title = (f"demo joint step: {cfg.data.frames}x{cfg.data.size}^2 clips, batch {cfg.joint.optim.batch_size}, "
-             f"width {model.spec.encoder.width}, {cfg.data.workers} loader workers")
+             f"width {model.pathway.encoder.width}, {cfg.data.workers} loader workers")
     return model, optimizer, batches(), title
 
 

@@ -42,8 +42,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, what: str = "classifier
         encoder = model.encoder
     else:
         pathway_model = load_run(run_dir, trust_code=trust_code)
-        videos = [s.name for s in pathway_model.spec.streams if s.modality == "video"]
-        stream = stream or (videos[0] if videos else pathway_model.spec.streams[0].name)
+        videos = [s.name for s in pathway_model.pathway.streams if s.modality == "video"]
+        stream = stream or (videos[0] if videos else pathway_model.pathway.streams[0].name)
         if stream not in pathway_model.streams:
             raise ValueError(f"{run_dir} has the streams {list(pathway_model.streams)}, not {stream!r}")
         model = encoder = Encoder.from_pathway(pathway_model, stream)

@@ -270,7 +270,7 @@ def start_from_ventral(cfg: Config, model, ventral) -> list[str]:
     lines = [f"{len(report['copied'])} parts copied"
              + (f", not in the joint graph: {', '.join(report['skipped'])}" if report["skipped"] else "")]
     if cfg.model.dorsal_init == "ventral":
-        for dst, src in inherit_sources(model.spec).items():
+        for dst, src in inherit_sources(model.pathway).items():
             report = inherit_stream(model, dst=dst, src=src, temporal_contrast=cfg.model.dorsal_contrast)
             lines.append(f"{dst} from {src}: {len(report['copied'])} copied, {len(report['shared'])} shared, "
                          f"inflated {report['inflated']}")
@@ -287,7 +287,7 @@ def run_joint(cfg: Config, graphs: Graphs, runtime, run: RunLog, console: Consol
         ventral = graphs.ventral.build()
         load_weights(ventral, ventral_ckpt)  # strict: the graph the ventral stage trained
         lines = start_from_ventral(cfg, model, ventral)
-        console.print(f"[bold]joint[/]: {', '.join(s.name for s in ventral.spec.streams)} loaded from "
+        console.print(f"[bold]joint[/]: {', '.join(s.name for s in ventral.pathway.streams)} loaded from "
                       f"{ventral_ckpt}: {lines[0]}")
         for line in lines[1:]:
             console.print(f"  {line}")
@@ -481,7 +481,7 @@ def classifies_images(cfg: Config, pathway: Pathway) -> bool:
 def run_finetune(cfg: Config, graphs: Graphs, runtime, run: RunLog, console: Console):
     ft = cfg.finetune
     model = _pretrained(cfg, graphs.finetune, run, console)
-    if classifies_images(cfg, model.spec):  # BIMM-V: image classification
+    if classifies_images(cfg, model.pathway):  # BIMM-V: image classification
         folder = image_split(image_root(cfg), train=True)
         transform = TrainTransform(size=cfg.data.size, crop="resized", area=ft.crop_area, flip=ft.flip,
                                    randaugment=ft.randaugment)
@@ -497,7 +497,7 @@ def run_finetune(cfg: Config, graphs: Graphs, runtime, run: RunLog, console: Con
                                memory=kept_videos(cfg, records, console), name="training videos")
     classifier = _classifier(cfg, model, len(classes), drop_path=ft.drop_path).to(runtime.device)
     state = _train("finetune", cfg, classifier, finetune_step_fn(ft, len(classes), runtime.device), dataset,
-                   ft.optim, runtime, run, console, num_layers=model.spec.encoder.depth)
+                   ft.optim, runtime, run, console, num_layers=model.pathway.encoder.depth)
     return classifier, state, classes
 
 
@@ -561,7 +561,7 @@ def figure(joint, cfg: Config, run_log: RunLog, runtime, console: Console | None
 
     from analysis.figures import reconstruction_figure
 
-    if not any(s.modality == "video" for s in joint.spec.streams):
+    if not any(s.modality == "video" for s in joint.pathway.streams):
         return
     root, records, classes = video_records(cfg, train=False)  # rank 0 alone draws the figure
     whole = TrainTransform(size=cfg.data.size, crop="resized", area=(1.0, 1.0), flip=False)  # the whole frame
@@ -569,7 +569,7 @@ def figure(joint, cfg: Config, run_log: RunLog, runtime, console: Console | None
     try:
         # the whole evaluation set, so that an unreadable first video is replaced by a readable one
         dataset = VideoDataset(records, classes, frames=cfg.data.frames, stride=cfg.data.stride,
-                               transform=whole, maps=side_maps(cfg, joint.spec, root), seed=cfg.seed)
+                               transform=whole, maps=side_maps(cfg, joint.pathway, root), seed=cfg.seed)
         item = dataset[0]
     except (ValueError, VideoError) as err:  # e.g. a map the evaluation videos have no cache for
         say(f"  no reconstruction figure: {err}")
@@ -580,7 +580,7 @@ def figure(joint, cfg: Config, run_log: RunLog, runtime, console: Console | None
     for key in [k for k in batch if k != "video"]:  # what an image stream reads: the middle frame and its maps
         batch[f"image_{key}"] = batch[key][:, middle]
     batch["image"] = batch["video"][:, :, middle]
-    for s in joint.spec.streams:
+    for s in joint.pathway.streams:
         try:
             fig = reconstruction_figure(joint, batch, stream=s.name)
         except ValueError as err:

@@ -80,8 +80,8 @@ class Encoder(nn.Module):
             drop_path: stochastic-depth rate for finetuning (Table 9: 0.1-0.2); None keeps
                 the pretraining spec's.
         """
-        s = model.spec._stream(stream)
-        spec = model.spec.encoder if drop_path is None else attrs.evolve(model.spec.encoder, drop_path=drop_path)
+        s = model.pathway.stream(stream)
+        spec = model.pathway.encoder if drop_path is None else attrs.evolve(model.pathway.encoder, drop_path=drop_path)
         encoder = cls(spec, model.streams[stream].layout, s.pos_embed, frame_step=s.frame_step)
         encoder.embed.load_state_dict(model.streams[stream].embed.state_dict())
         for mine, theirs in zip(encoder.blocks, model.blocks(stream)):

@@ -202,10 +202,11 @@ class Stream:
         return tuple(dict.fromkeys(m for a in self.areas if a.has_readout for m in a.maps))
 
     def area(self, name: str) -> Area:
+        """The area called ``name``."""
         for a in self.areas:
             if a.name == name:
                 return a
-        raise KeyError(name)
+        raise ValueError(f"unknown area {name!r} of stream {self.name!r}; it has {[a.name for a in self.areas]}")
 
     def block_span(self, name: str) -> range:
         """0-based encoder block indices of the named area's stage."""
@@ -214,7 +215,7 @@ class Stream:
             if a.name == name:
                 return range(start, start + a.blocks)
             start += a.blocks
-        raise KeyError(name)
+        raise ValueError(f"unknown area {name!r} of stream {self.name!r}; it has {[a.name for a in self.areas]}")
 
 
 Member = tuple[str, str]  # (stream name, area name)
@@ -305,13 +306,10 @@ class Pathway:
             seen |= set(members)
             groups.append(members)
         for members in groups:
-            blocks = {self._stream(s).area(a).blocks for s, a in members}
+            blocks = {self.stream(s).area(a).blocks for s, a in members}
             if len(blocks) > 1:
                 raise ValueError(f"shared stages {members} have different block counts {sorted(blocks)}")
         return groups
-
-    def _stream(self, name: str) -> Stream:
-        return next(s for s in self.streams if s.name == name)
 
     def _area_names(self) -> list[str]:
         names: list[str] = []

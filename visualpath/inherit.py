@@ -40,11 +40,11 @@ def copy_streams(dst: PathwayModel, src: PathwayModel) -> dict[str, list[str]]:
         done.add(id(to))
         report["copied"].append(name)
 
-    for stream in src.spec.streams:
+    for stream in src.pathway.streams:
         if stream.name not in dst.streams:
             continue
         copy(f"{stream.name}.embed", dst.streams[stream.name].embed, src.streams[stream.name].embed)
-        names = {a.name for a in dst.spec.stream(stream.name).areas}
+        names = {a.name for a in dst.pathway.stream(stream.name).areas}
         for area in stream.areas:
             target = dst.stage(stream.name, area.name) if area.name in names else None
             copy(f"{stream.name}.{area.name}", target, src.stage(stream.name, area.name))

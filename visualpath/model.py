@@ -120,15 +120,15 @@ class PathwayModel(nn.Module):
             more forward's worth of compute.
     """
 
-    def __init__(self, spec: Pathway) -> None:
+    def __init__(self, pathway: Pathway) -> None:
         super().__init__()
-        self.spec = spec
+        self.pathway = pathway
         self.checkpointing = False
-        self.owner = spec.owners()
+        self.owner = pathway.owners()
         self.streams = nn.ModuleDict()
-        for s in spec.streams:
+        for s in pathway.streams:
             owned = [a.name for a in s.areas if self.owner[(s.name, a.name)] == (s.name, a.name)]
-            self.streams[s.name] = StreamModule(s, spec.encoder, owned)
+            self.streams[s.name] = StreamModule(s, pathway.encoder, owned)
         self.apply(init_weights)
         for module in self.streams.values():
             init_embedding(module.embed.proj)
@@ -142,7 +142,7 @@ class PathwayModel(nn.Module):
 
     def blocks(self, stream: str) -> list[nn.Module]:
         """All encoder blocks of a stream, in order."""
-        return [b for a in self.spec._stream(stream).areas for b in self.stage(stream, a.name)]
+        return [b for a in self.pathway.stream(stream).areas for b in self.stage(stream, a.name)]
 
     # ------------------------------------------------------------------ inputs
 
@@ -258,10 +258,10 @@ class PathwayModel(nn.Module):
         if unknown:
             raise ValueError(f"masks given for unknown streams {sorted(unknown)}; expected {list(self.streams)}")
         # Every input is checked before any compute.
-        selected = {s.name: self._select(s, batch, masks.get(s.name)) for s in self.spec.streams}
+        selected = {s.name: self._select(s, batch, masks.get(s.name)) for s in self.pathway.streams}
         outputs: dict[str, StreamOutput] = {}
         total = None
-        for stream in self.spec.streams:
+        for stream in self.pathway.streams:
             out = self._forward_stream(stream, batch, selected[stream.name], masks.get(stream.name), generator)
             outputs[stream.name] = out
             weighted = stream.weight * out.loss
@@ -324,7 +324,7 @@ class PathwayModel(nn.Module):
         backward pass when ``checkpointing`` is on (training only)."""
         if by not in ("area", "block"):
             raise ValueError(f"by must be 'area' or 'block', got {by!r}")
-        spec = self.spec._stream(stream)
+        spec = self.pathway.stream(stream)
         if not spec.feedback:
             yield from self._run_stages(stream, spec.areas, h, by)
             return
@@ -383,7 +383,7 @@ class PathwayModel(nn.Module):
     def target_input(self, batch: Mapping[str, Tensor], stream: str, generator=None) -> TargetInput:
         """What one stream's areas compute their targets from, as training picks it from
         ``batch`` (its frames every ``frame_step``, an image stream's frame of a clip)."""
-        s = self.spec._stream(stream)
+        s = self.pathway.stream(stream)
         pixels, maps = self._prepare(s, self._select(s, batch), generator)
         return TargetInput(pixels=pixels, layout=self.streams[stream].layout, batch=batch, maps=maps)
 
@@ -393,7 +393,7 @@ class PathwayModel(nn.Module):
         """Every area's full ``(B, N, P)`` target for one stream (for figures and checks);
         ``inp``: this batch's :meth:`target_input`, when the caller already made it."""
         inp = inp if inp is not None else self.target_input(batch, stream)
-        return {a.name: a.target(inp) for a in self.spec._stream(stream).areas if a.has_readout}
+        return {a.name: a.target(inp) for a in self.pathway.stream(stream).areas if a.has_readout}
 
     def embed(self, x: Tensor, stream: str) -> Tensor:
         """Embedded tokens with positions of one stream's input, before any block and
@@ -401,11 +401,11 @@ class PathwayModel(nn.Module):
         with a ``frame_step`` takes every ``frame_step``-th frame of a clip."""
         if stream not in self.streams:
             raise ValueError(f"unknown stream {stream!r}; expected one of {list(self.streams)}")
-        step = self.spec.stream(stream).frame_step
+        step = self.pathway.stream(stream).frame_step
         if step > 1 and x.ndim == 5:  # the frames this stream sees
             x = x[:, :, ::step]
         grid = self.streams[stream].layout.grid(x.shape, name=f"stream {stream!r} input")
-        return self._tokens(self.spec._stream(stream), x, grid)
+        return self._tokens(self.pathway.stream(stream), x, grid)
 
     def features(
         self,

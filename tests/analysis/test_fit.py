@@ -73,7 +73,7 @@ class _Targets(torch.nn.Module):
         super().__init__()
         self.field = field
         self.streams = {"dorsal": SimpleNamespace(layout=SimpleNamespace(is_video=True, grid=lambda shape: (2, 6, 6)))}
-        self.spec = SimpleNamespace(stream=lambda name: SimpleNamespace(frame_step=1))
+        self.pathway = SimpleNamespace(stream=lambda name: SimpleNamespace(frame_step=1))
 
     def target_input(self, batch, stream):
         return SimpleNamespace(layout=self.streams[stream].layout, pixels=batch["video"])
@@ -161,7 +161,7 @@ class _Masked(_Targets):
             hidden = (torch.arange(72) % 2 == 1).expand(b, 72)
             return Mask.from_hidden(hidden.clone())
 
-        self.spec = SimpleNamespace(stream=lambda name: SimpleNamespace(frame_step=1, mask=rule))
+        self.pathway = SimpleNamespace(stream=lambda name: SimpleNamespace(frame_step=1, mask=rule))
 
 
 def test_visible_fit_separates_smooth_from_independent_targets():
@@ -276,7 +276,7 @@ def test_channel_fit_reads_each_area_s_own_channels(monkeypatch):
 
     monkeypatch.setattr(fit, "channel_means", spy)
     fit.channel_fit(model, random_batch(b=2, t=8)["video"], batches=None, batch_size=2)
-    v1 = next(a for a in model.spec.stream("ventral").areas if a.name == "V1")
+    v1 = next(a for a in model.pathway.stream("ventral").areas if a.name == "V1")
     gabor = v1.orientations * len(v1.wavelengths)
     assert seen == [gabor, 1, 3, gabor, 1, 3]  # ventral V1, V2, V4; dorsal V1, V2, MT
 
@@ -291,7 +291,7 @@ class _MeansOnly(torch.nn.Module):
 
         area = MTMotion(blocks=1)  # its own target_side and target_channels, on 2x2-pixel tokens
         self.streams = {"dorsal": SimpleNamespace(layout=SimpleNamespace(tube=1, patch=2))}
-        self.spec = SimpleNamespace(stream=lambda name: SimpleNamespace(areas=[area]))
+        self.pathway = SimpleNamespace(stream=lambda name: SimpleNamespace(areas=[area]))
 
     def forward(self, batch, generator=None):
         from analysis.fit import channel_means

@@ -48,7 +48,7 @@ def _opposite_predictions(model) -> float:
     """Correlation of MT's predictions, at the same masked tokens, for gratings drifting in
     opposite directions (8 directions, each against its opposite)."""
     stim = drifting_gratings(SIZE, FRAMES, torch.arange(0, 360, 45), 1 / 8, 1.5, phases=1)[:, 0]  # (8, 3, T, H, W)
-    mask = model.spec.streams[0].mask(8, model.streams["dorsal"].layout.grid(stim.shape),
+    mask = model.pathway.streams[0].mask(8, model.streams["dorsal"].layout.grid(stim.shape),
                                       generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         pred = model({"video": stim}, masks={"dorsal": mask}).streams["dorsal"].predictions["MT"]

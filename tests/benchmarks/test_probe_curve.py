@@ -31,7 +31,7 @@ def test_the_curve_follows_both_stages_and_ends_at_the_saved_model(tmp_path):
     saved = linear_probe(extract(model, train, "dorsal", progress=False), extract(model, test, "dorsal", progress=False))
     assert points[-1]["probe_top1"] == saved
     torch.manual_seed(0)
-    rand = model.spec.build().eval()
+    rand = model.pathway.build().eval()
     assert result["random_init_probe_top1"] == linear_probe(extract(rand, train, "dorsal", progress=False),
                                                             extract(rand, test, "dorsal", progress=False))
     assert set(saved) == {"V1", "V2", "MT"} and (out / "curve.png").stat().st_size > 0

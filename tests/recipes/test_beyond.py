@@ -41,7 +41,7 @@ def test_table_x1_rows_train_and_are_probed_per_area(tmp_path, capsys):
                          "x1-signed-mt"}
     for name, run in runs.items():
         assert 0.0 <= json.loads((run / "results.json").read_text())["top1"] <= 1.0, name
-    dorsal = {name: load_run(run).spec.stream("dorsal") for name, run in runs.items()}
+    dorsal = {name: load_run(run).pathway.stream("dorsal") for name, run in runs.items()}
     assert [a.name for a in dorsal["x1-v3-dynamic-form"].areas] == ["V1", "V2", "V3", "MT"]
     assert dorsal["x1-cross-layer-mt-reads-v1"].area("MT").decoder.reads == ("V1",)
     assert dorsal["x1-feedback-mt-to-v1"].feedback == (Feedback("MT", "V1"),)

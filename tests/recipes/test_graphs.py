@@ -83,8 +83,8 @@ def test_an_override_on_the_command_line_reaches_the_saved_graph_and_the_built_a
     assert spec["streams"][1]["areas"][2]["normalize"] is False
     model = load_run(straight)
     for name in ("ventral", "dorsal"):
-        assert model.spec.stream(name).area("V1").wavelengths == (4.0, 8.0)
-    assert model.spec.stream("dorsal").area("MT").normalize is False
+        assert model.pathway.stream(name).area("V1").wavelengths == (4.0, 8.0)
+    assert model.pathway.stream("dorsal").area("MT").normalize is False
     # the built V1 decoders predict 8 orientations x 2 wavelengths x 16 cells per frame
     assert model.streams["ventral"].decoders["V1"].head.out_features == 8 * 2 * 16
     assert model.streams["dorsal"].decoders["V1"].head.out_features == 8 * 2 * 16 * 2
@@ -136,7 +136,7 @@ def test_a_three_stream_graph_trains_finetunes_and_is_probed(tmp_path):
     run_dir = tmp_path / "three"
     assert _main(f"run_dir={run_dir}", f"pathway={GRAPH}:build_three") == 0
     model = load_run(run_dir)
-    assert [s.name for s in model.spec.streams] == ["ventral", "dorsal", "slow"]
+    assert [s.name for s in model.pathway.streams] == ["ventral", "dorsal", "slow"]
     assert model.stage("slow", "V1") is model.stage("dorsal", "V1") is model.stage("ventral", "V1")
     assert model.stage("slow", "MT") is not model.stage("dorsal", "MT")
     clip = torch.randint(0, 255, (1, 3, 4, 48, 48), dtype=torch.uint8)

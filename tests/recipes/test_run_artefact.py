@@ -159,7 +159,7 @@ def test_an_edited_area_file_does_not_change_what_the_run_rebuilds(lab_run, tmp_
     area.write_text(area.read_text().replace("return 2 * self.cells * self.cells * layout.tube",
                                              "return 3 * self.cells * self.cells * layout.tube"))
     probe = ("from analysis.features import load_run; import sobel_area; m = load_run(%r, trust_code=False); "
-             "a = m.spec.stream('ventral').area('V3'); print(type(a).__module__, a.target_dim(m.streams['ventral'].layout))")
+             "a = m.pathway.stream('ventral').area('V3'); print(type(a).__module__, a.target_dim(m.streams['ventral'].layout))")
     done = _run("-c", probe % str(run), cwd=edited)
     # importing the edited module first, then opening the run: refused, naming the version conflict
     assert done.returncode != 0 and "'sobel_area' changed since this run was written" in done.stderr, \

@@ -414,7 +414,7 @@ def load_checkpoint(target: nn.Module, source, stream: str | None = None) -> Loa
 def _default_stream(core, fmt: str) -> str:
     video = fmt in ("videomae", "huggingface-videomae")
     modality = "video" if video else "image"
-    names = [s.name for s in core.spec.streams if s.modality == modality]
+    names = [s.name for s in core.pathway.streams if s.modality == modality]
     if len(names) != 1:
         raise ValueError(f"a {fmt} checkpoint holds one {modality} encoder but the pathway has "
                          f"{len(names)} {modality} streams ({names}); pass stream=NAME")
