@@ -187,11 +187,9 @@ def demo_of(paper: Config, name: str) -> Config:
     finetuned, sampling, test views) and shrinks the rest: a 4-block width-128 ViT with 8 px
     patches (64 tokens per 64x64 frame, so a 0.9 tube mask still leaves about 6 visible
     positions per frame, where 16 px patches left 1 or 2), 8-frame clips of a 960-video set
-    generated at 64 px, 30 ventral and 26 joint epochs (660 + 1,170 steps; the 6 joint epochs past the earlier 20 are
-    what the faster step bought, decision P5), then 20 finetuning
-    epochs (900 steps; the image recipe's 15). The dorsal patch embedding keeps temporal contrast when it is
-    inflated from the ventral one (decision D21): inflated by repeating alone, it started
-    motion-blind and finetuning sat at chance for its first few hundred steps. Flips are off: the built-in classes include
+    generated at 64 px, 30 ventral and 26 joint epochs (660 + 1,170 steps; decision P5), then 20
+    finetuning epochs (900 steps; the image recipe's 15). The dorsal patch embedding keeps
+    temporal contrast when it is inflated from the ventral one (decision D21). Flips are off: the built-in classes include
     left/right and clockwise/anticlockwise motion. Peak learning rates are 1e-3 (``base_lr``
     1.6e-2 at batch 16, by the linear scaling rule). Finetuning runs without layer-wise decay
     and with mild crops: after minutes of pretraining the early blocks have little to

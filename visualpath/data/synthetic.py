@@ -14,9 +14,7 @@ Expand / Contract               zoom in / out by 1.5-1.9x over the clip
 OscillateHorizontal/Vertical    sinusoidal back-and-forth, period 14-24 frames
 ==============================  ==========================================================
 
-Motion fills every token of a clip, which a small ViT learns to read within minutes of
-training on a CPU; an object moving over a static background left most tokens without
-signal and a 4-block ViT did not learn it in the demo's budget. As in UCF101, where a
+Motion fills every token of a clip, so every token carries the class. As in UCF101, where a
 group's clips share actor and scene, the scene is drawn per (group, clip) and shared by all
 classes: appearance carries no information about the class. Speed, phase and the view's
 start are drawn per video.
@@ -29,9 +27,8 @@ infer at the tokens it does not see (decision S2 in docs/decisions.md):
   periods a quarter to half a frame (2-4 patches of the demo). The targets are standardised
   per token, so a masked token's target is the structure inside its patch: which way a
   stripe runs and where its phase is (V1's Gabor energies), the pixels (V4), how the stripes
-  move across it (MT). A regular backdrop gives these away from the tokens a 0.75 or 0.9
-  mask leaves visible; the blurred photograph of format 3 did not (MT's target: 1.00 of its
-  variance left after pretraining and after interpolating the visible tokens alike). The faint grating shows
+  move across it (MT). A regular backdrop makes these inferable from the tokens a 0.75 or
+  0.9 mask leaves visible (the measurements behind each choice are in S2). The faint grating shows
   motion along the strong one's stripes (the aperture problem), so every class is visible
   in every part of the frame;
 - ``OBJECTS`` large (``RADIUS``) outlined shapes, lit as domes and filled with solid colour
