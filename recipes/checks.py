@@ -20,6 +20,7 @@ from recipes.stages import (FRAMES, checkpoint_format, classifies_images, given_
                             is_pathway_checkpoint, missing_maps, pretrained_graph)
 from visualpath import Pathway
 from visualpath.data.layouts import UNLABELED, check_root, video_split
+from visualpath.data.synthetic import SyntheticSpec, train_videos
 from visualpath.errors import Refused, one_line
 
 
@@ -27,11 +28,15 @@ def check(cfg: Config) -> Pathway:
     """Reject a configuration that cannot run, before any data or compute is touched;
     returns the graph it trains."""
     check_device(cfg.device)
-    if cfg.data.root is not None:
+    videos = None  # training videos, where they can be counted without reading a large set's lists
+    if cfg.data.root is None:
+        videos = train_videos(SyntheticSpec(groups=cfg.data.synthetic_groups, clips=cfg.data.synthetic_clips),
+                              cfg.data.split)
+    else:
         check_root(cfg.data.format, cfg.data.root)
         if cfg.data.format in ("lists", "folders", UNLABELED):  # a user's own layout: read its lists now
-            for train in (True, False):
-                video_split(cfg.data.format, cfg.data.root, train, cfg.data.split)
+            videos = len(video_split(cfg.data.format, cfg.data.root, True, cfg.data.split)[0])
+            video_split(cfg.data.format, cfg.data.root, False, cfg.data.split)
     if cfg.data.format == UNLABELED and set(cfg.stages) & {"finetune", "test"}:
         raise ValueError("data.format=unlabeled has no labels to finetune or test on: stages=ventral,joint (then "
                          "finetune the run on labelled data with pretrained=RUN_DIR)")
@@ -114,6 +119,8 @@ def check(cfg: Config) -> Pathway:
         except ValueError as err:
             raise ValueError(f"mask of stream {stream.name!r} at data.size={cfg.data.size}: {err}") from None
     check_memory(cfg, pathway)
+    if videos is not None:
+        check_batches(cfg, finetuned, videos)
     if cfg.data.root is None and 2 * cfg.data.synthetic_size < cfg.data.size:
         raise ValueError(f"data.synthetic_size={cfg.data.synthetic_size} is less than half the crop, data.size="
                          f"{cfg.data.size}: each crop would be the built-in set's frames enlarged more than 2x; "
@@ -121,6 +128,29 @@ def check(cfg: Config) -> Pathway:
                          "data.size")
     check_targets(pathway, cfg.data.size, cfg.data.frames)
     return pathway
+
+
+def check_batches(cfg: Config, finetuned: Pathway, videos: int) -> None:
+    """Each stage that trains on the video set gets at least one full optimiser step per epoch
+    on each process (``WORLD_SIZE`` of them under torchrun), as the training loop needs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_rank = -(-videos // world)  # the sampler pads to a multiple of the processes
+    stages = []
+    if "ventral" in cfg.stages and cfg.data.image_root == FRAMES:
+        stages.append(("ventral", cfg.ventral.optim))
+    if "joint" in cfg.stages:
+        stages.append(("joint", cfg.joint.optim))
+    if "finetune" in cfg.stages and cfg.finetune.stream in [s.name for s in finetuned.streams] \
+            and not classifies_images(cfg, finetuned):
+        stages.append(("finetune", cfg.finetune.optim))
+    for stage, optim in stages:
+        if per_rank < optim.batch_size * optim.accum_steps:
+            most = per_rank // optim.accum_steps
+            raise ValueError(f"{stage}.optim.batch_size={optim.batch_size} (x {optim.accum_steps} accumulation) needs "
+                             f"more than the {per_rank} training videos each of {world} process(es) gets: no full "
+                             f"step; lower it to at most {most}" if most else
+                             f"{stage}.optim.batch_size={optim.batch_size}: {per_rank} training videos per process "
+                             f"cannot fill one step of {optim.accum_steps} accumulation")
 
 
 def check_targets(pathway: Pathway, size: int, frames: int) -> None:

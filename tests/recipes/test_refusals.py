@@ -78,6 +78,12 @@ def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path):
     (("device=cuda:7",), "device=cuda:7: this machine has"),
     (("device=tpu",), "device must be auto, cpu, mps, cuda or cuda:N"),
     (("data.size=100000",), "GiB for a single clip"),
+    (("ventral.optim.batch_size=100000",), "ventral.optim.batch_size=100000 (x 1 accumulation) needs more than the "
+                                           "50 training videos each of 1 process(es) gets"),
+    (("joint.optim.batch_size=26", "joint.optim.accum_steps=2"), "joint.optim.batch_size=26 (x 2 accumulation)"),
+    (("finetune.optim.batch_size=51",), "finetune.optim.batch_size=51 (x 1 accumulation) needs more than the 50 "
+                                        "training videos each of 1 process(es) gets: no full step; lower it to at "
+                                        "most 50"),
 ])
 def test_values_that_pass_the_types_but_cannot_work_are_refused(argv, message, capsys, monkeypatch):
     assert message in _refused(capsys, monkeypatch, *argv)

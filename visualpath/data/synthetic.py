@@ -312,6 +312,18 @@ def _video_name(label: str, group: int, clip: int) -> str:
     return f"{label}/v_{label}_g{group:02d}_c{clip:02d}.avi"
 
 
+def test_groups(split: int) -> set[int]:
+    """The groups split ``split`` tests (``2k-1`` and ``2k``): UCF101's splits hold out whole groups."""
+    return {2 * split - 1, 2 * split}
+
+
+def train_videos(spec: SyntheticSpec, split: int = 1) -> int:
+    """How many videos split ``split`` of the set ``spec`` describes trains on (known before
+    the set is generated)."""
+    groups = sum(g not in test_groups(split) for g in range(1, spec.groups + 1))
+    return len(CLASSES) * groups * spec.clips
+
+
 def generate(root: str | os.PathLike, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     """Write the set under ``root`` (``UCF-101/`` and ``ucfTrainTestlist/``); returns ``root``.
 
@@ -338,12 +350,11 @@ def generate(root: str | os.PathLike, spec: SyntheticSpec = SyntheticSpec()) -> 
             "".join(f"{i + 1} {c}{crlf}" for i, c in enumerate(CLASSES)).encode()
         )
         for split in (1, 2, 3):
-            test_groups = {2 * split - 1, 2 * split}
             train, test = [], []
             for ci, label in enumerate(CLASSES):
                 for name in names[label]:
                     group = int(name.split("_g")[1][:2])
-                    (test if group in test_groups else train).append((name, ci + 1))
+                    (test if group in test_groups(split) else train).append((name, ci + 1))
             (lists / f"trainlist0{split}.txt").write_bytes("".join(f"{n} {c}{crlf}" for n, c in train).encode())
             (lists / f"testlist0{split}.txt").write_bytes("".join(f"{n}{crlf}" for n, _ in test).encode())
 
