@@ -11,9 +11,6 @@ from recipes import bimm_ucf101, pipeline
 from visualpath.rundir import RunLock
 
 
-pytestmark = pytest.mark.e2e  # runs the commands as a user types them (python -m pytest -m e2e)
-
-
 def _main(*argv):
     return bimm_ucf101.main(["--variant", "tiny", "device=cpu", *argv])
 
@@ -34,6 +31,7 @@ def test_a_second_run_in_a_busy_run_directory_is_refused_naming_the_holder(tmp_p
     assert f"is in use by PID {os.getpid()}" in err
 
 
+@pytest.mark.e2e
 def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path):
     import subprocess
     import sys
@@ -131,6 +129,7 @@ def half_joint(tmp_path_factory):
     return run
 
 
+@pytest.mark.e2e
 def test_ctrl_c_says_where_the_run_stopped_in_one_line(half_joint, capsys):
     from recipes.resume import interrupted_at
 
@@ -139,11 +138,13 @@ def test_ctrl_c_says_where_the_run_stopped_in_one_line(half_joint, capsys):
     assert "joint at step 1 of" in where and "ventral at step" in where and "\n" not in where
 
 
+@pytest.mark.e2e
 def test_finetuning_after_an_unfinished_joint_stage_is_refused(half_joint, capsys, monkeypatch):
     err = _refused(capsys, monkeypatch, f"run_dir={half_joint}", "joint.optim.epochs=2", "stages=finetune,test")
     assert "the joint stage stopped at step 1 of" in err
 
 
+@pytest.mark.e2e
 def test_checkpoints_without_their_config_are_refused(half_joint, tmp_path, capsys, monkeypatch):
     import shutil
 
@@ -165,6 +166,7 @@ def test_an_init_checkpoint_that_does_not_fit_is_refused_before_compute(tmp_path
     assert "does not fit the dorsal stream" in err and "64" in err
 
 
+@pytest.mark.e2e
 def test_a_zero_byte_first_test_video_does_not_stop_the_run(tmp_path):
     from visualpath.data.formats import read_ucf101
     from visualpath.data.synthetic import SyntheticSpec, generate
@@ -178,6 +180,7 @@ def test_a_zero_byte_first_test_video_does_not_stop_the_run(tmp_path):
     assert results["test_items"] == 19 and (run / "reconstruction_dorsal.png").is_file()  # the 19 readable
 
 
+@pytest.mark.e2e
 def test_resume_false_starts_the_stages_again_and_drops_the_later_ones(tmp_path):
     run = tmp_path / "run"
     assert _main(f"run_dir={run}") == 0
@@ -236,6 +239,7 @@ def test_a_pretrained_file_that_is_not_safetensors_is_refused_in_one_line(tmp_pa
     assert "is not a readable safetensors file" in err
 
 
+@pytest.mark.e2e
 def test_resuming_under_torchrun_with_another_process_count_is_one_line_per_process(tmp_path):
     """A 1-process run stopped after its first checkpoint, resumed by ``torchrun`` with 2:
     each process says why in one line, before any step; what follows is torchrun's own report."""

@@ -16,7 +16,7 @@ submitit = pytest.importorskip("submitit", reason="pip install -e '.[cluster]'")
 
 from recipes import submit  # noqa: E402
 
-ARGV = ["--variant", "tiny", "device=cpu", "stages=ventral", "ventral.optim.epochs=20", "log_every=1"]
+ARGV = ["--variant", "tiny", "device=cpu", "stages=ventral", "ventral.optim.epochs=40", "log_every=1"]
 
 
 def test_a_submitted_run_preempted_by_the_executor_is_requeued_and_ends_with_the_same_weights(tmp_path,
