@@ -37,6 +37,14 @@ def tiny_pathway(share="partial", depth_split=(1, 1, 2), **encoder) -> Pathway:
     )
 
 
+def accuracy_over(results: dict, key: str = "top1", count_key: str = "test_items") -> bool:
+    """Whether ``results[key]`` is an accuracy over ``results[count_key]`` items: k / N for a
+    whole k (an average over views, batches or classes would not be), and top-1 <= top-5."""
+    value, count = results[key], results[count_key]
+    whole = count > 0 and 0 <= value <= 1 and abs(value * count - round(value * count)) < 1e-4  # float32 accuracies
+    return whole and results.get("top5", 1.0) >= value
+
+
 def random_batch(b: int = 2, t: int = 4, size: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {

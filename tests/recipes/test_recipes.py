@@ -14,6 +14,7 @@ from areas.bimm import paper_pathway
 from recipes import checks, cli, pipeline
 from visualpath.data import ensure_synthetic, read_ucf101
 from visualpath.data.synthetic import SyntheticSpec
+from tests.conftest import accuracy_over
 
 RECIPES = ["bimm_ucf101", "bimm_k400", "bimm_ssv2", "bimm_hmdb51", "bimm_imagenet", "videomae_ucf101"]
 
@@ -48,7 +49,7 @@ def test_every_recipe_has_config_variants_and_run(name):
 def test_tiny_variant_runs_every_stage(name, tmp_path):
     cfg = _tiny(name, tmp_path)
     results = pipeline.run(cfg)
-    assert 0.0 <= results["top1"] <= 1.0 and results["test_items"] > 0
+    assert accuracy_over(results)
     stages = {json.loads(line)["stage"] for line in (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines()}
     assert stages == set(cfg.stages)
     for stage in set(cfg.stages) - {"test"}:
@@ -60,7 +61,7 @@ def test_hmdb51_finetunes_another_runs_pretrained_pathway(ucf_tiny_run, tmp_path
     cfg = _tiny("bimm_hmdb51", tmp_path, pretrained=str(ucf_tiny_run))
     assert cfg.stages == ("finetune", "test")
     results = pipeline.run(cfg)
-    assert 0.0 <= results["top1"] <= 1.0
+    assert accuracy_over(results)
     assert f"dorsal encoder from {ucf_tiny_run / 'joint' / 'model.safetensors'}" in capsys.readouterr().err.replace(
         "\n", "")
 
@@ -201,7 +202,7 @@ def test_recipes_read_their_datasets_official_layout(name, layout, builtin, tmp_
     layout(root, train, test, classes)
     cfg = _tiny(name, tmp_path, data=attrs.evolve(_module(name).VARIANTS["tiny"].data, root=str(root)))
     results = pipeline.run(cfg)
-    assert results["test_items"] == len(test) and 0.0 <= results["top1"] <= 1.0
+    assert results["test_items"] == len(test) and accuracy_over(results)
 
 
 @pytest.mark.parametrize("name, argv, message", [
@@ -253,7 +254,7 @@ def test_finetuning_can_start_from_a_videomae_checkpoint(tmp_path, capsys):
                                       layer_norm_eps=1e-6, use_mean_pooling=True))
     save_file(hf.state_dict(), str(tmp_path / "videomae.safetensors"))
     results = pipeline.run(attrs.evolve(cfg, pretrained=str(tmp_path / "videomae.safetensors")))
-    assert 0.0 <= results["top1"] <= 1.0
+    assert accuracy_over(results)
     err = capsys.readouterr().err.replace("\n", "")
     assert "dorsal encoder from the checkpoint" in err and "loaded 50 tensors; ignored 0" in err
     save_file({"fc.weight": hf.state_dict()["embeddings.patch_embeddings.projection.bias"][None]},
