@@ -41,7 +41,7 @@ from visualpath.data.layouts import image_split, video_set
 from visualpath.data.memory import DecodedVideos, decoded_videos
 from visualpath.data.synthetic import ImageSpec, SyntheticSpec, ensure_synthetic_images
 from visualpath.errors import Refused
-from visualpath.engine import (OptimSpec, RunLog, build_optimizer, compiled, evaluate, fit, load_weights,
+from visualpath.engine import (MISSING, OptimSpec, RunLog, build_optimizer, compiled, evaluate, fit, load_weights,
                                make_loader)
 from visualpath.rundir import PATHWAY_FILE, pretrained_stage, stage_progress
 from visualpath import terminal
@@ -526,6 +526,7 @@ def run_test(cfg: Config, graphs: Graphs, runtime, run: RunLog, console: Console
     loader = make_loader(dataset, cfg.test.batch_size, runtime, shuffle=False, seed=cfg.seed,
                          workers=cfg.data.workers, drop_last=False)
     result = evaluate(model, loader, runtime, console=console)
+    result["skipped"] = {**{path: MISSING for path in getattr(dataset, "missing_files", ())}, **result["skipped"]}
     result["chance"] = 1 / len(classes)
     if runtime.main:
         run.broken_files("test", result["skipped"])  # listed beside the training stages' (empty: none)

@@ -159,6 +159,7 @@ def fit(
         state = load_checkpoint(directory, model, optimizer, rank=runtime.rank, world=runtime.world)
     # Unreadable files, by path, counted once across epochs, workers, resumes and ranks.
     broken: dict[str, str] = dict(state.extra.get("broken", {}))
+    broken.update({path: MISSING for path in getattr(loader.dataset, "missing_files", ()) if path not in broken})
     if hasattr(loader.dataset, "warn"):
         loader.dataset.warn = False  # the loop warns, once per file
     per_rank = loader.sampler.epoch_length()
@@ -346,6 +347,9 @@ def loss_scale_notes(values: dict[str, float], factor: float = 100.0) -> list[st
                      f"{'it' if low else 'the other areas'} will learn little; standardise its target per token "
                      f"(areas.normalize_tokens), or set pathway.{area}.weight")
     return notes
+
+
+MISSING = "listed but missing"  # the reason broken_files.json gives a listed file that does not exist
 
 
 def _note_broken(stage: str, entries, dataset, broken: dict[str, str], console, runtime: Runtime) -> None:

@@ -181,6 +181,33 @@ def test_a_zero_byte_first_test_video_does_not_stop_the_run(tmp_path):
 
 
 @pytest.mark.e2e
+def test_listed_files_that_are_missing_are_counted_by_every_stage_that_reads_them(tmp_path):
+    """A file the lists name and the disk lacks: warned, and counted once per stage in
+    broken_files.json and results.json (training stages' *_skipped, the test's test_skipped)."""
+    from visualpath.data.formats import read_ucf101
+    from visualpath.data.synthetic import SyntheticSpec, generate
+    from visualpath.engine import MISSING
+
+    root = generate(tmp_path / "ucf", SyntheticSpec(seed=4, groups=7, clips=1, frames=16, size=64))
+    gone_train = read_ucf101(root, 1, train=True)[0][3].path
+    tests = read_ucf101(root, 1, train=False)[0]
+    gone_test, empty_test = tests[2].path, tests[5].path
+    gone_train.unlink()
+    gone_test.unlink()
+    empty_test.write_bytes(b"")
+    run = tmp_path / "run"
+    assert _main(f"run_dir={run}", f"data.root={root}", "data.image_root=frames") == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["test_items"] == 18 and results["test_skipped"] == 2
+    assert results["ventral_skipped"] == results["joint_skipped"] == results["finetune_skipped"] == 1
+    listed = json.loads((run / "broken_files.json").read_text())
+    for stage in ("ventral", "joint", "finetune"):
+        assert listed[stage]["count"] == 1 and listed[stage]["files"] == {str(gone_train): MISSING}
+    assert listed["test"]["count"] == 2 and listed["test"]["files"][str(gone_test)] == MISSING
+    assert str(empty_test) in listed["test"]["files"]
+
+
+@pytest.mark.e2e
 def test_resume_false_starts_the_stages_again_and_drops_the_later_ones(tmp_path):
     run = tmp_path / "run"
     assert _main(f"run_dir={run}") == 0

@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
 
 
-def _present(records: Sequence[VideoRecord], what: str) -> tuple[list[VideoRecord], int]:
+def _present(records: Sequence[VideoRecord], what: str) -> tuple[list[VideoRecord], list[str]]:
+    """The listed records whose files exist, and the paths of those that do not (warned here,
+    counted by the stage that reads the set: ``broken_files.json``, ``results.json``)."""
     kept = [r for r in records if r.path.is_file()]
     missing = [r.path for r in records if not r.path.is_file()]
     if not records:
@@ -50,7 +52,7 @@ def _present(records: Sequence[VideoRecord], what: str) -> tuple[list[VideoRecor
         log.warning("skipping missing file %s", path)
     if len(missing) > 20:
         log.warning("... and %d more missing files of %s", len(missing) - 20, what)
-    return kept, len(missing)
+    return kept, [str(p) for p in missing]
 
 
 class _Robust(Dataset):
@@ -199,7 +201,7 @@ class VideoDataset(_Robust):
             raise ValueError("as_images takes one frame per item: set frames=1")
         if not classes:
             raise DatasetFormatError(f"{name}: the class list is empty")
-        self.records, self.missing = _present(records, name)
+        self.records, self.missing_files = _present(records, name)
         self.classes = list(classes)
         self.frames, self.stride, self.sampling, self.mode = frames, stride, sampling, mode
         self.transform, self.views, self.size, self.clips, self.crops = transform, views, size, clips, crops
@@ -312,7 +314,7 @@ class ImageFolder(_Robust):
         ]
         if not records:
             raise DatasetFormatError(f"image folder {root}: no images with extensions {IMAGE_EXTENSIONS}")
-        self.records, self.missing = _present(records, f"image folder {root}")
+        self.records, self.missing_files = _present(records, f"image folder {root}")
         self.transform, self.size = transform, size
         self.maps = dict(maps or {})
         self._check_maps(f"image folder {root}", "images")

@@ -56,7 +56,7 @@ def test_broken_videos_are_skipped_warned_counted_and_replaced(tmp_path, caplog)
         VideoRecord(tmp_path / n, 1) for n in ("empty.avi", "truncated.avi", "garbage.avi", "missing.avi")]
     with caplog.at_level(logging.WARNING):
         ds = VideoDataset(records, ["a", "b"], frames=8, stride=2)
-    assert ds.missing == 1 and len(ds) == 6
+    assert ds.missing_files == [str(tmp_path / "missing.avi")] and len(ds) == 6
     assert "missing.avi" in caplog.text
     with caplog.at_level(logging.WARNING):
         items = [ds[i] for i in range(len(ds))]
