@@ -17,7 +17,7 @@ from recipes.pipeline import run
 from recipes.resume import interrupted_at
 from visualpath.config import parse_cli
 from visualpath.errors import Refused, one_line, shown
-from visualpath.preemption import EXIT_PREEMPTED, Preempted
+from visualpath.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch
 from visualpath.rundir import CheckpointWriteError
 from visualpath.trust import graph_code, trusting
 
@@ -140,7 +140,7 @@ def main(module: str, doc: str, recipe_variants: dict, argv: list[str] | None = 
     SIGTERM or SIGUSR1 checkpoints at the next step and says so (exit 75, decision R9)."""
     argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), recipe_variants, data_keys)
     argv, trust_code, named = trust_args(argv)
-    with trusting(trust_code, named, command=True):
+    with trusting(trust_code, named, command=True), PreemptionWatch():  # a signal at any moment is noted
         cfg = parse(argv, recipe_variants, module, doc)
         try:
             run(cfg, trust_code=trust_code)

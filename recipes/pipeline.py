@@ -35,6 +35,7 @@ from visualpath.atomic import atomic_write
 from visualpath.config import to_dict
 from visualpath.data.memory import release_decoded
 from visualpath.engine import RunLog, setup, teardown
+from visualpath.preemption import stop_if_requested
 from visualpath.errors import Refused
 from visualpath.rundir import PATHWAY_FILE, RunLock, clear_stage, prune_stage, stage_pathway, write_pathway
 from visualpath.trust import chosen, trusting
@@ -78,6 +79,7 @@ def _before_compute(step, cfg: Config):
 
 def _run(cfg: Config, pathway: Pathway) -> dict:
     runtime = setup(cfg.device, cfg.seed)
+    stop_if_requested(runtime, "before anything was written or trained")
     console = terminal.console(stderr=True, quiet=not runtime.main)  # under torchrun, rank 0 speaks
     run_log = RunLog(cfg.run_dir, runtime, tensorboard=cfg.tensorboard)
     run_log.write_config(to_dict(cfg))
@@ -104,16 +106,19 @@ def _run(cfg: Config, pathway: Pathway) -> dict:
             _, state = run_ventral(cfg, graphs, runtime, run_log, console)
             results["ventral_skipped"] = state.skipped
             results["ventral_images"] = ventral_source(cfg)
+            stop_if_requested(runtime, "after the ventral stage")
         if "joint" in cfg.stages:
             joint, state = run_joint(cfg, graphs, runtime, run_log, console)
             results["joint_skipped"] = state.skipped
             if runtime.main:
                 figure(joint, cfg, run_log, runtime, console)
+            stop_if_requested(runtime, "after the joint stage")
         if "finetune" in cfg.stages:
             model, state, classes = run_finetune(cfg, graphs, runtime, run_log, console)
             results["finetune_skipped"] = state.skipped
             if runtime.main:  # the class names travel with the finetuned model (exports use them)
                 atomic_write(run_log.root / "classes.json", json.dumps(list(classes)))
+            stop_if_requested(runtime, "after the finetune stage")
         release_decoded()  # the training videos kept in memory (data.memory_gb): the test reads its own files
         if "test" in cfg.stages:
             test = run_test(cfg, graphs, runtime, run_log, console, model=model)

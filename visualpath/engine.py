@@ -44,7 +44,7 @@ from visualpath.rundir import (  # noqa: F401 (re-exported)
     save_checkpoint,
 )
 from visualpath.rundir.checkpoint import _rng_state
-from visualpath.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch  # noqa: F401 (re-exported)
+from visualpath.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch, stop_if_requested  # noqa: F401 (re-exported)
 from visualpath.runtime import Runtime, seed_everything, setup, teardown  # noqa: F401 (re-exported)
 from visualpath import terminal
 
@@ -432,6 +432,7 @@ def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, console=Non
                   disable=not (runtime.main and console.is_terminal)) as progress:
         task = progress.add_task(stage, total=len(loader))
         for batch in loader:
+            stop_if_requested(runtime, f"during the {stage}")  # nothing to keep: the same command tests again
             if any(batch.get("broken") or ()):  # an unreadable item, replaced by a readable one: counted, not scored
                 _note_broken(stage, batch["broken"], loader.dataset, broken, progress.console, runtime)
             batch = _to_device(batch, runtime.device)

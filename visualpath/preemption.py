@@ -11,7 +11,11 @@ written there, and :class:`Preempted` carries the stop to the command, which say
 stopped and exits with :data:`EXIT_PREEMPTED`. The same command resumes exactly (decision R1).
 
 A second signal during the checkpoint changes nothing (the handler is still ours, and the
-write is atomic anyway). Data-loading worker processes ignore both signals, so that a signal
+write is atomic anyway). A recipe's command opens one watch for its whole length
+(``recipes.cli.main``), so a signal that arrives outside a training step (while the command
+starts, during a stage's last checkpoint, between stages, while testing) is noted too, and
+the command stops at the next safe point: before anything is written, between two stages,
+or at the test's next batch (:func:`stop_if_requested`). Data-loading worker processes ignore both signals, so that a signal
 sent to the whole process group does not kill a worker under the loader; the loader ends them
 when the stage stops.
 """
@@ -27,7 +31,7 @@ import torch.distributed as dist
 
 from visualpath.runtime import Runtime
 
-__all__ = ["EXIT_PREEMPTED", "Preempted", "PreemptionWatch", "ignore_in_workers", "SIGNALS"]
+__all__ = ["EXIT_PREEMPTED", "Preempted", "PreemptionWatch", "ignore_in_workers", "stop_if_requested", "SIGNALS"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL (sysexits.h): stopped on request, to be run again
@@ -44,60 +48,100 @@ class Preempted(Exception):
         seconds: from the signal (on this process) to the checkpoint written.
     """
 
-    def __init__(self, stage: str, step: int, signal_name: str, seconds: float) -> None:
-        super().__init__(f"{stage} stopped at step {step} on {signal_name}: its checkpoint was written "
-                         f"{seconds:.1f} s after the signal")
+    def __init__(self, stage: str, step: int, signal_name: str, seconds: float, message: str | None = None) -> None:
+        super().__init__(message or f"{stage} stopped at step {step} on {signal_name}: its checkpoint was written "
+                                    f"{seconds:.1f} s after the signal")
         self.stage, self.step, self.signal_name, self.seconds = stage, step, signal_name, seconds
+
+    @classmethod
+    def outside(cls, where: str, signal_name: str) -> Preempted:
+        """A stop at a safe point outside a training step: every checkpoint is as it was."""
+        return cls("", 0, signal_name, 0.0, message=f"stopped {where} on {signal_name}; every finished stage's "
+                                                   "checkpoint is kept")
 
 
 class PreemptionWatch:
     """While open, notes SIGTERM / SIGUSR1 / SIGUSR2 instead of dying of them; :meth:`requested` tells
     every rank at once whether any was received (one small all-reduce at each metric record
-    across processes). Handlers can only be set from the main thread: elsewhere the watch stays
-    closed and the signals keep their default action."""
+    across processes). Watches nest: the outermost installs the handlers and starts with
+    nothing received, an inner one (a stage's, inside a command's) shares what it noted, so
+    a signal that arrives between two stages is not lost. Handlers can only be set from the
+    main thread: elsewhere the watch stays closed and the signals keep their default action."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    _open = 0  # watches open in this process
+    _received: int | None = None
+    _at: float | None = None
+    _count = 0
+    _previous: dict[int, object] = {}
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
         self.runtime = runtime
-        self.received: int | None = None
-        self.at: float | None = None
-        self.count = 0
-        self._previous: dict[int, object] = {}
+        self._installed = False
 
-    def _note(self, signum: int, frame) -> None:
-        self.count += 1
-        if self.received is None:
-            self.received, self.at = signum, time.monotonic()
+    @classmethod
+    def _note(cls, signum: int, frame) -> None:
+        cls._count += 1
+        if cls._received is None:
+            cls._received, cls._at = signum, time.monotonic()
+
+    @property
+    def received(self) -> int | None:
+        return PreemptionWatch._received
+
+    @property
+    def count(self) -> int:
+        return PreemptionWatch._count
 
     def __enter__(self) -> PreemptionWatch:
-        if threading.current_thread() is threading.main_thread():
-            for sig in SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._note)
+        cls = PreemptionWatch
+        if cls._open == 0 and threading.current_thread() is threading.main_thread():
+            cls._received, cls._at, cls._count = None, None, 0
+            cls._previous = {sig: signal.signal(sig, cls._note) for sig in SIGNALS}
+            self._installed = True
+        cls._open += 1
         return self
 
     def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+        cls = PreemptionWatch
+        cls._open -= 1
+        if self._installed:
+            for sig, handler in cls._previous.items():
+                signal.signal(sig, handler)
+            cls._previous = {}
 
     def requested(self, logged: bool = True) -> bool:
         """Whether any process received a signal. Every rank must answer the same at the same
         step, so they all checkpoint together: across processes the ranks compare notes at
         metric records only (``logged``, every ``log_every`` steps), where the loop already
         waits for the device, so other steps gain no synchronisation."""
-        if not self.runtime.distributed:
-            return self.received is not None
+        cls = PreemptionWatch
+        if self.runtime is None or not self.runtime.distributed:
+            return cls._received is not None
         if not logged:
             return False
-        code = torch.tensor([self.received or 0], device=self.runtime.device)
+        code = torch.tensor([cls._received or 0], device=self.runtime.device)
         dist.all_reduce(code, op=dist.ReduceOp.MAX)
         found = int(code.item())
-        if found and self.received is None:  # another rank's signal: stop with it
-            self.received, self.at = found, time.monotonic()
+        if found and cls._received is None:  # another rank's signal: stop with it
+            cls._received, cls._at = found, time.monotonic()
         return bool(found)
 
     def stopped(self, stage: str, step: int) -> Preempted:
-        name = signal.Signals(self.received).name if self.received else "a signal"
-        return Preempted(stage, step, name, time.monotonic() - (self.at or time.monotonic()))
+        return Preempted(stage, step, self._name(), time.monotonic() - (PreemptionWatch._at or time.monotonic()))
+
+    def _name(self) -> str:
+        return signal.Signals(PreemptionWatch._received).name if PreemptionWatch._received else "a signal"
+
+
+def stop_if_requested(runtime: Runtime | None, where: str) -> None:
+    """Raise :class:`Preempted` at a safe point outside a training step (``where`` says
+    which: ``"before anything was written"``, ``"after the ventral stage"``, ``"during the
+    test"``) when any process received a scheduler's signal; every rank answers the same."""
+    if PreemptionWatch._open == 0:  # no command is listening: signals keep their default action
+        return
+    watch = PreemptionWatch(runtime)
+    if watch.requested(logged=True):
+        raise Preempted.outside(where, watch._name())
 
 
 def ignore_in_workers(worker_id: int | None = None) -> None:

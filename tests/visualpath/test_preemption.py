@@ -131,3 +131,104 @@ def test_a_recipe_signalled_from_outside_says_where_it_stopped_and_resumes(tmp_p
     ours, theirs = load_file(str(run / "ventral" / "model.safetensors")), \
         load_file(str(tmp_path / "full" / "ventral" / "model.safetensors"))
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def _recipe(run_dir, *argv) -> int:
+    from recipes import bimm_ucf101
+
+    try:
+        return bimm_ucf101.main(["--variant", "tiny", "device=cpu", f"run_dir={run_dir}", *argv])
+    except SystemExit as stop:
+        return stop.code
+
+
+def _weights(run_dir, stage):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(run_dir, stage, "model.safetensors")))
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("moment", ["in the ventral stage's last checkpoint", "between ventral and joint",
+                                    "during the test", "while the command starts"])
+def test_a_signal_outside_a_training_step_stops_the_command_at_the_next_safe_point(tmp_path, monkeypatch, capsys,
+                                                                                   moment):
+    """SIGTERM while the last checkpoint of a stage is written, between two stages, at the test's
+    first batch or while the command starts: exit 75 with one ``preempted:`` line, and the same
+    command ends with the weights and results of an uninterrupted run."""
+    from recipes import checks, stages
+    from visualpath.rundir import checkpoint
+
+    argv = ("stages=ventral,joint,finetune,test",)
+    assert _recipe(tmp_path / "full", *argv) == 0
+    capsys.readouterr()
+    real = {"fit": stages.fit, "evaluate": stages.evaluate, "check": checks.check}
+
+    def signal_self(*_):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if moment == "in the ventral stage's last checkpoint":
+        from recipes import bimm_ucf101
+
+        last = bimm_ucf101.VARIANTS["tiny"].ventral.optim.epochs  # one checkpoint at each epoch's end
+
+        def fit_signalled_in_its_last_write(stage, *args, **kwargs):
+            if stage != "ventral":
+                return real["fit"](stage, *args, **kwargs)
+            selected = {"n": 0}
+
+            def hook(point):
+                if point == "selected":
+                    selected["n"] += 1
+                    if selected["n"] == last:  # the scheduler's signal while the stage's last unit is written
+                        signal_self()
+            monkeypatch.setattr(checkpoint, "fault_hook", hook)
+            try:
+                return real["fit"](stage, *args, **kwargs)
+            finally:
+                monkeypatch.setattr(checkpoint, "fault_hook", None)
+        monkeypatch.setattr(stages, "fit", fit_signalled_in_its_last_write)
+        where = "after the ventral stage"
+    elif moment == "between ventral and joint":
+        def fit_then_signal(stage, *args, **kwargs):
+            state = real["fit"](stage, *args, **kwargs)
+            if stage == "ventral":
+                signal_self()
+            return state
+        monkeypatch.setattr(stages, "fit", fit_then_signal)
+        where = "after the ventral stage"
+    elif moment == "during the test":
+        def evaluate(model, loader, runtime, **kwargs):
+            signal_self()
+            return real["evaluate"](model, loader, runtime, **kwargs)
+        monkeypatch.setattr(stages, "evaluate", evaluate)
+        where = "during the test"
+    else:
+        def check(cfg):
+            signal_self()
+            return real["check"](cfg)
+        monkeypatch.setattr("recipes.pipeline.check", check)
+        where = "before anything was written or trained"
+    run = tmp_path / "run"
+    capsys.readouterr()
+
+    def died(*_):  # where the signal would have met its default action: the process killed, nothing said
+        raise AssertionError(f"SIGTERM {moment} was not noted by the command: it would have killed it")
+
+    outside = signal.signal(signal.SIGTERM, died)
+    try:
+        code = _recipe(run, *argv)
+        assert signal.getsignal(signal.SIGTERM) is died  # the command's watch is closed again
+    finally:
+        signal.signal(signal.SIGTERM, outside)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("preempted:")]
+    assert code == 75 and len(lines) == 1 and where in lines[0] and "on SIGTERM" in lines[0], err[-2000:]
+    monkeypatch.undo()
+    assert _recipe(run, *argv) == 0
+    full = json.loads((tmp_path / "full" / "results.json").read_text())
+    again = json.loads((run / "results.json").read_text())
+    assert {k: again[k] for k in ("top1", "top5", "test_items")} == {k: full[k] for k in ("top1", "top5", "test_items")}
+    for stage in ("ventral", "joint", "finetune"):
+        a, b = _weights(tmp_path / "full", stage), _weights(run, stage)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), stage
