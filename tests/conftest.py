@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -17,7 +19,9 @@ TINY_DECODER = DecoderSpec(width=64, depth=1, heads=2)
 
 # The reader's trust store (visualpath.trust) of the whole test session, never the user's own:
 # set before any test runs, so that commands the tests start in subprocesses share it.
-os.environ["VISUALPATH_TRUST_FILE"] = os.path.join(tempfile.mkdtemp(prefix="visualpath-trust-"), "trusted_code.json")
+_TRUST_DIR = tempfile.mkdtemp(prefix="visualpath-trust-")
+atexit.register(shutil.rmtree, _TRUST_DIR, ignore_errors=True)  # the session's store goes with the session
+os.environ["VISUALPATH_TRUST_FILE"] = os.path.join(_TRUST_DIR, "trusted_code.json")
 
 
 def tiny_pathway(share="partial", depth_split=(1, 1, 2), **encoder) -> Pathway:
