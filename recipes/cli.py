@@ -11,6 +11,7 @@ from pathlib import Path
 
 import attrs
 
+from recipes import _signals
 from recipes.config import VARIANT_NOTES, Config
 from recipes.graph import graph_help, split_graph_args
 from recipes.pipeline import run
@@ -140,7 +141,11 @@ def main(module: str, doc: str, recipe_variants: dict, argv: list[str] | None = 
     SIGTERM or SIGUSR1 checkpoints at the next step and says so (exit 75, decision R9)."""
     argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), recipe_variants, data_keys)
     argv, trust_code, named = trust_args(argv)
-    with trusting(trust_code, named, command=True), PreemptionWatch():  # a signal at any moment is noted
+    early = (_signals.NOTED["signum"], _signals.NOTED["at"]) if _signals.NOTED["signum"] is not None else None
+    with trusting(trust_code, named, command=True), PreemptionWatch(noted=early):  # a signal at any moment is noted
+        if _signals.restore_interrupt():  # Ctrl-C while the command was starting
+            print("interrupted while the command was starting: nothing was started", file=sys.stderr)
+            raise SystemExit(130)
         cfg = parse(argv, recipe_variants, module, doc)
         try:
             run(cfg, trust_code=trust_code)

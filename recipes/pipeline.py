@@ -61,6 +61,7 @@ def run(cfg: Config, *, trust_code: bool = False) -> dict:
     """
     with trusting(trust_code, chosen(cfg.pathway)):
         pathway = _before_compute(check, cfg)
+        stop_if_requested(None, "before anything was written or trained", started=False)
         with RunLock(cfg.run_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
             _before_compute(preflight, cfg)
             return _run(cfg, pathway)
@@ -79,7 +80,7 @@ def _before_compute(step, cfg: Config):
 
 def _run(cfg: Config, pathway: Pathway) -> dict:
     runtime = setup(cfg.device, cfg.seed)
-    stop_if_requested(runtime, "before anything was written or trained")
+    stop_if_requested(runtime, "before anything was written or trained", started=False)
     console = terminal.console(stderr=True, quiet=not runtime.main)  # under torchrun, rank 0 speaks
     run_log = RunLog(cfg.run_dir, runtime, tensorboard=cfg.tensorboard)
     run_log.write_config(to_dict(cfg))

@@ -54,10 +54,11 @@ class Preempted(Exception):
         self.stage, self.step, self.signal_name, self.seconds = stage, step, signal_name, seconds
 
     @classmethod
-    def outside(cls, where: str, signal_name: str) -> Preempted:
-        """A stop at a safe point outside a training step: every checkpoint is as it was."""
-        return cls("", 0, signal_name, 0.0, message=f"stopped {where} on {signal_name}; every finished stage's "
-                                                   "checkpoint is kept")
+    def outside(cls, where: str, signal_name: str, started: bool = True) -> Preempted:
+        """A stop at a safe point outside a training step: every checkpoint is as it was
+        (``started=False``: the command had written and trained nothing yet)."""
+        kept = "every finished stage's checkpoint is kept" if started else "nothing was started"
+        return cls("", 0, signal_name, 0.0, message=f"stopped {where} on {signal_name}; {kept}")
 
 
 class PreemptionWatch:
@@ -74,8 +75,11 @@ class PreemptionWatch:
     _count = 0
     _previous: dict[int, object] = {}
 
-    def __init__(self, runtime: Runtime | None = None) -> None:
+    def __init__(self, runtime: Runtime | None = None, noted: tuple[int, float] | None = None) -> None:
+        """``noted``: a signal (number, ``time.monotonic()``) received before this watch
+        opened, which the outermost watch takes as its own."""
         self.runtime = runtime
+        self.noted = noted
         self._installed = False
 
     @classmethod
@@ -98,6 +102,8 @@ class PreemptionWatch:
             cls._received, cls._at, cls._count = None, None, 0
             cls._previous = {sig: signal.signal(sig, cls._note) for sig in SIGNALS}
             self._installed = True
+            if self.noted is not None and cls._received is None:  # read after ours are in place: none is lost
+                cls._received, cls._at = self.noted
         cls._open += 1
         return self
 
@@ -133,7 +139,7 @@ class PreemptionWatch:
         return signal.Signals(PreemptionWatch._received).name if PreemptionWatch._received else "a signal"
 
 
-def stop_if_requested(runtime: Runtime | None, where: str) -> None:
+def stop_if_requested(runtime: Runtime | None, where: str, started: bool = True) -> None:
     """Raise :class:`Preempted` at a safe point outside a training step (``where`` says
     which: ``"before anything was written"``, ``"after the ventral stage"``, ``"during the
     test"``) when any process received a scheduler's signal; every rank answers the same."""
@@ -141,7 +147,7 @@ def stop_if_requested(runtime: Runtime | None, where: str) -> None:
         return
     watch = PreemptionWatch(runtime)
     if watch.requested(logged=True):
-        raise Preempted.outside(where, watch._name())
+        raise Preempted.outside(where, watch._name(), started)
 
 
 def ignore_in_workers(worker_id: int | None = None) -> None:

@@ -232,3 +232,72 @@ def test_a_signal_outside_a_training_step_stops_the_command_at_the_next_safe_poi
     for stage in ("ventral", "joint", "finetune"):
         a, b = _weights(tmp_path / "full", stage), _weights(run, stage)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), stage
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_sigterm_at_random_moments_of_the_whole_command_stops_it_and_it_resumes_exactly(tmp_path):
+    """SIGTERM at 20 random moments of ``python -m recipes.bimm_ucf101 --variant tiny``, from
+    start-up (imports included) to the results table: each run stops with one ``preempted:``
+    line and exit 75, or had already ended (exit 0); the same command then ends with the
+    uninterrupted run's weights of every stage and its test results."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def command(run_dir):
+        return [sys.executable, "-m", "recipes.bimm_ucf101", "--variant", "tiny", "device=cpu", f"run_dir={run_dir}"]
+
+    start = time.monotonic()
+    done = subprocess.run(command(tmp_path / "full"), cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    whole = time.monotonic() - start
+    assert done.returncode == 0, done.stderr[-2000:]
+    full = json.loads((tmp_path / "full" / "results.json").read_text())
+    rng = random.Random(0)
+    codes = []
+    for trial in range(20):
+        run = tmp_path / f"run{trial}"
+        proc = subprocess.Popen(command(run), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        time.sleep(rng.uniform(0.3, whole))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=600)
+        codes.append(proc.returncode)
+        assert proc.returncode in (0, 75), f"trial {trial}: exit {proc.returncode}\n{err[-2000:]}"
+        if proc.returncode == 75:
+            said = [line for line in err.splitlines() if line.startswith("preempted:")]
+            assert len(said) == 1 and "on SIGTERM" in said[0] and "Traceback" not in err, err[-2000:]
+            again = subprocess.run(command(run), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+            assert again.returncode == 0, again.stderr[-2000:]
+        results = json.loads((run / "results.json").read_text())
+        assert {k: results[k] for k in ("top1", "top5", "test_items")} == \
+            {k: full[k] for k in ("top1", "top5", "test_items")}, trial
+        for stage in ("ventral", "joint", "finetune"):
+            a, b = _weights(tmp_path / "full", stage), _weights(run, stage)
+            assert all(torch.equal(a[k], b[k]) for k in a), (trial, stage)
+    assert codes.count(75) >= 12, codes  # most signals land inside the command, not after its end
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGTERM, 75, "preempted: stopped before anything was written or "
+                                                                  "trained on SIGTERM; nothing was started"),
+                                             (signal.SIGINT, 130, "interrupted while the command was starting: "
+                                                                  "nothing was started")])
+def test_a_signal_while_the_command_imports_says_nothing_was_started(tmp_path, sig, code, said):
+    """Half a second in, ``python -m recipes.bimm_ucf101`` is still importing torch: the signal is
+    noted by the handlers ``recipes/__init__.py`` installs first, not fatal, and nothing is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "recipes.bimm_ucf101", "--variant", "tiny", "device=cpu",
+                             f"run_dir={tmp_path / 'run'}"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == code and len(err.strip().splitlines()) == 1 and said in err, err[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_importing_the_recipes_from_python_changes_no_signal_handler():
+    code = ("import signal; before = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]; "
+            "import recipes, recipes.bimm_ucf101; "
+            "print([signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == before)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
