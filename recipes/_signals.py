@@ -13,6 +13,8 @@ import signal
 import time
 
 NOTED: dict[str, float | int | None] = {"signum": None, "at": None, "interrupt": None}
+SCHEDULER = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+installed = False  # whether this process is a recipe's command (python -m recipes.NAME)
 
 
 def _note(signum, frame) -> None:
@@ -25,9 +27,20 @@ def _interrupt(signum, frame) -> None:
 
 
 def install() -> None:
-    for name in ("SIGTERM", "SIGUSR1", "SIGUSR2"):
+    global installed
+    for name in SCHEDULER:
         signal.signal(getattr(signal, name), _note)
     signal.signal(signal.SIGINT, _interrupt)
+    installed = True
+
+
+def ended() -> None:
+    """The command has said its last word: a scheduler's signal from now on changes nothing.
+    Ignored rather than noted, because Python gives noted signals back their default action
+    (death) while the interpreter shuts down."""
+    if installed:
+        for name in SCHEDULER:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def restore_interrupt() -> bool:

@@ -142,6 +142,13 @@ def main(module: str, doc: str, recipe_variants: dict, argv: list[str] | None = 
     argv = paper_if_data(list(sys.argv[1:] if argv is None else argv), recipe_variants, data_keys)
     argv, trust_code, named = trust_args(argv)
     early = (_signals.NOTED["signum"], _signals.NOTED["at"]) if _signals.NOTED["signum"] is not None else None
+    try:
+        return _command(argv, trust_code, named, early, module, doc, recipe_variants)
+    finally:
+        _signals.ended()  # as python -m recipes.NAME: a signal after the last word is not a death at exit
+
+
+def _command(argv, trust_code, named, early, module, doc, recipe_variants) -> int:
     with trusting(trust_code, named, command=True), PreemptionWatch(noted=early):  # a signal at any moment is noted
         if _signals.restore_interrupt():  # Ctrl-C while the command was starting
             print("interrupted while the command was starting: nothing was started", file=sys.stderr)
