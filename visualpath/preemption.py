@@ -72,7 +72,6 @@ class PreemptionWatch:
     _open = 0  # watches open in this process
     _received: int | None = None
     _at: float | None = None
-    _count = 0
     _previous: dict[int, object] = {}
 
     def __init__(self, runtime: Runtime | None = None, noted: tuple[int, float] | None = None) -> None:
@@ -84,7 +83,6 @@ class PreemptionWatch:
 
     @classmethod
     def _note(cls, signum: int, frame) -> None:
-        cls._count += 1
         if cls._received is None:
             cls._received, cls._at = signum, time.monotonic()
 
@@ -92,14 +90,10 @@ class PreemptionWatch:
     def received(self) -> int | None:
         return PreemptionWatch._received
 
-    @property
-    def count(self) -> int:
-        return PreemptionWatch._count
-
     def __enter__(self) -> PreemptionWatch:
         cls = PreemptionWatch
         if cls._open == 0 and threading.current_thread() is threading.main_thread():
-            cls._received, cls._at, cls._count = None, None, 0
+            cls._received, cls._at = None, None
             cls._previous = {sig: signal.signal(sig, cls._note) for sig in SIGNALS}
             self._installed = True
             if self.noted is not None and cls._received is None:  # read after ours are in place: none is lost
