@@ -35,7 +35,8 @@ def check(cfg: Config) -> Pathway:
     else:
         check_root(cfg.data.format, cfg.data.root)
         if cfg.data.format in ("lists", "folders", UNLABELED):  # a user's own layout: read its lists now
-            videos = len(video_split(cfg.data.format, cfg.data.root, True, cfg.data.split)[0])
+            listed = video_split(cfg.data.format, cfg.data.root, True, cfg.data.split)[0]
+            videos = sum(r.path.is_file() for r in listed)  # what the stages will train on
             video_split(cfg.data.format, cfg.data.root, False, cfg.data.split)
     if cfg.data.format == UNLABELED and set(cfg.stages) & {"finetune", "test"}:
         raise ValueError("data.format=unlabeled has no labels to finetune or test on: stages=ventral,joint (then "
