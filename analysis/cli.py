@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 
 from visualpath import terminal
-from visualpath.errors import one_line, shown
+from visualpath.errors import no_space, one_line, shown
 from visualpath.rundir import run_config
 from visualpath.trust import TRUST_HELP
+from visualpath.atomic import atomic, atomic_write
 
 __all__ = ["main", "video_files", "extract_command", "predict_command"]
 
@@ -171,8 +172,12 @@ def _save(features, out: str) -> Path:
         arrays["labels"] = features.labels.numpy()
     arrays["files"] = np.array(features.meta.get("files", []), dtype=str)
     arrays["classes"] = np.array(features.meta.get("classes", []), dtype=str)
-    np.savez(path, **arrays)
-    path.with_suffix(".json").write_text(json.dumps({"order": features.names, **features.meta}, indent=1))
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: savez would add .npz to a temporary name
+            np.savez(f, **arrays)
+
+    atomic(path, write)
+    atomic_write(path.with_suffix(".json"), json.dumps({"order": features.names, **features.meta}, indent=1))
     return path
 
 
@@ -259,10 +264,16 @@ def main(argv: list[str]) -> int:
                 said = row.get("error") or ", ".join(f"{c} {p:.3f}" for c, p in row["top"])
                 print(shown(f"{row['file']}: {said}"))  # class and file names are data: escapes shown, not sent
             if args.out:
-                Path(args.out).write_text(json.dumps(rows, indent=2))
+                atomic_write(Path(args.out), json.dumps(rows, indent=2))
     except (ValueError, StopIteration) as err:
         print(f"error: {one_line(err) if str(err) else 'the run has no video stream'}", file=sys.stderr)
         return 2
+    except Exception as err:  # a full disk (R13): what was being written is left whole or not at all
+        full = no_space(err)
+        if full is None:
+            raise
+        print(f"error: {full}: free some space and run the same command again", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: nothing was written; the same command starts again", file=sys.stderr)
         return 130

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from visualpath.errors import Refused
 from visualpath.model import PathwayModel
 from visualpath.rundir import load_state, read_json, read_weights, run_config
+from visualpath.atomic import atomic, atomic_write
 
 __all__ = ["Features", "extract", "load_run", "load_classifier", "run_dataset", "clip_dataset", "block_features", "area_features",
            "token_grid", "random_weights"]
@@ -64,8 +65,8 @@ class Features:
         tensors = {f"area.{k}": v.contiguous().cpu() for k, v in self.areas.items()}
         if self.labels is not None:
             tensors["labels"] = self.labels.cpu()
-        save_file(tensors, str(path))
-        path.with_suffix(".json").write_text(json.dumps({"order": self.names, **self.meta}, indent=1))
+        atomic(path, lambda tmp: save_file(tensors, tmp))
+        atomic_write(path.with_suffix(".json"), json.dumps({"order": self.names, **self.meta}, indent=1))
         return path
 
     @classmethod

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from analysis.recordings import Recording, needs, read_recording
-from visualpath.errors import one_line
+from visualpath.errors import no_space, one_line
 from visualpath.trust import TRUST_HELP
+from visualpath.atomic import atomic, atomic_write
 
 __all__ = ["IMAGE_SUFFIXES", "match_stimuli", "load_stimuli", "area_readouts", "parse_readouts", "neural_report",
            "print_neural_table", "main"]
@@ -255,14 +256,14 @@ def neural_report(run_dir: str | Path, stimuli: str | Path, responses: str | Pat
 
         fig = neural_figure(result)
         path = out_dir / "neural.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
         import matplotlib.pyplot as plt
 
         plt.close(fig)
         result["figures"] = [str(path)]
     from analysis.report import json_ready
 
-    (out_dir / "results.json").write_text(json.dumps(json_ready(result), indent=1))
+    atomic_write(out_dir / "results.json", json.dumps(json_ready(result), indent=1))
     return result
 
 
@@ -367,6 +368,12 @@ def main(argv: list[str]) -> int:
     except ValueError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    except Exception as err:  # a full disk (R13): what was being written is left whole or not at all
+        full = no_space(err)
+        if full is None:
+            raise
+        print(f"error: {full}: free some space and run the same command again", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: the same command starts again", file=sys.stderr)
         return 130

@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 
 from analysis.features import extract, load_run, random_weights, run_data, run_dataset
-from visualpath.atomic import atomic_write
+from visualpath.atomic import atomic, atomic_write
 from analysis.fit import neighbour_fit, target_fit
 from analysis.readouts import knn, linear_probe, wilson_interval
 from analysis.similarity import similarity_matrix, top_component_share
 from analysis.tuning import tuning_report
-from visualpath.errors import one_line
+from visualpath.errors import no_space, one_line
 from visualpath.rundir import pretrained_stage, stage_progress
 from visualpath.trust import TRUST_HELP
 from visualpath import terminal
@@ -146,7 +146,7 @@ def _figures(model, cka, tuning, test_set, out_dir: Path, run_dir: Path) -> list
     clip = test_set[0]["video"][:1]  # (1, C, T, H, W) uint8
 
     def save(fig, name):
-        fig.savefig(out_dir / name, dpi=110)
+        atomic(out_dir / name, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
         plt.close(fig)
         written.append(str(out_dir / name))
 
@@ -268,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    except Exception as err:  # a full disk (R13): what was being written is left whole or not at all
+        full = no_space(err)
+        if full is None:
+            raise
+        print(f"error: {full}: free some space and run the same command again", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"interrupted: {args.run_dir}/analysis may hold part of the results; the same command starts again",
               file=sys.stderr)

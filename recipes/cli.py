@@ -17,7 +17,7 @@ from recipes.graph import graph_help, split_graph_args
 from recipes.pipeline import run
 from recipes.resume import interrupted_at
 from visualpath.config import parse_cli
-from visualpath.errors import Refused, one_line, shown
+from visualpath.errors import Refused, no_space, one_line, shown
 from visualpath.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch
 from visualpath.rundir import CheckpointWriteError
 from visualpath.trust import graph_code, trusting
@@ -157,7 +157,8 @@ def _command(argv, trust_code, named, early, module, doc, recipe_variants) -> in
         try:
             run(cfg, trust_code=trust_code)
         except CheckpointWriteError as err:  # e.g. the disk is full: the previous checkpoint is kept
-            print(f"error: {err.strerror or err}", file=sys.stderr)
+            again = "; free some space and run the same command again" if no_space(err) else ""
+            print(f"error: {err.strerror or err}{again}", file=sys.stderr)
             raise SystemExit(1) from None
         except Refused as err:  # untrusted code, damaged weights, a busy run directory, ...: one line
             sys.stderr.write(f"error: {one_line(err)}\n")  # one write: processes of one job share the stream
@@ -168,6 +169,13 @@ def _command(argv, trust_code, named, early, module, doc, recipe_variants) -> in
         except Preempted as stop:  # a scheduler's SIGTERM / SIGUSR1: checkpointed at a step boundary (R9)
             print(f"preempted: {stop}; the same command resumes from there (exit {EXIT_PREEMPTED})", file=sys.stderr)
             raise SystemExit(EXIT_PREEMPTED) from None
+        except Exception as err:  # a full disk outside a checkpoint: config, metrics, figures, results (R13)
+            full = no_space(err)
+            if full is None:
+                raise
+            print(f"error: {full}: free some space and run the same command again; {interrupted_at(cfg)}",
+                  file=sys.stderr)
+            raise SystemExit(1) from None
     return 0
 
 

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from visualpath.errors import one_line
+from visualpath.errors import no_space, one_line
 from visualpath.trust import TRUST_HELP
 
 __all__ = ["export_run", "main"]
@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         notes = export_run(args.run_dir, args.out_dir, args.what, args.stream, trust_code=args.trust_code)
     except (ValueError, OSError) as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
+        full = no_space(err)
+        print(f"error: {full + ': free some space and run the same command again' if full else one_line(err)}",
+              file=sys.stderr)
+        return 1 if full else 2
     except KeyboardInterrupt:
         print("interrupted: nothing was exported", file=sys.stderr)
         return 130

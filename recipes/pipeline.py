@@ -106,17 +106,20 @@ def _run(cfg: Config, pathway: Pathway) -> dict:
         if "ventral" in cfg.stages:
             _, state = run_ventral(cfg, graphs, runtime, run_log, console)
             results["ventral_skipped"] = state.skipped
+            results["ventral_short"] = len(state.extra.get("short", {}))
             results["ventral_images"] = ventral_source(cfg)
             stop_if_requested(runtime, "after the ventral stage")
         if "joint" in cfg.stages:
             joint, state = run_joint(cfg, graphs, runtime, run_log, console)
             results["joint_skipped"] = state.skipped
+            results["joint_short"] = len(state.extra.get("short", {}))
             if runtime.main:
                 figure(joint, cfg, run_log, runtime, console)
             stop_if_requested(runtime, "after the joint stage")
         if "finetune" in cfg.stages:
             model, state, classes = run_finetune(cfg, graphs, runtime, run_log, console)
             results["finetune_skipped"] = state.skipped
+            results["finetune_short"] = len(state.extra.get("short", {}))
             if runtime.main:  # the class names travel with the finetuned model (exports use them)
                 atomic_write(run_log.root / "classes.json", json.dumps(list(classes)))
             stop_if_requested(runtime, "after the finetune stage")
@@ -124,7 +127,7 @@ def _run(cfg: Config, pathway: Pathway) -> dict:
         if "test" in cfg.stages:
             test = run_test(cfg, graphs, runtime, run_log, console, model=model)
             results.update(top1=test["top1"], top5=test["top5"], test_items=test["count"],
-                           test_skipped=test["skipped_count"], chance=test["chance"])
+                           test_skipped=test["skipped_count"], test_short=test["short_count"], chance=test["chance"])
     finally:
         run_log.close()
         teardown(runtime, model)
@@ -138,9 +141,10 @@ def _table(name: str, results: dict) -> None:
     table = Table(title=f"{name} results")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("graph", "data", "top1", "top5", "chance", "test_items", "test_skipped", "ventral_images",
-                "ventral_skipped", "joint_skipped", "finetune_skipped", "run_dir"):
-        if key in results:
+    for key in ("graph", "data", "top1", "top5", "chance", "test_items", "test_skipped", "test_short", "ventral_images",
+                "ventral_skipped", "ventral_short", "joint_skipped", "joint_short", "finetune_skipped", "finetune_short",
+                "run_dir"):
+        if key in results and (results[key] or not key.endswith("_short")):  # a short video, when there is one
             value = results[key]
             table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     terminal.console().print(table)

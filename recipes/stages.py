@@ -45,6 +45,7 @@ from visualpath.engine import (MISSING, OptimSpec, RunLog, build_optimizer, comp
                                make_loader)
 from visualpath.rundir import PATHWAY_FILE, pretrained_stage, stage_progress
 from visualpath import terminal
+from visualpath.atomic import atomic
 
 __all__ = ["FRAMES", "ventral_source", "graph_label", "data_label", "papers_configuration", "missing_maps", "given_maps", "run_ventral", "run_joint", "run_finetune", "run_test", "Graphs", "pretrained_graph", "init_target",
            "checkpoint_format", "is_pathway_checkpoint", "video_records", "image_root", "side_maps", "ddp"]
@@ -518,7 +519,7 @@ def run_test(cfg: Config, graphs: Graphs, runtime, run: RunLog, console: Console
     if done is not None:  # the same command again: this model was tested on these views already
         console.print(f"[bold]test[/]: already done for this finetuned model (top-1 {done['top1']:.3f}); kept as it is")
         return {"top1": done["top1"], "top5": done["top5"], "count": done["count"], "chance": 1 / len(classes),
-                "skipped_count": done.get("skipped", 0)}
+                "skipped_count": done.get("skipped", 0), "short_count": done.get("short", 0)}
     if model is None:
         model = _classifier(cfg, pathway.build(), len(classes))
         load_weights(model, run.stage_dir("finetune") / "model.safetensors")
@@ -529,11 +530,11 @@ def run_test(cfg: Config, graphs: Graphs, runtime, run: RunLog, console: Console
     result["skipped"] = {**{path: MISSING for path in getattr(dataset, "missing_files", ())}, **result["skipped"]}
     result["chance"] = 1 / len(classes)
     if runtime.main:
-        run.broken_files("test", result["skipped"])  # listed beside the training stages' (empty: none)
+        run.broken_files("test", result["skipped"], result["short"])  # beside the training stages'
     run.trim_metrics("test", -1)  # one test record per run: the latest finetuned model's
-    result["skipped_count"] = len(result["skipped"])
+    result["skipped_count"], result["short_count"] = len(result["skipped"]), len(result["short"])
     run.metrics("test", top1=result["top1"], top5=result["top5"], count=result["count"],
-                skipped=result["skipped_count"], **views)
+                skipped=result["skipped_count"], short=result["short_count"], **views)
     return result
 
 
@@ -587,5 +588,5 @@ def figure(joint, cfg: Config, run_log: RunLog, runtime, console: Console | None
         except ValueError as err:
             say(f"  no reconstruction figure for {s.name}: {err}")
             continue
-        fig.savefig(run_log.root / f"reconstruction_{s.name}.png", dpi=110)
+        atomic(run_log.root / f"reconstruction_{s.name}.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
         plt.close(fig)

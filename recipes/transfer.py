@@ -19,13 +19,14 @@ from recipes.stages import ddp as _ddp
 from visualpath._validate import non_negative_float
 from visualpath.classifier import Encoder
 from visualpath.config import parse_cli, to_dict
-from visualpath.errors import Refused, one_line
+from visualpath.errors import Refused, no_space, one_line
 from visualpath.preemption import EXIT_PREEMPTED, Preempted
 from visualpath.trust import trusting
 from visualpath.engine import RunLog, build_optimizer, fit, make_loader, setup, teardown
 from visualpath.tokens import normalize_pixels
 from visualpath.rundir import PATHWAY_FILE, pretrained_stage, read_weights
 from visualpath import terminal
+from visualpath.atomic import atomic_write
 
 __all__ = ["TransferConfig", "DEMO_MODEL", "pretrained_encoder", "normalize", "check_pretrained", "generated_root",
            "train_and_evaluate", "transfer_main", "DEMO_RUN"]
@@ -124,7 +125,7 @@ def train_and_evaluate(cfg: TransferConfig, task: str, prepare, step_fn, evaluat
         log.close()
         teardown(runtime, model)
     if runtime.main:
-        Path(cfg.run_dir, "results.json").write_text(json.dumps(results, indent=2))
+        atomic_write(Path(cfg.run_dir, "results.json"), json.dumps(results, indent=2))
         console.print(f"[bold]{task}[/]: {summary(results)}")
     return results
 
@@ -171,4 +172,11 @@ def transfer_main(module: str, doc: str, variants: dict, check, run, argv: list[
         except Preempted as stop:  # a scheduler's SIGTERM / SIGUSR1 (decision R9)
             print(f"preempted: {stop}; the same command resumes from there (exit {EXIT_PREEMPTED})", file=sys.stderr)
             raise SystemExit(EXIT_PREEMPTED) from None
+        except Exception as err:  # a full disk outside a checkpoint (R13)
+            full = no_space(err)
+            if full is None:
+                raise
+            print(f"error: {full}: free some space and run the same command again; it resumes from "
+                  f"{cfg.run_dir}'s last checkpoint", file=sys.stderr)
+            raise SystemExit(1) from None
     return 0

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.markup import escape
 from rich.table import Column
 from rich.text import Text
 from torch.utils.data import DataLoader
@@ -47,6 +48,7 @@ from visualpath.rundir.checkpoint import _rng_state
 from visualpath.preemption import EXIT_PREEMPTED, Preempted, PreemptionWatch, stop_if_requested  # noqa: F401 (re-exported)
 from visualpath.runtime import Runtime, seed_everything, setup, teardown  # noqa: F401 (re-exported)
 from visualpath import terminal
+from visualpath.errors import shown
 
 __all__ = [
     "compiled",
@@ -160,6 +162,7 @@ def fit(
     # Unreadable files, by path, counted once across epochs, workers, resumes and ranks.
     broken: dict[str, str] = dict(state.extra.get("broken", {}))
     broken.update({path: MISSING for path in getattr(loader.dataset, "missing_files", ()) if path not in broken})
+    short: dict[str, str] = dict(state.extra.get("short", {}))  # used, their last frame repeated (decision R13)
     if hasattr(loader.dataset, "warn"):
         loader.dataset.warn = False  # the loop warns, once per file
     per_rank = loader.sampler.epoch_length()
@@ -220,6 +223,8 @@ def fit(
                 if any(batch.get("broken") or ()):  # read on the host: no device-to-host sync
                     _note_broken(stage, batch["broken"], loader.dataset, broken, progress.console, runtime)
                     state.skipped = len(broken)
+                if any(batch.get("short") or ()):
+                    _note_short(stage, batch["short"], loader.dataset, short, progress.console, runtime)
                 batch = flatten_views(_to_device(batch, runtime.device))
                 with torch.autocast(runtime.device.type, dtype=autocast, enabled=autocast is not None):
                     loss, parts = step_fn(model, batch)
@@ -262,20 +267,20 @@ def fit(
                 progress.update(task, completed=state.step)
                 logged = state.step % log_every == 0 or state.step == total
                 if watch.requested(logged):  # a scheduler's signal: checkpoint here and stop (decision R9)
-                    _record_broken(stage, broken, state, run, runtime)
+                    _record_files(stage, broken, short, state, run, runtime)
                     _checkpoint(directory, model, optimizer, state, runtime)
                     raise watch.stopped(stage, state.step)
                 if (checkpoint_every and state.step % checkpoint_every == 0) or clock.due(logged):
-                    _record_broken(stage, broken, state, run, runtime)
+                    _record_files(stage, broken, short, state, run, runtime)
                     _checkpoint(directory, model, optimizer, state, runtime)
                     clock.reset()
                 if stop_after is not None and state.step >= stop_after:
                     return state
             state.epoch += 1
-            _record_broken(stage, broken, state, run, runtime)
+            _record_files(stage, broken, short, state, run, runtime)
             _checkpoint(directory, model, optimizer, state, runtime)
             clock.reset()
-    _record_broken(stage, broken, state, run, runtime)
+    _record_files(stage, broken, short, state, run, runtime)
     return state
 
 
@@ -363,20 +368,46 @@ def _note_broken(stage: str, entries, dataset, broken: dict[str, str], console, 
             if path not in broken:
                 broken[path] = reason
                 if runtime.main:
-                    console.print(f"[yellow]{stage}: skipping unreadable file[/] {reason}")
+                    console.print(f"[yellow]{stage}: skipping unreadable file[/] {escape(shown(reason))}")
 
 
-def _record_broken(stage: str, broken: dict[str, str], state: TrainState, run: RunLog, runtime: Runtime) -> None:
-    """Merge every rank's unreadable files, keep them with the checkpoint and list them in
-    ``run_dir/broken_files.json``."""
+def _note_short(stage: str, entries, dataset, short: dict[str, str], console, runtime: Runtime) -> None:
+    """Add the videos a batch's items found shorter than a clip (their ``short`` field,
+    ``[index, frames]``) and warn once each: they are used, their last frame repeated."""
+    clip = getattr(dataset, "frames", None)
+    for entry in entries:
+        if not entry:
+            continue
+        index, length = json.loads(entry)
+        records = getattr(dataset, "records", None)
+        path = str(records[index].path) if records is not None else f"item {index}"
+        if path not in short:
+            short[path] = f"{length} frame{'s' if length != 1 else ''}, a clip takes {clip}: its last frame repeats" \
+                + (" (a still clip: no motion)" if length == 1 else "")
+            if runtime.main:
+                console.print(f"[yellow]{stage}: a short video[/] {escape(shown(path))}: {short[path]}",
+                              markup=True, highlight=False)
+
+
+def _gather_files(found: dict[str, str], runtime: Runtime) -> None:
+    """``found`` (path -> why) with every rank's entries added."""
     if runtime.distributed:
         gathered: list = [None] * runtime.world
-        dist.all_gather_object(gathered, broken)
+        dist.all_gather_object(gathered, found)
         for other in gathered:
-            broken.update({k: v for k, v in other.items() if k not in broken})
+            found.update({k: v for k, v in other.items() if k not in found})
+
+
+def _record_files(stage: str, broken: dict[str, str], short: dict[str, str], state: TrainState, run: RunLog,
+                  runtime: Runtime) -> None:
+    """Merge every rank's unreadable and short files, keep them with the checkpoint and list
+    them in ``run_dir/broken_files.json``."""
+    _gather_files(broken, runtime)
+    _gather_files(short, runtime)
     state.extra["broken"] = dict(sorted(broken.items()))
+    state.extra["short"] = dict(sorted(short.items()))
     state.skipped = len(broken)
-    run.broken_files(stage, broken)
+    run.broken_files(stage, broken, short)
 
 
 def _check_finite(values: dict[str, float], stage: str, step: int) -> None:
@@ -427,6 +458,7 @@ def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, console=Non
     autocast = runtime.autocast_dtype
     scores, labels, indices = [], [], []
     broken: dict[str, str] = {}
+    short: dict[str, str] = {}
     console = console or terminal.console(stderr=True)
     with Progress(TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), console=console,
                   disable=not (runtime.main and console.is_terminal)) as progress:
@@ -435,6 +467,8 @@ def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, console=Non
             stop_if_requested(runtime, f"during the {stage}")  # nothing to keep: the same command tests again
             if any(batch.get("broken") or ()):  # an unreadable item, replaced by a readable one: counted, not scored
                 _note_broken(stage, batch["broken"], loader.dataset, broken, progress.console, runtime)
+            if any(batch.get("short") or ()):
+                _note_short(stage, batch["short"], loader.dataset, short, progress.console, runtime)
             batch = _to_device(batch, runtime.device)
             x = batch["video"] if "video" in batch else batch["image"]
             if x.ndim == (5 if "video" in batch else 4):  # one view per item
@@ -449,10 +483,8 @@ def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, console=Non
     scores, labels, indices = torch.cat(scores), torch.cat(labels), torch.cat(indices)
     if runtime.distributed:
         scores, labels, indices = (_gather(t, runtime) for t in (scores, labels, indices))
-        gathered: list = [None] * runtime.world
-        dist.all_gather_object(gathered, broken)
-        for other in gathered:
-            broken.update({k: v for k, v in other.items() if k not in broken})
+    _gather_files(broken, runtime)
+    _gather_files(short, runtime)
     order = torch.argsort(indices, stable=True)
     scores, labels, indices = scores[order], labels[order], indices[order]
     keep = torch.ones_like(indices, dtype=torch.bool)
@@ -467,6 +499,7 @@ def evaluate(model: nn.Module, loader: DataLoader, runtime: Runtime, console=Non
         "predictions": scores,
         "labels": labels,
         "skipped": dict(sorted(broken.items())),
+        "short": dict(sorted(short.items())),
     }
 
 

@@ -11,7 +11,9 @@ catches it.
 
 from __future__ import annotations
 
-__all__ = ["Refused", "SpecError", "one_line", "shown"]
+import errno
+
+__all__ = ["Refused", "SpecError", "one_line", "shown", "no_space"]
 
 
 class Refused(ValueError):
@@ -33,3 +35,24 @@ def shown(text: object) -> str:
     """``text`` safe to print: control characters (terminal escapes, newlines) as Python
     escapes, so a name read from a file cannot redraw the terminal or split a message."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
+_FULL = ("No space left on device", "Disk quota exceeded", "StorageFull", "QuotaExceeded")
+
+
+def no_space(err: BaseException) -> str | None:
+    """The one line for a write that found the disk full -- ``ENOSPC`` or ``EDQUOT``, or a
+    library's error that says so (safetensors, matplotlib), directly or as the cause of
+    another -- else None. Every command prints it as ``error: ...`` (exit 1); what it was
+    writing is left whole or not at all."""
+    seen: set[int] = set()
+    found: BaseException | None = err
+    while found is not None and id(found) not in seen:
+        seen.add(id(found))
+        code = getattr(found, "errno", None)
+        if code in (errno.ENOSPC, errno.EDQUOT) or any(mark in str(found) for mark in _FULL):
+            name = getattr(found, "filename", None)
+            where = f" while writing {shown(name)}" if name else ""
+            return f"no space left on the device{where}"
+        found = found.__cause__ or found.__context__
+    return None

@@ -105,6 +105,53 @@ def test_a_refusal_after_the_writability_check_leaves_no_run_directory(tmp_path,
     assert not (tmp_path / "new").exists() and list(tmp_path.iterdir()) == []
 
 
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_refusal_once_the_run_directory_is_locked_leaves_the_folder_as_it_found_it(existing, tmp_path, capsys,
+                                                                                       monkeypatch):
+    """A stage that refuses (here: the first one, before training) after the lock, config.json
+    and pathway.json were written: the folder is put back, its rewritten files included."""
+    from visualpath.errors import Refused
+
+    run = tmp_path / "new" / "run"
+    if existing:
+        run.mkdir(parents=True)
+        (run / "config.json").write_text('{"config": {}, "note": "as it was"}')
+        (run / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in run.iterdir()} if existing else None
+
+    def refuse(*args, **kwargs):
+        raise Refused("a stage refused its input")
+
+    monkeypatch.setattr(pipeline, "run_ventral", refuse)
+    with pytest.raises(SystemExit) as exit_info:
+        _main(f"run_dir={run}")
+    assert exit_info.value.code == 2 and capsys.readouterr().err.strip() == "error: a stage refused its input"
+    if existing:
+        assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # no .lock, no pathway.json
+    else:
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_a_command_that_selected_a_checkpoint_keeps_everything_it_wrote(tmp_path):
+    from visualpath.rundir.lock import FolderAsFound
+
+    run = tmp_path / "run"
+    (run / "joint" / "ckpt-1").mkdir(parents=True)
+    (run / "joint" / "current").symlink_to("ckpt-1")
+    found = FolderAsFound(run)
+    (run / "joint" / "ckpt-2").mkdir()
+    (run / "joint" / "current").unlink()
+    (run / "joint" / "current").symlink_to("ckpt-2")  # a checkpoint of this command was selected
+    (run / "config.json").write_text("{}")
+    found.restore()
+    assert (run / "config.json").is_file() and (run / "joint" / "ckpt-2").is_dir()
+    (run / "joint" / "current").unlink()
+    (run / "joint" / "current").symlink_to("ckpt-1")  # as it was: what was added goes
+    found.restore()
+    assert not (run / "config.json").exists() and sorted(p.name for p in (run / "joint").iterdir()) == [
+        "ckpt-1", "ckpt-2", "current"]  # inside a stage folder nothing is touched
+
 @pytest.fixture(scope="module")
 def half_joint(tmp_path_factory):
     """A tiny run whose joint stage was killed after its first checkpoint."""

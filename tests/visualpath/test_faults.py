@@ -210,6 +210,51 @@ def test_broken_files_are_warned_and_counted_once_across_workers_epochs_and_a_re
     assert re.search(r"resumed at step 4/\d+ \(epoch 2/\d+\)", second), second  # as the step lines count
 
 
+
+def _short_set(tmp_path):
+    """8 videos of 12 frames, one of 1 frame and one of 3, read as clips of 4 frames."""
+    from tests.visualpath.data.conftest import ramp_frames, write_video
+    from visualpath.data import VideoDataset
+    from visualpath.data.formats import VideoRecord
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    files = [write_video(tmp_path / f"good{i}.avi", ramp_frames(12, size=32)) for i in range(8)]
+    files += [write_video(tmp_path / "still.avi", ramp_frames(1, size=32)),
+              write_video(tmp_path / "three.avi", ramp_frames(3, size=32))]
+    return VideoDataset([VideoRecord(p, i % 2) for i, p in enumerate(files)], ["a", "b"], frames=4, stride=2)
+
+
+def test_videos_shorter_than_a_clip_are_used_reported_and_counted_once_across_a_resume(tmp_path):
+    import json
+
+    dataset = _short_set(tmp_path / "data")
+    state, first = _video_fit(tmp_path / "run", dataset, stop_after=4)
+    state, second = _video_fit(tmp_path / "run", dataset, resume=True)
+    listed = json.loads((tmp_path / "run" / "broken_files.json").read_text())["joint"]
+    assert state.skipped == 0 and listed["count"] == 0  # used, not skipped
+    assert listed["short"]["count"] == 2 and len(state.extra["short"]) == 2
+    reasons = {Path(p).name: why for p, why in listed["short"]["files"].items()}
+    assert sorted(reasons) == ["still.avi", "three.avi"]
+    assert reasons["still.avi"].startswith("1 frame, a clip takes 4") and "no motion" in reasons["still.avi"]
+    assert reasons["three.avi"].startswith("3 frames") and "no motion" not in reasons["three.avi"]
+    assert (first + second).count("a short video") == 2  # once each, across epochs, workers and the resume
+
+
+def test_short_test_videos_are_scored_and_reported(tmp_path):
+    from tests.visualpath.test_engine import CPU
+    from visualpath.engine import evaluate, make_loader
+
+    class Mean(torch.nn.Module):
+        def forward(self, x):
+            mean = x.float().mean(dim=tuple(range(1, x.ndim)))
+            return torch.stack([mean, -mean], 1)
+
+    dataset = _short_set(tmp_path / "data")
+    dataset.mode, dataset.clips, dataset.crops, dataset.size = "test", 2, 1, 32
+    result = evaluate(Mean(), make_loader(dataset, 4, CPU, shuffle=False, seed=0, workers=0, drop_last=False), CPU)
+    assert result["count"] == 10 and result["skipped"] == {}
+    assert sorted(Path(p).name for p in result["short"]) == ["still.avi", "three.avi"]
+
 @pytest.mark.e2e
 def test_a_worker_ends_when_its_parent_dies(tmp_path):
     """What keeps torchrun workers from training on, unsupervised, after their agent is killed."""

@@ -9,7 +9,9 @@ remembers its own bad files, so a file can be counted once per worker).
 A missing file is dropped when the dataset is built; a corrupt, truncated, empty or
 undecodable one is skipped when met: one warning line naming it, a count
 (``dataset.skipped``), and another sample in its place. A dataset with no readable file
-raises an error that says what was expected and where.
+raises an error that says what was expected and where. A video shorter than a clip is used,
+its last frame repeated, and its item says so (``short``: ``[index, frames]``, ``""`` for
+the others) for the training loop to report (decision R13).
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class _Robust(Dataset):
                 else:
                     item.update(index=torch.tensor(j), skipped=torch.tensor(found),
                                 broken=json.dumps(broken) if broken else "")
+                    item.setdefault("short", "")
                     item.setdefault("label", torch.tensor(self.records[j].label))
                     return item
             j = self._replacement(rng)
@@ -230,14 +233,16 @@ class VideoDataset(_Robust):
     def _load(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         kept = self.memory.frames(self.records[index].path) if self.memory is not None else None
         if kept is not None:  # decoded once, whole (decision P3): the same frames as the file gives
-            picks = self._picks(kept.shape[0], rng)
+            length = kept.shape[0]
+            picks = self._picks(length, rng)
             wanted = np.unique(np.concatenate(picks))
             decoded = kept[torch.from_numpy(wanted)]
         else:
             with open_video(self.records[index].path, self.backend) as video:
                 if hasattr(video, "check_complete"):
                     video.check_complete()  # a truncated file is broken even where its first frames decode
-                picks = self._picks(video.info.num_frames, rng)
+                length = video.info.num_frames
+                picks = self._picks(length, rng)
                 wanted = np.unique(np.concatenate(picks))
                 decoded = video.read(wanted)  # (len(wanted), H, W, C), one pass over the file
         position = {int(f): i for i, f in enumerate(wanted)}
@@ -261,6 +266,8 @@ class VideoDataset(_Robust):
             return item
         item = {"video": video_out[0] if single else video_out}
         item.update({k: m[0] if single else m for k, m in map_out.items()})
+        if length < self.frames:  # its clips repeat the last frame: used, and reported (decision R13)
+            item["short"] = json.dumps([index, length])
         return item
 
     def _views(self, clip: torch.Tensor, maps: dict[str, torch.Tensor] | None, rng: np.random.Generator):

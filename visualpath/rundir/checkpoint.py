@@ -21,11 +21,12 @@ from typing import Callable, Mapping
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes, save_file
 from torch import nn
 
 from visualpath.atomic import file_mode, sha256
-from visualpath.errors import Refused, one_line, shown
+from visualpath.errors import Refused, no_space, one_line, shown
 from visualpath.rundir.files import CURRENT, _UNIT, _kind, read_json
 
 __all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "has_checkpoint", "clear_stage", "prune_stage",
@@ -250,11 +251,10 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
         _fsync_dir(directory / unit)
         _fsync_dir(directory)
         _fault("unit-complete")
-    except (OSError, RuntimeError) as err:
+    except (OSError, RuntimeError, SafetensorError) as err:  # safetensors' own error for a failed write
         shutil.rmtree(tmp, ignore_errors=True)
         need, free = _needed_mib(weights, optimizer), shutil.disk_usage(directory).free / 2**20
-        out_of_space = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < need or \
-            "write failed" in str(err) or "No space left" in str(err)
+        out_of_space = no_space(err) is not None or free < need or "write failed" in str(err)
         previous = selected_checkpoint(directory)
         kept = f"the previous checkpoint ({previous.name}) stays selected" if previous else "no earlier checkpoint"
         if out_of_space:

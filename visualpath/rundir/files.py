@@ -133,8 +133,16 @@ def check_links(root: str | Path) -> Path:
 
 
 def append_line(path: str | Path, line: str) -> None:
-    """Append ``line`` and a newline to ``path``, never through a symbolic link (the file is
-    created if missing)."""
+    """Append ``line`` and a newline to ``path``, whole or not at all (a full disk leaves the
+    file as it was), never through a symbolic link (the file is created if missing)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
-    with os.fdopen(fd, "a") as f:
-        f.write(line + "\n")
+    size = os.fstat(fd).st_size
+    try:
+        data = (line + "\n").encode()
+        while data:
+            data = data[os.write(fd, data):]
+    except BaseException:
+        os.ftruncate(fd, size)  # no half line for a reader to trip on
+        raise
+    finally:
+        os.close(fd)

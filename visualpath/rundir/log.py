@@ -13,7 +13,7 @@ import torch
 
 from visualpath.atomic import atomic
 from visualpath.errors import Refused
-from visualpath.rundir.files import append_line, check_links
+from visualpath.rundir.files import append_line, check_links, read_json
 
 if TYPE_CHECKING:
     from visualpath.runtime import Runtime
@@ -89,15 +89,19 @@ class RunLog:
         if len(kept) != len(lines):
             atomic(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
 
-    def broken_files(self, stage: str, files: Mapping[str, str]) -> None:
-        """``broken_files.json``: each stage's unreadable files and why, each file once."""
+    def broken_files(self, stage: str, files: Mapping[str, str], short: Mapping[str, str] | None = None) -> None:
+        """``broken_files.json``: each stage's unreadable files and why, each file once, and
+        under ``short`` the videos it used that are shorter than a clip (decision R13)."""
         if not self.runtime.main:
             return
         path = self.root / "broken_files.json"
-        listed = json.loads(path.read_text()) if path.is_file() else {}
-        if not files and stage not in listed:
+        listed = read_json(path, "the unreadable files of each stage") if path.is_file() else {}
+        short = dict(short or {})
+        if not files and not short and stage not in listed:
             return
         listed[stage] = {"count": len(files), "files": dict(sorted(files.items()))}
+        if short:
+            listed[stage]["short"] = {"count": len(short), "files": dict(sorted(short.items()))}
         atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(listed, indent=2)))
 
     def close(self) -> None:
