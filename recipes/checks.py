@@ -170,8 +170,10 @@ def check_targets(pathway: Pathway, size: int, frames: int) -> None:
     for stream in pathway.streams:
         video = stream.modality == "video"
         layout = Layout(stream.modality, enc.patch, enc.tube if video else 1, enc.channels)
-        shape = (1, enc.channels, -(-frames // stream.frame_step), size, size) if video else \
-            (1, enc.channels, size, size)
+        # at most two tubes of frames: the shape check holds for any length, and a long clip's
+        # targets (a Gabor bank over 100k frames) would take more memory than the check guards
+        short = min(-(-frames // stream.frame_step), 2 * enc.tube)
+        shape = (1, enc.channels, short, size, size) if video else (1, enc.channels, size, size)
         pixels = torch.rand(shape, generator=generator)
         maps = {m: torch.zeros(shape[:1] + (1,) + shape[2:]) for m in stream.maps}
         tokens = math.prod(layout.grid(shape))
@@ -204,17 +206,28 @@ _ACTIVATIONS_PER_TOKEN = 16
 
 def check_memory(cfg: Config, pathway: Pathway) -> None:
     """Refuse a clip size that could not fit in this machine's memory (the host's, or the
-    GPU's for ``device=cuda``) even one clip at a time: the estimate is one clip's decoded
-    frames and one finetuning step's activations, named with what the machine has."""
+    GPU's for ``device=cuda``), with what it needs and what the machine has. Two lower
+    bounds, so that no setting that could run is refused: one clip through a finetuning step
+    (its decoded frames and the activations its encoder keeps for the backward pass), and
+    each video stage's batch of decoded clips alone (as uint8 and as float32)."""
     enc = pathway.encoder
     tokens = max(cfg.data.frames // enc.tube, 1) * (cfg.data.size // enc.patch) ** 2
-    frames = enc.channels * cfg.data.frames * cfg.data.size ** 2 * (1 + 4)  # uint8, then float32
-    need = frames + tokens * enc.width * enc.depth * _ACTIVATIONS_PER_TOKEN * 4
+    clip = enc.channels * cfg.data.frames * cfg.data.size ** 2 * (1 + 4)  # uint8, then float32
+    needs = {"a single clip": (clip + tokens * enc.width * enc.depth * _ACTIVATIONS_PER_TOKEN * 4,
+                               f"{tokens} tokens through a {enc.depth}-block encoder of width {enc.width}")}
+    if "joint" in cfg.stages:
+        batch = cfg.joint.optim.batch_size
+        needs["a joint batch"] = (batch * clip, f"{batch} decoded clips; or lower joint.optim.batch_size")
+    if "finetune" in cfg.stages:
+        batch, views = cfg.finetune.optim.batch_size, cfg.finetune.repeated
+        needs["a finetune batch"] = (batch * views * clip, f"{batch} x {views} decoded clips; or lower "
+                                                           "finetune.optim.batch_size")
+    what, (need, detail) = max(needs.items(), key=lambda item: item[1][0])
     available = _memory_available(cfg.device)
     if available is not None and need > available:
-        raise Refused(f"data.size={cfg.data.size} with data.frames={cfg.data.frames} needs about {need / 2**30:.1f} GiB "
-                      f"for a single clip ({tokens} tokens through a {enc.depth}-block encoder of width {enc.width}) "
-                      f"and this machine has {available / 2**30:.1f} GiB: lower data.size or data.frames")
+        raise Refused(f"data.size={cfg.data.size} with data.frames={cfg.data.frames} needs at least {need / 2**30:.1f} "
+                      f"GiB for {what} ({detail}) and this machine has {available / 2**30:.1f} GiB: lower data.size "
+                      "or data.frames")
 
 
 def _memory_available(device: str) -> int | None:
