@@ -35,6 +35,7 @@ class MTMotion(Area):
             paper's default is False.
     """
 
+    target_scale: ClassVar[str] = "per token, MAE's normalisation, when normalize=true (the paper's)"
     modalities: ClassVar[tuple[str, ...]] = ("video",)
 
     name: str = attrs.field(default="MT", validator=area_name)

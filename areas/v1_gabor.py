@@ -27,6 +27,8 @@ Two ways to filter, equal up to float rounding:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import functools
 import math
 from typing import NamedTuple
@@ -352,6 +354,7 @@ class V1Gabor(Area):
             (:func:`default_chunk`: small chunks stay in cache on the CPU).
     """
 
+    target_scale: ClassVar[str] = "per token, MAE's normalisation, when normalize=true (the paper's)"
     name: str = attrs.field(default="V1", validator=area_name)
     blocks: int = attrs.field(default=2, validator=non_negative)
     decoder: DecoderSpec = attrs.field(factory=lambda: DecoderSpec(width=384, depth=1, heads=6))

@@ -102,6 +102,7 @@ class V2Contour(Area):
     from the cache that ``python -m recipes.precompute_maps`` writes.
     """
 
+    target_scale: ClassVar[str] = "a contour probability in [0, 1] per pixel; per token when normalize=true"
     maps: ClassVar[tuple[str, ...]] = ("contour",)
     map_fallback: ClassVar[bool] = True  # without a cache: the edge detector (footnote 3)
 

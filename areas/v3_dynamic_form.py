@@ -55,6 +55,7 @@ class V3DynamicForm(Area):
         normalize: standardise each token's values.
     """
 
+    target_scale: ClassVar[str] = "per token, MAE's normalisation, when normalize=true"
     modalities: ClassVar[tuple[str, ...]] = ("video",)
 
     name: str = attrs.field(default="V3", validator=area_name)

@@ -7,6 +7,8 @@ clips use VideoMAE's target (each 2x16x16 tube standardised per colour channel),
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import attrs
 import torch
 from torch import Tensor
@@ -31,6 +33,7 @@ class V4Color(Area):
             predict at a masked tube (decision S6). Images always use MAE's rule.
     """
 
+    target_scale: ClassVar[str] = "per token, MAE's normalisation, when normalize=true (the paper's)"
     name: str = attrs.field(default="V4", validator=area_name)
     blocks: int = attrs.field(default=8, validator=non_negative)
     decoder: DecoderSpec = attrs.field(factory=lambda: DecoderSpec(width=384, depth=4, heads=6))

@@ -82,7 +82,7 @@ def phased_step(model, batch, optimizer, phases: Phases, generator: torch.Genera
                 keep = area.decoder.keep
                 predicted[area.name] = mask.masked if keep >= 1 else \
                     running_cell_subset(mask.masked, grid, keep, generator)
-                targets[area.name] = _gather(area.target(inp), predicted[area.name])
+                targets[area.name] = _gather(area.loss_target(inp), predicted[area.name])
         with phases(f"{name} encoder forward"):
             outputs = dict(model.forward_encoder(name, model._visible_tokens(stream, pixels, grid, mask.keep)))
         with phases(f"{name} decoders forward + loss"):

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from visualpath._validate import non_negative, non_negative_float, positive, positive_float
 from visualpath.errors import SpecError
-from visualpath.tokens import MODALITIES, Layout, cached_position_table
+from visualpath.tokens import MODALITIES, Layout, cached_position_table, standardise_sample
 from visualpath.vit import Block
 
 __all__ = ["Area", "DecoderSpec", "Stage", "TargetInput", "Decoder", "area_name"]
@@ -158,11 +158,18 @@ class Area(abc.ABC):
     and implement :meth:`target_dim` and :meth:`target`. Targets run without grad, in
     float32. A declared map is loaded from its cache by the data pipeline, cropped, flipped
     and resized with the clip, and reaches the target as ``TargetInput.maps[name]``.
+
+    The loss sees :meth:`loss_target`: the target standardised per sample (mean 0, variance 1
+    over its tokens and values, :func:`~visualpath.tokens.standardise_sample`), so an area
+    whose raw target is tiny (contrast in [0, 0.05]) or huge learns at the other areas' scale.
+    An area that sets its own scale says how in ``target_scale`` and is left as it is (the
+    paper's areas: MAE's per-token normalisation, their ``normalize`` field; decision D22).
     """
 
     modalities: ClassVar[tuple[str, ...]] = MODALITIES
     maps: ClassVar[tuple[str, ...]] = ()
     map_fallback: ClassVar[bool] = False  # computes its target without its maps (V2: an edge detector)
+    target_scale: ClassVar[str | None] = None  # None: standardised per sample; else how the area scales it
 
     name: str = attrs.field(validator=area_name)
     blocks: int = attrs.field(validator=non_negative)
@@ -195,6 +202,12 @@ class Area(abc.ABC):
     @abc.abstractmethod
     def target(self, inp: TargetInput) -> Tensor:
         """The prediction target for every token, ``(B, N, P)`` float32."""
+
+    def loss_target(self, inp: TargetInput) -> Tensor:
+        """What the decoder learns to predict: :meth:`target`, standardised per sample unless
+        the area sets its own scale (``target_scale``)."""
+        target = self.target(inp)
+        return target if self.target_scale is not None else standardise_sample(target)
 
     def source(self, inp: TargetInput) -> str:
         """Where the target came from, reported in the pathway output (e.g. a cache)."""

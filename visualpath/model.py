@@ -312,7 +312,7 @@ class PathwayModel(nn.Module):
                     keep = area.decoder.keep
                     predicted[area.name] = mask.masked if keep >= 1 else \
                         running_cell_subset(mask.masked, grid, keep, generator)
-                    targets[area.name] = _gather(area.target(inp), predicted[area.name])
+                    targets[area.name] = _gather(area.loss_target(inp), predicted[area.name])
                     sources[area.name] = area.source(inp)
         return targets, sources, predicted
 
@@ -390,10 +390,11 @@ class PathwayModel(nn.Module):
     @torch.no_grad()
     def targets(self, batch: Mapping[str, Tensor], stream: str, inp: TargetInput | None = None
                 ) -> dict[str, Tensor]:
-        """Every area's full ``(B, N, P)`` target for one stream (for figures and checks);
+        """Every area's full ``(B, N, P)`` target for one stream, as the loss sees it
+        (:meth:`~visualpath.Area.loss_target`; for figures and checks);
         ``inp``: this batch's :meth:`target_input`, when the caller already made it."""
         inp = inp if inp is not None else self.target_input(batch, stream)
-        return {a.name: a.target(inp) for a in self.pathway.stream(stream).areas if a.has_readout}
+        return {a.name: a.loss_target(inp) for a in self.pathway.stream(stream).areas if a.has_readout}
 
     def embed(self, x: Tensor, stream: str) -> Tensor:
         """Embedded tokens with positions of one stream's input, before any block and

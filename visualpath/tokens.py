@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from visualpath._validate import positive
 
 __all__ = ["Layout", "PatchEmbed", "sincos_flat", "sincos_grid", "MODALITIES", "IMAGENET_MEAN", "IMAGENET_STD",
-           "normalize_pixels"]
+           "normalize_pixels", "standardise_sample"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -249,3 +249,15 @@ def normalize_pixels(x: Tensor) -> Tensor:
     mean, std = _imagenet_stats(x.device)
     shape = (1, 3) + (1,) * (x.ndim - 2)
     return (pixels - mean.view(shape)) / std.view(shape)
+
+
+def standardise_sample(x: Tensor, eps: float = 1e-10) -> Tensor:
+    """Each sample of a target ``(B, N, P)`` to mean 0 and variance 1 over all its tokens and
+    values: its scale fixed, its structure across tokens kept (where MAE's per-token
+    normalisation would flatten a target of one value per token to 0). What the loss sees of
+    an area that sets no scale of its own (``Area.target_scale``, decision D22). ``eps`` is
+    small enough for a target of standard deviation 1e-4 to reach unit variance; a constant
+    sample gives zeros."""
+    flat = x.flatten(1)
+    var, mean = torch.var_mean(flat, dim=1, keepdim=True, correction=0)
+    return ((flat - mean) / (var + eps).sqrt()).view_as(x)
