@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from analysis.features import Features
 
-__all__ = ["wilson_interval", "linear_probe", "torch_linear_probe", "knn", "knn_predict"]
+__all__ = ["wilson_interval", "newcombe_interval", "linear_probe", "probe_correct", "torch_linear_probe", "knn",
+           "knn_predict"]
 
 
 def _check_labels(train: Features, test: Features) -> None:
@@ -40,6 +41,13 @@ def linear_probe(train: Features, test: Features, areas=None, C: float = 1.0, ma
                  ) -> dict[str, float]:
     """Test accuracy of a logistic-regression probe per area (features standardised on the
     training set)."""
+    return {name: float(np.mean(correct)) for name, correct in probe_correct(train, test, areas, C, max_iter).items()}
+
+
+def probe_correct(train: Features, test: Features, areas=None, C: float = 1.0, max_iter: int = 1000
+                  ) -> dict[str, np.ndarray]:
+    """Per area, whether :func:`linear_probe`'s probe classifies each test item correctly
+    (a boolean per item): what a paired comparison of two runs resamples."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -50,7 +58,7 @@ def linear_probe(train: Features, test: Features, areas=None, C: float = 1.0, ma
     for name, a, b in _pairs(train, test, areas):
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
         clf.fit(a.numpy(), y_train)
-        out[name] = float(np.mean(clf.predict(b.numpy()) == y_test))
+        out[name] = clf.predict(b.numpy()) == y_test
     return out
 
 
@@ -131,3 +139,13 @@ def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, fl
     centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def newcombe_interval(a: float, n_a: int, b: float, n_b: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% interval of the difference ``a - b`` of two accuracies measured on different
+    items (``n_a`` and ``n_b``): Newcombe's hybrid score interval (1998, method 10), built
+    from each accuracy's Wilson interval."""
+    la, ua = wilson_interval(a, n_a, z)
+    lb, ub = wilson_interval(b, n_b, z)
+    d = a - b
+    return float(d - np.sqrt((a - la) ** 2 + (ub - b) ** 2)), float(d + np.sqrt((ua - a) ** 2 + (b - lb) ** 2))
