@@ -109,6 +109,7 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
     return result
 
 
+RF_STIMULI = 1024  # white-noise stimuli per stream for the receptive-field figures (analysis.receptive)
 SATURATED = 0.9  # share of the variance on one principal component above which CKA is called saturated
 
 
@@ -141,6 +142,7 @@ def _figures(model, cka, tuning, test_set, out_dir: Path, run_dir: Path) -> list
 
     from analysis.figures import (attention_figure, cka_heatmap, loss_curves, reconstruction_figure,
                                   tuning_distributions, tuning_curves)
+    from analysis.receptive import area_receptive_fields, receptive_field_figure
 
     written = []
     clip = test_set[0]["video"][:1]  # (1, C, T, H, W) uint8
@@ -156,6 +158,10 @@ def _figures(model, cka, tuning, test_set, out_dir: Path, run_dir: Path) -> list
         save(reconstruction_figure(model, batch, stream), f"reconstruction_{stream}.png")
         save(tuning_curves(tuning, stream), f"tuning_{stream}.png")
         save(attention_figure(model, clip, stream), f"attention_{stream}.png")
+        fields = area_receptive_fields(model, stream, size=clip.shape[-1], frames=clip.shape[2], n=RF_STIMULI)
+        save(receptive_field_figure(fields, title=f"{stream}: receptive fields of the centre token's units "
+                                                  f"(reverse correlation, {RF_STIMULI} white-noise stimuli)"),
+             f"receptive_fields_{stream}.png")
     save(cka_heatmap(cka, "linear CKA between areas (test clips)"), "cka.png")
     save(tuning_distributions(tuning), "tuning_distributions.png")
     if (run_dir / "metrics.jsonl").is_file():

@@ -96,7 +96,7 @@ def test_the_command_line_prints_the_per_area_table_and_writes_figures(tiny_run,
     names = {p.rsplit("/", 1)[1] for p in result["figures"]}
     assert names == {"cka.png", "reconstruction_ventral.png", "reconstruction_dorsal.png", "tuning_ventral.png",
                      "tuning_dorsal.png", "attention_ventral.png", "attention_dorsal.png", "tuning_distributions.png",
-                     "losses.png"}
+                     "losses.png", "receptive_fields_ventral.png", "receptive_fields_dorsal.png"}
     for r in result["rows"]:  # an interval around every probe figure, and the untrained baseline beside it
         lo, hi = r["probe_ci95"]
         assert lo <= r["probe_top1"] <= hi and 0 <= r["random_init_probe_top1"] <= 1
