@@ -29,6 +29,7 @@ from visualpath.rundir import load_state, read_json, read_weights, run_config
 from visualpath.atomic import atomic, atomic_write
 
 __all__ = ["Features", "extract", "load_run", "load_classifier", "run_dataset", "clip_dataset", "block_features", "area_features",
+           "untrained_start",
            "token_grid", "random_weights"]
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,25 @@ def random_weights(model: PathwayModel, seed: int = 0, device: str | torch.devic
     ``python -m analysis neural``."""
     torch.manual_seed(seed)
     return model.pathway.build().to(device).eval()
+
+
+def untrained_start(model: PathwayModel, run_dir: str | Path, seed: int = 0, device: str | torch.device = "cpu"
+                    ) -> PathwayModel | None:
+    """Where the run's recipe starts its joint stage when the ventral stream was never
+    trained: :func:`random_weights`, then each video stream initialised from its image stream
+    as the joint stage does (``model.dorsal_init`` and ``model.dorsal_contrast`` of the run's
+    ``config.json``; decision D21). None when no stream is initialised that way (then the
+    start is the random weights themselves)."""
+    from visualpath.inherit import inherit_sources, inherit_stream
+
+    settings = run_config(run_dir).get("model") or {}
+    sources = inherit_sources(model.pathway)
+    if not sources or settings.get("dorsal_init", "ventral") != "ventral":
+        return None
+    start = random_weights(model, seed=seed, device=device)
+    for dst, src in sources.items():
+        inherit_stream(start, dst=dst, src=src, temporal_contrast=float(settings.get("dorsal_contrast") or 0.0))
+    return start.eval()
 
 
 def run_dataset(run_dir: str | Path, train: bool = False, limit: int | None = None) -> Dataset:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from analysis.features import extract, load_run, random_weights, run_data, run_dataset
+from visualpath.inherit import inherit_sources
+from analysis.features import extract, load_run, random_weights, run_data, run_dataset, untrained_start
 from visualpath.atomic import atomic, atomic_write
 from analysis.fit import neighbour_fit, target_fit
 from analysis.readouts import knn, linear_probe, wilson_interval
@@ -60,6 +61,8 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
     tuning = tuning_report(model, size=data["size"], frames=data["frames"])
     tuning_rows = {(r["stream"], r["area"]): r for r in tuning.table()}
     random_inits = [random_weights(model, seed=seed, device=device) for seed in range(random_draws)]
+    starts = [untrained_start(model, run_dir, seed=seed, device=device) for seed in range(random_draws)]
+    starts = starts if starts[0] is not None else []
     fit = target_fit(model, test_set, device=device)  # fraction of each target's variance left at masked tokens
     reference = neighbour_fit(model, test_set, device=device)  # what a token's 8 neighbours give away
     rows, test_feats = [], {}
@@ -72,6 +75,10 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
         probe, neighbours = linear_probe(train, test), knn(train, test)
         baselines = [linear_probe(extract(r, train_set, stream, device=device, progress=False),
                                   extract(r, test_set, stream, device=device, progress=False)) for r in random_inits]
+        inherits = stream in inherit_sources(model.pathway)  # the recipe's start differs from random weights
+        begins = [linear_probe(extract(r, train_set, stream, device=device, progress=False),
+                               extract(r, test_set, stream, device=device, progress=False))
+                  for r in starts] if inherits else []
         for area in train.names:
             t = tuning_rows[(stream, area)]
             row = {"stream": stream, "area": area, "probe_top1": probe[area], "knn_top1": neighbours[area],
@@ -80,6 +87,8 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
                    "random_init_probe_top1": statistics.fmean(b[area] for b in baselines),
                    "random_init_probe_draws": [b[area] for b in baselines],
                    "random_init_probe_sd": statistics.stdev(b[area] for b in baselines) if len(baselines) > 1 else None,
+                   "untrained_start_probe_top1": statistics.fmean(b[area] for b in begins) if begins else None,
+                   "untrained_start_probe_draws": [b[area] for b in begins],
                    "osi": t["osi"], "circular_variance": t["circular_variance"], "dsi": t.get("dsi"),
                    "responsive": t["responsive"], "train_items": len(train), "test_items": len(test),
                    "top_component_share": top_component_share(test[area]),
@@ -179,6 +188,10 @@ def _with_ci(value, interval) -> str:
     return f"{100 * value:.1f} [{100 * interval[0]:.0f}-{100 * interval[1]:.0f}]"
 
 
+def _sd(values) -> float | None:
+    return statistics.stdev(values) if values and len(values) > 1 else None
+
+
 def _with_sd(value, sd) -> str:
     return _fmt(value, True) if value is None or sd is None else f"{100 * value:.1f} ± {100 * sd:.1f}"
 
@@ -192,7 +205,9 @@ def _fmt(value, percent=False) -> str:
 TARGET_LEFT_LEGEND = (
     "target left: the share of the area's target variance at masked test tokens its decoder leaves unexplained "
     "(1 - R^2): 0 = predicted exactly, 1 = no better than predicting the target's mean, above 1 = worse than the "
-    "mean; [8 neighbours]: the same for predicting each masked token by the mean of its 8 neighbours' true targets")
+    "mean; [8 neighbours]: the same for predicting each masked token by the mean of its 8 neighbours' true targets. "
+    "random weights: the same graph never trained (mean ± sd over draws); recipe's untrained start: the same draws "
+    "with each video stream initialised from its image stream as the joint stage does (decision D21)")
 
 
 def target_left_warnings(rows: list[dict]) -> list[str]:
@@ -221,14 +236,18 @@ def print_table(result: dict, console=None) -> None:
                   caption=TARGET_LEFT_LEGEND, caption_justify="left")
     draws = max((len(r.get("random_init_probe_draws") or ()) for r in result["rows"]), default=0)
     random_col = f"random weights % (mean ± sd, {draws} draws)" if draws > 1 else "random weights %"
-    for col in ("stream", "area", "probe top-1 % [95% CI]", random_col, "kNN top-1 % [95% CI]",
-                "target left [8 neighbours]"):
+    starts = any(r.get("untrained_start_probe_top1") is not None for r in result["rows"])
+    start_col = "recipe's untrained start %" if starts else None  # a video stream inherited as the joint stage does
+    for col in ("stream", "area", "probe top-1 % [95% CI]", random_col, *([start_col] if starts else []),
+                "kNN top-1 % [95% CI]", "target left [8 neighbours]"):
         table.add_column(col, justify="left" if col in ("stream", "area") else "right")
     for r in result["rows"]:
         left = "-" if r.get("target_left") is None else \
             f"{_fmt(r['target_left'])} [{_fmt(r.get('target_left_neighbours'))}]"
         table.add_row(r["stream"], r["area"], _with_ci(r["probe_top1"], r.get("probe_ci95")),
                       _with_sd(r.get("random_init_probe_top1"), r.get("random_init_probe_sd")),
+                      *([_with_sd(r.get("untrained_start_probe_top1"), _sd(r.get("untrained_start_probe_draws")))]
+                        if starts else []),
                       _with_ci(r["knn_top1"], r.get("knn_ci95")), left)
     console.print(table)
     tuning = Table(title="tuning to gratings (medians over responsive units; OSI/DSI quartiles)")

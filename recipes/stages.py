@@ -32,7 +32,7 @@ from rich.console import Console
 from areas.bimm import ModelConfig, run_pathway
 from recipes.config import Config, FinetuneConfig
 from visualpath import Pathway, inherit_stream
-from visualpath.inherit import copy_streams
+from visualpath.inherit import copy_streams, inherit_sources
 from visualpath.classifier import Classifier, Encoder
 from visualpath.data import MapCache, TrainTransform, VideoDataset
 from visualpath.data.datasets import ImageFolder
@@ -243,23 +243,6 @@ def run_ventral(cfg: Config, graphs: Graphs, runtime, run: RunLog, console: Cons
         _load_init(cfg, model, graphs.run, "ventral", console)
     state = _train("ventral", cfg, model, pretrain_step, dataset, cfg.ventral.optim, runtime, run, console)
     return model, state
-
-
-def inherit_sources(pathway: Pathway) -> dict[str, str]:
-    """For each video stream, the image stream it is initialised from: the one it shares the
-    most stages with (the first image stream when it shares none; decision G6)."""
-    images = [s.name for s in pathway.streams if s.modality == "image"]
-    if not images:
-        return {}
-    owner = pathway.owners()
-    out = {}
-    for s in pathway.streams:
-        if s.modality != "video":
-            continue
-        shared = {i: sum(owner[(s.name, a.name)] == owner.get((i, b.name))
-                         for a in s.areas for b in pathway.stream(i).areas) for i in images}
-        out[s.name] = max(images, key=lambda i: (shared[i], -images.index(i)))
-    return out
 
 
 def start_from_ventral(cfg: Config, model, ventral) -> list[str]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from visualpath.graph import Pathway
 from visualpath.model import PathwayModel
 
-__all__ = ["copy_streams", "inherit_stream"]
+__all__ = ["copy_streams", "inherit_stream", "inherit_sources"]
 
 
 @torch.no_grad()
@@ -129,3 +130,20 @@ def inherit_stream(
     w_dst.bias.copy_(w_src.bias)
     report["copied"].append("embed.proj.bias")
     return report
+
+
+def inherit_sources(pathway: Pathway) -> dict[str, str]:
+    """For each video stream, the image stream it is initialised from: the one it shares the
+    most stages with (the first image stream when it shares none; decision G6)."""
+    images = [s.name for s in pathway.streams if s.modality == "image"]
+    if not images:
+        return {}
+    owner = pathway.owners()
+    out = {}
+    for s in pathway.streams:
+        if s.modality != "video":
+            continue
+        shared = {i: sum(owner[(s.name, a.name)] == owner.get((i, b.name))
+                         for a in s.areas for b in pathway.stream(i).areas) for i in images}
+        out[s.name] = max(images, key=lambda i: (shared[i], -images.index(i)))
+    return out

@@ -103,6 +103,9 @@ def test_the_command_line_prints_the_per_area_table_and_writes_figures(tiny_run,
         assert 0 <= r["responsive"] <= 1 and 0 < r["top_component_share"] <= 1
         draws = r["random_init_probe_draws"]  # three random draws of the graph: a mean and a spread
         assert len(draws) == 3 and abs(r["random_init_probe_top1"] - sum(draws) / 3) < 1e-9
+        starts = r["untrained_start_probe_draws"]  # the dorsal stream as the joint stage starts it: its own reference
+        assert (len(starts) == 3 and abs(r["untrained_start_probe_top1"] - sum(starts) / 3) < 1e-9) \
+            if r["stream"] == "dorsal" else (starts == [] and r["untrained_start_probe_top1"] is None)
         assert r["random_init_probe_sd"] is not None and r["random_init_probe_sd"] >= 0
     assert "random weights % (mean ± sd, 3 draws)" in " ".join(out.split()) and "responsive" in out
     assert main(["/nonexistent-run"]) == 2
@@ -146,3 +149,20 @@ def test_the_token_grid_of_a_stream_with_a_frame_step_fills_its_tokens():
     tokens = features["MT"]
     assert tuple(features.meta["grid"]) == token_grid(model, "dorsal", clips) == (2, 2, 2)
     assert tokens.shape[1] == 8 and readout(tokens, token_grid(model, "dorsal", clips), "grid", 2).shape == (2, 4 * 192)
+
+
+@pytest.mark.parametrize("dorsal_init", ["ventral", "none"])
+def test_the_recipes_untrained_start_inherits_the_video_stream_as_the_joint_stage_does(model, tmp_path, dorsal_init):
+    from analysis.features import random_weights, untrained_start
+
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"model": {"dorsal_init": dorsal_init,
+                                                                           "dorsal_contrast": 4.0}}}))
+    start = untrained_start(model, tmp_path, seed=1)
+    if dorsal_init == "none":
+        assert start is None  # the joint stage then starts from the random weights themselves
+        return
+    random = random_weights(model, seed=1)
+    top = model.pathway.encoder.depth - 1  # MT's last block: not shared, so inherited from V4's position
+    theirs, ours = random.blocks("dorsal")[top], start.blocks("dorsal")[top]
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), start.blocks("ventral")[top].parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(theirs.parameters(), ours.parameters()))
