@@ -211,8 +211,9 @@ def check_memory(cfg: Config, pathway: Pathway) -> None:
     (its decoded frames and the activations its encoder keeps for the backward pass), and
     each video stage's batch of decoded clips alone (as uint8 and as float32)."""
     enc = pathway.encoder
-    tokens = max(cfg.data.frames // enc.tube, 1) * (cfg.data.size // enc.patch) ** 2
-    clip = enc.channels * cfg.data.frames * cfg.data.size ** 2 * (1 + 4)  # uint8, then float32
+    frames = cfg.data.frames if set(cfg.stages) & {"joint", "finetune", "test"} else 1  # ventral: a frame an item
+    tokens = max(frames // enc.tube, 1) * (cfg.data.size // enc.patch) ** 2
+    clip = enc.channels * frames * cfg.data.size ** 2 * (1 + 4)  # uint8, then float32
     needs = {"a single clip": (clip + tokens * enc.width * enc.depth * _ACTIVATIONS_PER_TOKEN * 4,
                                f"{tokens} tokens through a {enc.depth}-block encoder of width {enc.width}")}
     if "joint" in cfg.stages:
