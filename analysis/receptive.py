@@ -99,11 +99,13 @@ def area_receptive_fields(model: PathwayModel, stream: str, *, size: int, frames
     area's output at ``token`` (default: the centre of the token grid) under
     :func:`reverse_correlation` of stimuli at the stream's input size (``frames`` for a
     video stream). ``options``: ``n``, ``noise``, ``batch``, ``seed``, ``dots``."""
+    from analysis.features import token_grid
+
     video = model.pathway.stream(stream).modality == "video"
     enc = model.pathway.encoder
     shape = (enc.channels, frames, size, size) if video else (enc.channels, size, size)
     device = next(model.parameters()).device
-    grid = (frames // enc.tube, size // enc.patch, size // enc.patch) if video else (size // enc.patch,) * 2
+    grid = token_grid(model, stream, torch.zeros(1, *shape))  # a stream's own frame step included
     if token is None:  # the centre: the middle of each axis of the grid
         token = 0
         for extent in grid:
