@@ -219,8 +219,10 @@ def target_left_warnings(rows: list[dict]) -> list[str]:
         if left is not None and not (isinstance(left, float) and math.isnan(left)) and left > 1:
             out.append(f"{r['stream']}.{r['area']} leaves {left:.2f} of its target's variance (above 1: its predictions "
                        "are worse than predicting the target's mean): the area learned nothing of its target; the "
-                       "likely cause is a target on another scale than the others' (its loss then weighs little in "
-                       "the total: standardise the target, e.g. per token), or too few training steps")
+                       "likely causes are too few training steps (the small and tiny variants leave the paper's areas "
+                       "near 1, decision S7), or a target on another scale than the others' that the area keeps "
+                       "itself (target_scale; a target left to the default is standardised, decision D22), whose loss "
+                       "then weighs little in the total")
     return out
 
 
