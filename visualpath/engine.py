@@ -349,8 +349,9 @@ def loss_scale_notes(values: dict[str, float], factor: float = 100.0) -> list[st
         notes.append(f"{key}'s loss ({value:.3g}) is {max(value, middle) / min(value, middle):.0f}x "
                      f"{'below' if low else 'above'} the other areas' median ({middle:.3g}): its target is on "
                      f"another scale, so it weighs almost {'nothing' if low else 'everything'} in the total and "
-                     f"{'it' if low else 'the other areas'} will learn little; standardise its target per token "
-                     f"(areas.normalize_tokens), or set pathway.{area}.weight")
+                     f"{'it' if low else 'the other areas'} will learn little; leave its scale to the default "
+                     f"(drop its target_scale: the loss then sees it standardised, decision D22), standardise it "
+                     f"yourself (areas.normalize_tokens), or set pathway.{area}.weight")
     return notes
 
 
