@@ -8,7 +8,9 @@ outcome is known: when both runs read the same test items (the same data setting
 labels), the difference of two areas' probes gets a paired bootstrap interval over the
 items (the same resampled items for both runs); otherwise Newcombe's interval for two
 independent accuracies. Target fit ("target left") is one number per run over the test
-clips, compared without an interval.
+clips, compared without an interval. When both runs were scored against the same recording
+(``python -m analysis neural RUN ...`` into its default folder), each region's median encoding
+``r`` per area is compared too, with a paired bootstrap over the neuroids.
 """
 
 from __future__ import annotations
@@ -90,7 +92,51 @@ def compare_runs(run_a: str | Path, run_b: str | Path, resamples: int = 2000, se
             row["paired"] = paired
         rows.append(row)
     return {"run_a": str(run_a), "run_b": str(run_b), "rows": rows, "same_test_items": paired_all and same_data,
-            "resamples": resamples, "seed": seed}
+            "resamples": resamples, "seed": seed, "neural": _neural(run_a, run_b, resamples, seed)}
+
+
+def _neuroids(result: dict) -> dict:
+    """``{neuroid id: (region, {area: r})}`` over every readout of a trained model's encoding."""
+    out = {}
+    for scores in result["trained"]["encoding"]["by_readout"].values():
+        n = scores["neuroids"]
+        for i, (nid, region) in enumerate(zip(n["id"], n["region"])):
+            out[str(nid)] = (region, {a: r[i] for a, r in n["r"].items()})
+    return out
+
+
+def _neural(run_a: Path, run_b: Path, resamples: int, seed: int) -> dict | None:
+    """Both runs' encoding scores against one recording (``python -m analysis neural`` on
+    each, its default folder): per region and area, the median predictivity ``r`` over the
+    region's neuroids in each run and the difference with a paired bootstrap interval over
+    the neuroids. None when either run has none or they scored different recordings."""
+    paths = [run / "analysis" / "neural" / "results.json" for run in (run_a, run_b)]
+    if not all(p.is_file() for p in paths):
+        return None
+    a, b = (read_json(p, "the results of python -m analysis neural") for p in paths)
+    if a.get("responses") != b.get("responses"):
+        return {"note": f"the runs were scored against different recordings ({a.get('responses')} and "
+                        f"{b.get('responses')}): not compared"}
+    na, nb = _neuroids(a), _neuroids(b)
+    common = [n for n in na if n in nb]
+    rows = []
+    for region in dict.fromkeys(na[n][0] for n in common):
+        ids = [n for n in common if na[n][0] == region]
+        for area in [x for x in na[ids[0]][1] if x in nb[ids[0]][1]]:
+            ra = np.array([np.nan if na[n][1][area] is None else na[n][1][area] for n in ids], dtype=float)
+            rb = np.array([np.nan if nb[n][1][area] is None else nb[n][1][area] for n in ids], dtype=float)
+            keep = np.isfinite(ra) & np.isfinite(rb)
+            if keep.sum() < 2:
+                continue
+            ra, rb = ra[keep], rb[keep]
+            rng = np.random.default_rng(seed)
+            index = rng.integers(0, len(ra), size=(resamples, len(ra)))
+            diffs = np.median(ra[index], axis=1) - np.median(rb[index], axis=1)
+            low, high = np.percentile(diffs, [2.5, 97.5])
+            rows.append({"region": region, "area": area, "neuroids": int(keep.sum()), "median_r_a": float(np.median(ra)),
+                         "median_r_b": float(np.median(rb)), "diff": float(np.median(ra) - np.median(rb)),
+                         "diff_ci95": [float(low), float(high)]})
+    return {"responses": a.get("responses"), "rows": rows}
 
 
 def _pct(value) -> str:
@@ -122,6 +168,21 @@ def print_comparison(result: dict, console=None) -> None:
         table.add_row(r["stream"], r["area"], _pct(r["probe_a"]), _pct(r["probe_b"]), diff, _pct(r["random_a"]),
                       _pct(r["random_b"]), *left)
     console.print(table)
+    neural = result.get("neural")
+    if neural and neural.get("rows"):
+        brain = Table(title=f"against {neural['responses']}: median encoding r over each region's neuroids",
+                      caption=f"A - B with its 95% interval (paired bootstrap over the neuroids, {result['resamples']} "
+                              "resamples); * the interval excludes 0", caption_justify="left")
+        for col in ("region", "area", "neuroids", "r A", "r B", "A - B [95% CI]"):
+            brain.add_column(col, justify="left" if col in ("region", "area") else "right")
+        for r in neural["rows"]:
+            low, high = r["diff_ci95"]
+            star = "*" if low > 0 or high < 0 else ""
+            brain.add_row(r["region"], r["area"], str(r["neuroids"]), f"{r['median_r_a']:.3f}", f"{r['median_r_b']:.3f}",
+                          f"{r['diff']:+.3f} [{low:+.3f}, {high:+.3f}]{star}")
+        console.print(brain)
+    elif neural and neural.get("note"):
+        console.print(f"neural: {neural['note']}")
 
 
 def main(argv: list[str]) -> int:

@@ -81,3 +81,31 @@ def test_too_few_resamples_are_refused(resamples, tmp_path):
     done = subprocess.run([sys.executable, "-m", "analysis", "compare", "a", "b", "--resamples", resamples],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "at least 100" in done.stderr
+
+
+def _neural(run: Path, shift: float, responses="rec.nc", seed=0):
+    rng = np.random.default_rng(seed)
+    ids = [f"n{i}" for i in range(40)]
+    r = {"MT": (rng.normal(0.3, 0.05, 40) + shift).tolist(), "V1": rng.normal(0.2, 0.05, 40).tolist()}
+    r["V1"][3] = None  # a neuroid with no score for one area: left out of that pair
+    scores = {"neuroids": {"id": ids, "region": ["MT"] * 20 + ["V1"] * 20, "r": r}}
+    (run / "analysis" / "neural").mkdir(parents=True)
+    (run / "analysis" / "neural" / "results.json").write_text(json.dumps(
+        {"responses": responses, "trained": {"encoding": {"by_readout": {"pooled": scores}}}}))
+
+
+def test_neural_scores_of_two_runs_on_one_recording_are_compared_over_the_same_neuroids(tmp_path):
+    a, b = _run(tmp_path / "a", signal=2.0), _run(tmp_path / "b", signal=0.0, seed=1)
+    assert compare_runs(a, b)["neural"] is None  # neither was scored against a recording
+    _neural(a, shift=0.2)
+    _neural(b, shift=0.0, seed=1)
+    rows = {(r["region"], r["area"]): r for r in compare_runs(a, b)["neural"]["rows"]}
+    assert set(rows) == {("MT", "MT"), ("MT", "V1"), ("V1", "MT"), ("V1", "V1")}
+    mt = rows[("MT", "MT")]
+    assert mt["neuroids"] == 20 and 0 < mt["diff_ci95"][0] < mt["diff"] < mt["diff_ci95"][1]
+    assert rows[("MT", "V1")]["neuroids"] == 19
+    low, high = rows[("V1", "V1")]["diff_ci95"]  # two draws of the same distribution
+    assert low < 0 < high
+    other = _run(tmp_path / "c", signal=2.0)
+    _neural(other, shift=0.2, responses="another.nc")
+    assert "different recordings" in compare_runs(other, b)["neural"]["note"]
