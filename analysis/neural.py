@@ -190,12 +190,14 @@ def neural_report(run_dir: str | Path, stimuli: str | Path, responses: str | Pat
                   readout: str | list[str] | dict = "pooled", cells: int = 4, folds: int = 5, seed: int = 0,
                   rsa_method: str = "spearman", time_bins=None, baseline: bool = True, out: str | Path | None = None,
                   device: str = "cpu", trust_code: bool = False, min_reliability: float = 0.1,
-                  figure: bool = True) -> dict:
+                  figure: bool = True, random_draws: int = 3) -> dict:
     """Encoding models and RSA of every area of a run (and of its graph with random weights)
     against a recording; writes ``results.json``, ``neural.png`` and rsatoolbox's files to
     ``out`` (default ``RUN_DIR/analysis/neural``) and returns the results. ``readout``: one
     for every region, or per region (:func:`parse_readouts`): a spatial ``grid`` readout for
-    small retinotopic receptive fields, ``pooled`` for large ones."""
+    small retinotopic receptive fields, ``pooled`` for large ones. ``random_draws``: the
+    random-weights baseline is drawn this many times (seeds ``seed``, ``seed + 1``, ...; the
+    first also scored by RSA), its encoding medians reported as their mean and spread."""
     from analysis.encoding import encoding_scores
     from analysis.features import load_run, random_weights
     from analysis.neural_rsa import METHODS, compare_areas
@@ -208,6 +210,8 @@ def neural_report(run_dir: str | Path, stimuli: str | Path, responses: str | Pat
         raise ValueError(f"--rsa-method {rsa_method!r} is not one of {', '.join(METHODS)}")
     if cells < 1:
         raise ValueError(f"--cells must be at least 1, got {cells}")
+    if isinstance(random_draws, bool) or not isinstance(random_draws, int) or random_draws < 1:
+        raise ValueError(f"--random-draws must be an integer >= 1, got {random_draws!r}")
     recording.check_folds(folds)
     if time_bins is not None and recording.responses[..., time_bins].shape[-1] == 0:
         raise ValueError(f"--time-bins {time_bins.start}:{time_bins.stop} selects none of the recording's "
@@ -247,6 +251,21 @@ def neural_report(run_dir: str | Path, stimuli: str | Path, responses: str | Pat
         encoding["regions"] = {g: encoding["regions"][g] for g in order}
         rsa["regions"] = {g: rsa["regions"][g] for g in order}
         result[label] = {"encoding": encoding, "rsa": rsa}
+    if baseline:  # more draws of the random weights: one draw moves a score by more than a trained model does
+        draws = {region: {area: [row["median_corrected"]] for area, row in enc["areas"].items()}
+                 for region, enc in result["random_init"]["encoding"]["regions"].items()}
+        for k in range(1, random_draws):
+            other = random_weights(model, seed=seed + k, device=device)
+            for how in dict.fromkeys(readouts.values()):
+                group = np.isin(regions, [g for g, r in readouts.items() if r == how])
+                part = recording if group.all() else recording.select(group)
+                scores = encoding_scores(area_readouts(other, clips, how, cells, areas, device=device), part,
+                                         folds=folds, seed=seed, min_reliability=min_reliability, time_bins=time_bins,
+                                         control=False)
+                for region, enc in scores["regions"].items():
+                    for area, row in enc["areas"].items():
+                        draws[region][area].append(row["median_corrected"])
+        result["random_init_draws"] = draws
     assignment = {region: r["assigned_area"] for region, r in result["trained"]["encoding"]["regions"].items()}
     result["assignment"] = assignment
     # Brain-Score's form of a layer commitment: region -> the model layer that stands for it
@@ -302,14 +321,14 @@ def print_neural_table(result: dict, console=None) -> None:
         table = Table(title=f"{region} ({result['readout'][region]} readout): {enc['neuroids']} neuroids "
                             f"({enc['reliable']} reliable), median ceiling "
                             f"{_num(enc['median_ceiling'])}; RSA ({rsa_method}) ceiling {_num(low)}-{_num(high)}")
-        for column in ("area", "corrected", "95% CI", "random", "r", "shuffled r [95% null band]", "best for", "RSA",
-                       "RSA random"):
+        for column in ("area", "corrected", "95% CI", "random (mean ± sd)", "r", "shuffled r [95% null band]",
+                       "best for", "RSA", "RSA random"):
             table.add_column(column, justify="left" if column == "area" else "right")
         for area, row in enc["areas"].items():
-            rnd = random_init["encoding"]["regions"][region]["areas"][area] if random_init else None
+            rnd = result.get("random_init_draws", {}).get(region, {}).get(area) if random_init else None
             rnd_rsa = random_init["rsa"]["regions"][region]["areas"][area]["mean"] if random_init else None
             table.add_row(area + (" *" if area == enc["assigned_area"] else ""), _num(row["median_corrected"]),
-                          f"{_num(row['lo'])}-{_num(row['hi'])}", _num(rnd["median_corrected"]) if rnd else "-",
+                          f"{_num(row['lo'])}-{_num(row['hi'])}", _mean_sd(rnd) if rnd else "-",
                           _num(row["median_r"]), _with_band(row.get("shuffled_median_r"), row.get("shuffled_band95")),
                           str(enc["best_area_counts"][area]), _num(rsa["areas"][area]["mean"], 3),
                           _num(rnd_rsa, 3))
@@ -322,6 +341,17 @@ def print_neural_table(result: dict, console=None) -> None:
         console.print(f"skipped {result['skipped']} unreadable stimuli (named in results.json)")
     if result["figures"]:
         console.print("figure: " + ", ".join(result["figures"]))
+
+
+def _mean_sd(values) -> str:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return "-"
+    mean = sum(finite) / len(finite)
+    if len(finite) == 1:
+        return _num(mean)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+    return f"{_num(mean)} ± {_num(sd)}"
 
 
 def main(argv: list[str]) -> int:
@@ -349,6 +379,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--min-reliability", type=float, default=0.1,
                         help="neuroids with a lower split-half reliability are left out of corrected medians")
     parser.add_argument("--no-baseline", action="store_true", help="skip the random-weights baseline")
+    parser.add_argument("--random-draws", type=int, default=3,
+                        help="random-weight draws of the graph for the baseline (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output folder (default RUN_DIR/analysis/neural)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
@@ -364,7 +396,8 @@ def main(argv: list[str]) -> int:
         result = neural_report(args.run_dir, args.stimuli, args.responses, areas=args.areas, readout=args.readout,
                                cells=args.cells, folds=args.folds, seed=args.seed, rsa_method=args.rsa_method,
                                time_bins=time_bins, baseline=not args.no_baseline, out=args.out, device=args.device,
-                               trust_code=args.trust_code, min_reliability=args.min_reliability)
+                               trust_code=args.trust_code, min_reliability=args.min_reliability,
+                               random_draws=args.random_draws)
     except ValueError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2

@@ -84,6 +84,7 @@ def test_options_are_checked_before_the_run_is_opened(stimuli, tmp_path, capsys)
     for extra, message in ((["--time-bins", "5:9"], "selects none of the recording's 4 time bins"),
                            (["--time-bins", "x"], "--time-bins must be START:STOP"),
                            (["--rsa-method", "pearson"], "--rsa-method 'pearson' is not one of"),
+                           (["--random-draws", "0"], "--random-draws must be an integer >= 1, got 0"),
                            ([], "no-such-run")):  # everything else is fine: the run is what is missing
         assert main(base + extra) == 2
         err = capsys.readouterr().err.strip()

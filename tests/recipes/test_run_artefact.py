@@ -121,6 +121,9 @@ def test_a_moved_run_whose_sources_are_gone_rebuilds_from_a_third_folder(lab_run
         for weights in ("trained", "random_init"):  # the user's area, trained and with random weights
             assert "ventral.V3" in result[weights]["encoding"]["regions"]["V1"]["areas"]
             assert "ventral.V3" in result[weights]["rsa"]["regions"]["MT"]["areas"]
+        draws = result["random_init_draws"]["V1"]["ventral.V3"]  # the baseline over 3 draws, the first the one above
+        assert len(draws) == 3 and draws[0] == result["random_init"]["encoding"]["regions"]["V1"]["areas"][
+            "ventral.V3"]["median_corrected"]
         assert set(result["assignment"]) == {"V1", "MT"}
         assert (moved / "analysis" / "neural" / "neural.png").stat().st_size > 10_000
         assert (moved / "analysis" / "neural" / "rsatoolbox" / "trained" / "pooled" / "rsa_V1.hdf5").is_file()
