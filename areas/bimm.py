@@ -69,6 +69,12 @@ class ModelConfig:
     from the last block by a 4-block decoder. ``dorsal_contrast`` is the gain of the video
     stream's own temporal-difference filters kept when its patch embedding is inflated from
     the ventral one (0, the default: repeat over the tube and divide; decision D21).
+
+    The graph's own properties are set one way, by its keys (decision H4): the mask ratios
+    (``pathway.ventral.mask.ratio``, 0.75; ``pathway.dorsal.mask.ratio``, 0.9, Table 7f), the
+    dorsal stream's loss weight (``pathway.dorsal.weight``, lambda of Eq. 4, 1) and decoder
+    masking (``pathway.V1.decoder.keep``, 1). This config holds the scale and the choices that
+    make the graph: size, split, decoders' width, heads and depths, streams, targets, sharing.
     """
 
     size: str = attrs.field(default="base", validator=_one_of(SIZES))
@@ -79,16 +85,12 @@ class ModelConfig:
     decoder_width: int = 384  # every decoder's token width
     decoder_heads: int = 6  # every decoder's attention heads
     decoder_depths: tuple[int, int, int] = (1, 2, 4)  # decoder blocks of V1, V2, V4/MT
-    image_mask: float = 0.75  # the ventral stream's random mask ratio
-    video_mask: float = 0.9  # the dorsal stream's tube mask ratio (Table 7f)
     streams: tuple[str, ...] = attrs.field(default=STREAMS, validator=_streams)  # ventral, dorsal or both
     share: str = attrs.field(default="partial", validator=_one_of(("none", "partial", "all")))
     shared_blocks: int | None = attrs.field(default=None, validator=_shared_blocks)  # share the first N blocks
     targets: str = attrs.field(default="V1-V2-V4&MT", validator=_one_of(TARGETS))
-    dorsal_weight: float = 1.0  # lambda of Eq. 4
     dorsal_init: str = attrs.field(default="ventral", validator=_one_of(("ventral", "none")))
     dorsal_contrast: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))  # >= 0; D21
-    decoder_keep: float = 1.0  # V1/V2 decoders reconstruct this fraction of masked tokens (running cell)
 
     def encoder(self, depth: int | None = None) -> ViTSpec:
         """The ViT at this config's scale (size, width, heads) with ``depth`` blocks
@@ -110,6 +112,10 @@ class ModelConfig:
         return DecoderSpec(width=self.decoder_width, depth=depth, heads=self.decoder_heads, keep=keep)
 
 
+IMAGE_MASK = 0.75  # the ventral stream's random mask ratio (MAE); pathway.ventral.mask.ratio changes it
+VIDEO_MASK = 0.9  # the dorsal stream's tube mask ratio (VideoMAE; Table 7f); pathway.dorsal.mask.ratio
+
+
 def paper_pathway(m: ModelConfig = ModelConfig()) -> Pathway:
     """The paper's graph from a model config (Table 7c target sets via loss weights)."""
     encoder = m.encoder()
@@ -119,15 +125,15 @@ def paper_pathway(m: ModelConfig = ModelConfig()) -> Pathway:
         areas = {"ventral": [V4Color(blocks=sum(split), decoder=dec)],
                  "dorsal": [V4Color(blocks=sum(split), decoder=dec)]}
     else:
-        dec = [m.decoder(d, keep=m.decoder_keep if i < 2 else 1.0) for i, d in enumerate(m.decoder_depths)]
+        dec = [m.decoder(d) for d in m.decoder_depths]
         n_targets = TARGETS.index(m.targets) + 1  # "V1" -> 1, "V1-V2" -> 2, all -> 3
         w = [1.0 if i < n_targets else 0.0 for i in range(3)]
         make = {"ventral": (V1Gabor, V2Contour, V4Color), "dorsal": (V1Gabor, V2Contour, MTMotion)}
         areas = {name: _segments(classes, split, dec, w, m.shared_blocks if m.share == "partial" else None)
                  for name, classes in make.items()}
     all_streams = {
-        "ventral": Stream("ventral", "image", areas["ventral"], mask=RandomMask(m.image_mask)),
-        "dorsal": Stream("dorsal", "video", areas["dorsal"], mask=TubeMask(m.video_mask), weight=m.dorsal_weight),
+        "ventral": Stream("ventral", "image", areas["ventral"], mask=RandomMask(IMAGE_MASK)),
+        "dorsal": Stream("dorsal", "video", areas["dorsal"], mask=TubeMask(VIDEO_MASK)),
     }
     chosen = [all_streams[s] for s in STREAMS if s in m.streams]
     share = m.share if len(chosen) > 1 else "none"

@@ -141,7 +141,18 @@ def model_config(s: Setup, **changes) -> ModelConfig:
     first = 2 * depth // 12
     dec_w, dec_h = DECODER[s.size]
     return ModelConfig(size=s.size, split=(first, first, depth - 2 * first), decoder_width=dec_w, decoder_heads=dec_h,
-                       decoder_keep=s.decoder_keep, **changes)
+                       **changes)
+
+
+def with_keep(pathway: Pathway, keep: float) -> Pathway:
+    """``pathway`` with its V1 and V2 decoders reconstructing ``keep`` of the masked tokens
+    (the graph's own key, ``pathway.V1.decoder.keep``; VideoMAE V2's decoder masking)."""
+    if keep == 1.0:
+        return pathway
+    from visualpath.overrides import apply_overrides
+
+    names = {a.name for s in pathway.streams for a in s.areas}
+    return apply_overrides(pathway, {f"{a}.decoder.keep": keep for a in ("V1", "V2") if a in names})
 
 
 def ours_videomae(s: Setup, hf_model=None):
@@ -158,13 +169,13 @@ def ours_videomae(s: Setup, hf_model=None):
 def graph(s: Setup) -> Pathway:
     """The graph whose joint step is timed: ``--pathway``'s, else the paper's at this size."""
     if s.pathway is None:
-        return paper_pathway(model_config(s))
+        return with_keep(paper_pathway(model_config(s)), s.decoder_keep)
     from recipes.config import Config
     from recipes.graph import build_graph
     from visualpath.trust import graph_code, trusting
 
     with trusting(named=graph_code(s.pathway)):  # the reader named it on the command line (decision T1)
-        return build_graph(Config(pathway=s.pathway, model=model_config(s)))
+        return with_keep(build_graph(Config(pathway=s.pathway, model=model_config(s))), s.decoder_keep)
 
 
 def ours_bimm(s: Setup):

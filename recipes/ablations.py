@@ -107,10 +107,10 @@ TABLES: dict[str, tuple[str, str, tuple[Row, ...]]] = {
         Row("All Sharing", 91.3, ("model.share=all",)),
     )),
     "7f": ("Mask ratio", "Mask ratio", (
-        Row("0.5", 91.7, ("model.video_mask=0.5",)),
-        Row("0.75", 91.9, ("model.video_mask=0.75",)),
+        Row("0.5", 91.7, ("pathway.dorsal.mask.ratio=0.5",)),
+        Row("0.75", 91.9, ("pathway.dorsal.mask.ratio=0.75",)),
         Row("0.9", 92.5),
-        Row("0.95", 91.5, ("model.video_mask=0.95",)),
+        Row("0.95", 91.5, ("pathway.dorsal.mask.ratio=0.95",)),
     )),
     "x1": ("Graph", "Beyond the paper: V3, cross-layer, feedback, signed MT", (
         Row("BIMM (paper's graph)", 92.5, short="paper"),
@@ -285,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     rest = paper_if_data(rest, bimm_ucf101.VARIANTS)
     _, base = parse_cli(rest, bimm_ucf101.VARIANTS, "recipes.ablations --table T", __doc__)
     if base.pathway is not None or base.pathway_overrides:
-        print("error: Table 7's rows are edits of the paper's graph (model.*); pathway= and pathway.* overrides "
-              "are for recipes.bimm_ucf101 and the other recipes", file=sys.stderr)
+        print("error: Table 7's rows are edits of the paper's graph (its model.* and pathway.* keys); pathway= and "
+              "pathway.* overrides are for recipes.bimm_ucf101 and the other recipes", file=sys.stderr)
         return 2
     blocked = [(t, row.label, note) for t in tables for row, cfg, note in rows(t, base) if cfg is None]
     if blocked:  # every row's config is checked before any compute

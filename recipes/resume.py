@@ -62,6 +62,8 @@ def resume_conflicts(cfg: Config) -> list[str]:
             continue
         if key not in old and new.get(key) == defaults.get(key):
             continue  # a setting added after the run started, left at its default
+        if key not in new and key not in defaults:
+            continue  # a setting this version no longer has: what it set, the graph, is compared as a graph
         if old.get(key) != new.get(key):
             out.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
     return out

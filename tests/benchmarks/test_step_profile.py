@@ -1,8 +1,8 @@
-import attrs
 import pytest
 import torch
 
 from areas.bimm import ModelConfig, paper_pathway
+from benchmarks.step import with_keep
 from benchmarks.step_profile import Phases, phased_step, write_docs
 from recipes.config import demo_model, tiny_model
 from visualpath.engine import OptimSpec, Runtime, build_optimizer
@@ -10,7 +10,7 @@ from visualpath.engine import OptimSpec, Runtime, build_optimizer
 
 def _model_and_optimizer(decoder_keep=1.0):
     torch.manual_seed(0)
-    model = paper_pathway(attrs.evolve(tiny_model(demo_model(ModelConfig())), decoder_keep=decoder_keep)).build().train()
+    model = with_keep(paper_pathway(tiny_model(demo_model(ModelConfig()))), decoder_keep).build().train()
     runtime = Runtime(device=torch.device("cpu"), rank=0, world=1, local_rank=0)
     return model, build_optimizer(model, OptimSpec(epochs=1, batch_size=2, base_lr=1e-3), runtime)
 

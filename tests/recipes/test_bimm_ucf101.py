@@ -81,7 +81,8 @@ def test_completed_stages_resume_without_training_again(tiny_run, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["model.sahre=none"], "did you mean 'model.share'"),
     (["model.share=some"], "share must be one of"),
-    (["model.video_mask=1.2"], "must be in the open interval"),
+    (["pathway.dorsal.mask.ratio=1.2"], "must be in the open interval"),
+    (["model.video_mask=0.5"], "unknown key 'model.video_mask'"),  # the graph's own key sets it: one surface
     (["data.frames=eight"], "data.frames must be an integer"),
     (["--data-root", "/nonexistent"], "is not a folder; expected it to hold UCF-101/ and ucfTrainTestlist/"),
     (["data.size=60"], "data.size must be a multiple of 8"),  # the demo's 8 px patches
@@ -110,16 +111,19 @@ def test_paper_settings_follow_tables_8_and_9():
     assert (ft.optim.base_lr, ft.optim.batch_size, ft.optim.epochs, ft.optim.layer_decay) == (5e-4, 32, 100, 0.7)
     assert (ft.drop_path, ft.mixup, ft.cutmix, ft.smoothing, ft.repeated) == (0.2, 0.8, 1.0, 0.1, 2)
     assert (cfg.test.clips, cfg.test.crops, cfg.data.frames, cfg.data.stride) == (5, 3, 16, 4)
-    assert cfg.model.blocks == (2, 2, 8) and cfg.model.video_mask == 0.9 and cfg.model.image_mask == 0.75
+    from recipes.graph import build_graph
+
+    graph = build_graph(cfg)
+    assert cfg.model.blocks == (2, 2, 8) and graph.stream("dorsal").mask.ratio == 0.9
+    assert graph.stream("ventral").mask.ratio == 0.75 and graph.stream("dorsal").weight == 1.0
 
 
 @pytest.mark.e2e
 def test_resuming_with_other_settings_is_refused_before_compute(tiny_run, monkeypatch):
     cfg, _ = tiny_run
     monkeypatch.setattr(pipeline, "setup", lambda *a, **k: pytest.fail("compute started"))
-    changed = attrs.evolve(cfg, model=attrs.evolve(cfg.model, video_mask=0.5))
-    with pytest.raises(ValueError, match=r"holds a run with other settings \(graph dorsal.mask.ratio: 0.9 -> 0.5; "
-                                         r"model.video_mask: 0.9 -> 0.5\)"):
+    changed = attrs.evolve(cfg, pathway_overrides=("pathway.dorsal.mask.ratio=0.5",))
+    with pytest.raises(ValueError, match=r"holds a run with other settings \(graph dorsal.mask.ratio: 0.9 -> 0.5\)"):
         recipe.run(changed)
     assert resume.resume_conflicts(attrs.evolve(changed, resume=False)) == []
     assert resume.resume_conflicts(attrs.evolve(cfg, stages=("test",), log_every=5)) == []
@@ -134,14 +138,15 @@ def test_a_setting_added_after_a_run_started_does_not_block_resuming_at_its_defa
     copy = tmp_path / "older_run"
     shutil.copytree(cfg.run_dir, copy, symlinks=True)  # a run as cp -a copies it: its checkpoint links kept
     saved = json.loads((copy / "config.json").read_text())
-    del saved["config"]["model"]["decoder_keep"]  # as written before the setting existed
+    del saved["config"]["model"]["dorsal_init"]  # as written before the setting existed
+    saved["config"]["model"]["video_mask"] = 0.9  # and a setting this version no longer has (a graph key now)
     (copy / "config.json").write_text(json.dumps(saved))
     older = attrs.evolve(cfg, run_dir=str(copy))
     assert resume.resume_conflicts(older) == []
-    halved = attrs.evolve(older, model=attrs.evolve(cfg.model, decoder_keep=0.5))
-    conflicts = resume.resume_conflicts(halved)
-    assert conflicts[-1] == "model.decoder_keep: None -> 0.5"
-    assert "graph V1.decoder.keep: 1.0 -> 0.5" in conflicts  # the stored graph differs too
+    changed = attrs.evolve(older, model=attrs.evolve(cfg.model, dorsal_init="none"))
+    assert resume.resume_conflicts(changed) == ["model.dorsal_init: None -> 'none'"]
+    halved = attrs.evolve(older, pathway_overrides=("pathway.V1.decoder.keep=0.5",))
+    assert resume.resume_conflicts(halved) == ["graph V1.decoder.keep: 1.0 -> 0.5"]  # the stored graph differs
 
 
 @pytest.mark.e2e
@@ -201,16 +206,16 @@ def test_print_config_and_config_files_rerun_a_saved_run(tiny_run, tmp_path, cap
     saved = json.loads((Path(cfg.run_dir) / "config.json").read_text())["config"]
     assert printed == {**saved, "seed": 3}  # the saved run, with the command line on top
     settings = tmp_path / "mine.json"
-    settings.write_text(json.dumps({"model": {"video_mask": 0.75}, "joint": {"optim": {"epochs": 3}}}))
+    settings.write_text(json.dumps({"model": {"share": "none"}, "joint": {"optim": {"epochs": 3}}}))
     with pytest.raises(SystemExit):
         recipe.main(["--variant", "tiny", "--config", str(settings), "--print-config"])
     printed = json.loads(capsys.readouterr().out)
-    assert printed["model"]["video_mask"] == 0.75 and printed["joint"]["optim"]["epochs"] == 3
-    (tmp_path / "mine.yaml").write_text("model:\n  video_mask: 0.5\nstages: [joint, finetune]\n")
+    assert printed["model"]["share"] == "none" and printed["joint"]["optim"]["epochs"] == 3
+    (tmp_path / "mine.yaml").write_text("model:\n  share: all\nstages: [joint, finetune]\n")
     with pytest.raises(SystemExit):
         recipe.main(["--variant", "tiny", "--config", str(tmp_path / "mine.yaml"), "--print-config"])
     printed = json.loads(capsys.readouterr().out)
-    assert printed["model"]["video_mask"] == 0.5 and printed["stages"] == ["joint", "finetune"]
+    assert printed["model"]["share"] == "all" and printed["stages"] == ["joint", "finetune"]
 
 
 def test_a_config_file_chooses_a_run_dir_only_inside_the_current_folder(tmp_path, capsys):
