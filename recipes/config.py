@@ -10,6 +10,7 @@ user's own (:mod:`recipes.graph`).
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 import attrs
 
@@ -133,6 +134,12 @@ class TestConfig:
 
 @attrs.frozen(kw_only=True)
 class Config:
+    # keys that said what the graph's own keys say, with where they went (decision H4)
+    MOVED_KEYS: ClassVar[dict[str, str]] = {
+        "model.video_mask": "pathway.dorsal.mask.ratio=VALUE", "model.image_mask": "pathway.ventral.mask.ratio=VALUE",
+        "model.dorsal_weight": "pathway.dorsal.weight=VALUE",
+        "model.decoder_keep": "pathway.V1.decoder.keep=VALUE pathway.V2.decoder.keep=VALUE"}
+
     name: str = "bimm"  # the run's title in the results table
     run_dir: str = attrs.field(default="runs/bimm", validator=_run_dir)  # where config, graph, metrics and checkpoints go (one run at a time)
     seed: int = attrs.field(default=0, validator=seed_range)  # seeds every random draw (data order, augmentation, masks, initialisation)

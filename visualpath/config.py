@@ -107,7 +107,10 @@ def apply_overrides(cfg: Any, overrides: Sequence[str] | Mapping[str, Any]) -> A
     """
     fields = flat_fields(cfg)
     items = overrides.items() if isinstance(overrides, Mapping) else [_split(o) for o in overrides]
+    moved = getattr(type(cfg), "MOVED_KEYS", {})  # a key that became another's: say where it went
     for key, raw in items:
+        if key in moved:
+            raise ConfigError(f"{key} is set by the graph's own key now: {moved[key]}")
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(fields))}"

@@ -82,7 +82,7 @@ def test_completed_stages_resume_without_training_again(tiny_run, capsys):
     (["model.sahre=none"], "did you mean 'model.share'"),
     (["model.share=some"], "share must be one of"),
     (["pathway.dorsal.mask.ratio=1.2"], "must be in the open interval"),
-    (["model.video_mask=0.5"], "unknown key 'model.video_mask'"),  # the graph's own key sets it: one surface
+    (["model.video_mask=0.5"], "model.video_mask is set by the graph's own key now: pathway.dorsal.mask.ratio=VALUE"),  # the graph's own key sets it: one surface
     (["data.frames=eight"], "data.frames must be an integer"),
     (["--data-root", "/nonexistent"], "is not a folder; expected it to hold UCF-101/ and ucfTrainTestlist/"),
     (["data.size=60"], "data.size must be a multiple of 8"),  # the demo's 8 px patches
