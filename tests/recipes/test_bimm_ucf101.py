@@ -146,7 +146,8 @@ def test_a_setting_added_after_a_run_started_does_not_block_resuming_at_its_defa
     changed = attrs.evolve(older, model=attrs.evolve(cfg.model, dorsal_init="none"))
     assert resume.resume_conflicts(changed) == ["model.dorsal_init: None -> 'none'"]
     halved = attrs.evolve(older, pathway_overrides=("pathway.V1.decoder.keep=0.5",))
-    assert resume.resume_conflicts(halved) == ["graph V1.decoder.keep: 1.0 -> 0.5"]  # the stored graph differs
+    conflicts = resume.resume_conflicts(halved)  # the stored graph differs, and only it
+    assert "graph V1.decoder.keep: 1.0 -> 0.5" in conflicts and all(c.startswith("graph ") for c in conflicts)
 
 
 @pytest.mark.e2e
