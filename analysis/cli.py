@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from visualpath import terminal
-from visualpath.errors import no_space, one_line, shown
+from visualpath.errors import exit_if_disk_full, one_line, shown
 from visualpath.rundir import run_config
 from visualpath.trust import TRUST_HELP
 from visualpath.atomic import atomic, atomic_write
@@ -269,11 +269,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {one_line(err) if str(err) else 'the run has no video stream'}", file=sys.stderr)
         return 2
     except Exception as err:  # a full disk (R13): what was being written is left whole or not at all
-        full = no_space(err)
-        if full is None:
-            raise
-        print(f"error: {full}: free some space and run the same command again", file=sys.stderr)
-        return 1
+        return exit_if_disk_full(err)
     except KeyboardInterrupt:
         print("interrupted: nothing was written; the same command starts again", file=sys.stderr)
         return 130

@@ -26,7 +26,7 @@ from analysis.features import Features, run_data
 from analysis.readouts import newcombe_interval, probe_correct
 from visualpath import terminal
 from visualpath.atomic import atomic_write
-from visualpath.errors import Refused, no_space, one_line, shown
+from visualpath.errors import Refused, exit_if_disk_full, one_line, shown
 from visualpath.rundir import read_json
 
 __all__ = ["compare_runs", "print_comparison", "main"]
@@ -37,7 +37,13 @@ def _analysed(run_dir: Path) -> dict:
     if not path.is_file():
         raise Refused(f"{shown(run_dir)} has not been analysed: run python -m analysis {shown(run_dir)} first "
                       "(it saves the features compared here)")
-    return read_json(path, "the results of python -m analysis")
+    result = read_json(path, "the results of python -m analysis")
+    rows = result.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("stream"), str)
+                                             and isinstance(r.get("area"), str) for r in rows):
+        raise Refused(f"{shown(path)} holds no rows of areas (stream, area) as python -m analysis writes them: "
+                      f"run python -m analysis {shown(run_dir)} again")
+    return result
 
 
 def _features(run_dir: Path, stream: str, part: str) -> Features:
@@ -117,7 +123,11 @@ def _neural(run_a: Path, run_b: Path, resamples: int, seed: int) -> dict | None:
     if a.get("responses") != b.get("responses"):
         return {"note": f"the runs were scored against different recordings ({a.get('responses')} and "
                         f"{b.get('responses')}): not compared"}
-    na, nb = _neuroids(a), _neuroids(b)
+    try:
+        na, nb = _neuroids(a), _neuroids(b)
+    except (KeyError, TypeError, AttributeError, IndexError) as err:
+        raise Refused(f"{shown(paths[0])} or {shown(paths[1])} is not what python -m analysis neural writes "
+                      f"({type(err).__name__}: {one_line(err)}): run it again") from None
     common = [n for n in na if n in nb]
     rows = []
     for region in dict.fromkeys(na[n][0] for n in common):
@@ -206,10 +216,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing was written; the same command starts again", file=sys.stderr)
         return 130
-    except OSError as err:
-        full = no_space(err)
-        print(f"error: {full + ': free some space and run the same command again' if full else one_line(err)}",
-              file=sys.stderr)
-        return 1
+    except Exception as err:  # a full disk (R13): the --out file is left whole or not at all
+        return exit_if_disk_full(err)
     print_comparison(result)
     return 0

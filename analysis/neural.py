@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from analysis.recordings import Recording, needs, read_recording
-from visualpath.errors import no_space, one_line
+from visualpath.errors import exit_if_disk_full, one_line
 from visualpath.trust import TRUST_HELP
 from visualpath.atomic import atomic, atomic_write
 
@@ -402,11 +402,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except Exception as err:  # a full disk (R13): what was being written is left whole or not at all
-        full = no_space(err)
-        if full is None:
-            raise
-        print(f"error: {full}: free some space and run the same command again", file=sys.stderr)
-        return 1
+        return exit_if_disk_full(err)
     except KeyboardInterrupt:
         print("interrupted: the same command starts again", file=sys.stderr)
         return 130

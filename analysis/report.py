@@ -32,7 +32,7 @@ from analysis.fit import neighbour_fit, target_fit
 from analysis.readouts import knn, linear_probe, wilson_interval
 from analysis.similarity import similarity_matrix, top_component_share
 from analysis.tuning import tuning_report
-from visualpath.errors import no_space, one_line
+from visualpath.errors import exit_if_disk_full, one_line
 from visualpath.rundir import pretrained_stage, stage_progress
 from visualpath.trust import TRUST_HELP
 from visualpath import terminal
@@ -296,11 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except Exception as err:  # a full disk (R13): what was being written is left whole or not at all
-        full = no_space(err)
-        if full is None:
-            raise
-        print(f"error: {full}: free some space and run the same command again", file=sys.stderr)
-        return 1
+        return exit_if_disk_full(err)
     except KeyboardInterrupt:
         print(f"interrupted: {args.run_dir}/analysis may hold part of the results; the same command starts again",
               file=sys.stderr)

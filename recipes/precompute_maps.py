@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from visualpath.data.contours import MapCache, find_images, find_videos, map_image, map_video
-from visualpath.errors import no_space, one_line
+from visualpath.errors import exit_if_disk_full, one_line
 from visualpath.trust import TRUST_HELP, graph_code, trusting
 from visualpath.data.decode import VideoError
 from visualpath import terminal
@@ -192,11 +192,7 @@ def command(job: Callable[[], object]) -> int:
         print("interrupted: finished videos are cached; run the same command to resume", file=sys.stderr)
         return 130
     except Exception as err:  # a full disk (R13): finished videos stay cached
-        full = no_space(err)
-        if full is None:
-            raise
-        print(f"error: {full}: free some space and run the same command to resume", file=sys.stderr)
-        return 1
+        return exit_if_disk_full(err, "run the same command to resume")
     return 0
 
 

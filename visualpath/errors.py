@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["Refused", "SpecError", "one_line", "shown", "no_space"]
+__all__ = ["Refused", "SpecError", "one_line", "shown", "no_space", "exit_if_disk_full"]
 
 
 class Refused(ValueError):
@@ -56,3 +56,16 @@ def no_space(err: BaseException) -> str | None:
             return f"no space left on the device{where}"
         found = found.__cause__ or found.__context__
     return None
+
+
+def exit_if_disk_full(err: BaseException, then: str = "run the same command again") -> int:
+    """A command's answer to ``err`` when it is a full disk (:func:`no_space`): the one line
+    ``error: no space left ...: free some space and <then>`` on stderr, and exit status 1.
+    Any other error is raised again, as it was."""
+    import sys
+
+    full = no_space(err)
+    if full is None:
+        raise err
+    print(f"error: {full}: free some space and {then}", file=sys.stderr)
+    return 1

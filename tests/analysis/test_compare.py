@@ -109,3 +109,34 @@ def test_neural_scores_of_two_runs_on_one_recording_are_compared_over_the_same_n
     other = _run(tmp_path / "c", signal=2.0)
     _neural(other, shift=0.2, responses="another.nc")
     assert "different recordings" in compare_runs(other, b)["neural"]["note"]
+
+
+
+def test_results_files_that_are_not_what_analysis_writes_are_refused_in_one_line(tmp_path):
+    from visualpath.errors import Refused
+
+    a, b = _run(tmp_path / "a", signal=2.0), _run(tmp_path / "b", signal=0.0, seed=1)
+    (b / "analysis" / "results.json").write_text(json.dumps({"rows": [{"stream": 3}]}))
+    with pytest.raises(Refused, match="holds no rows of areas"):
+        compare_runs(a, b)
+    b2 = _run(tmp_path / "b2", signal=0.0, seed=1)
+    _neural(a, shift=0.2)
+    (b2 / "analysis" / "neural").mkdir(parents=True)
+    (b2 / "analysis" / "neural" / "results.json").write_text(json.dumps({"responses": "rec.nc", "trained": []}))
+    with pytest.raises(Refused, match="is not what python -m analysis neural writes"):
+        compare_runs(a, b2)
+
+
+def test_a_full_disk_is_one_line_and_exit_1_and_anything_else_is_raised(capsys):
+    import errno
+
+    from visualpath.errors import exit_if_disk_full
+
+    full = RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+    assert exit_if_disk_full(OSError(errno.ENOSPC, "No space left on device", "x.png")) == 1
+    assert exit_if_disk_full(full, "run it again") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: no space left on the device while writing x.png: free some space and run the same "
+                   "command again", "error: no space left on the device: free some space and run it again"]
+    with pytest.raises(TypeError, match="a defect"):
+        exit_if_disk_full(TypeError("a defect"))
