@@ -166,3 +166,33 @@ def test_the_recipes_untrained_start_inherits_the_video_stream_as_the_joint_stag
     theirs, ours = random.blocks("dorsal")[top], start.blocks("dorsal")[top]
     assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), start.blocks("ventral")[top].parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(theirs.parameters(), ours.parameters()))
+
+
+@pytest.mark.e2e
+def test_two_analysed_runs_compare_from_another_folder_after_one_is_moved(tiny_run, tmp_path, monkeypatch):
+    """What a user runs: python -m analysis on a recipe's run, the run copied elsewhere, then
+    python -m analysis compare from a third folder. A run against its own copy: every area
+    paired over the same test items, every difference 0 with an interval of 0."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from analysis.report import main
+
+    if not (Path(tiny_run) / "analysis" / "results.json").is_file():
+        assert main([tiny_run, "--limit", "12", "--no-figures"]) == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_run, moved, symlinks=True)
+    third = tmp_path / "third"
+    third.mkdir()
+    root = Path(__file__).parents[2]
+    done = subprocess.run([sys.executable, "-m", "analysis", "compare", str(tiny_run), "../moved", "--out", "c.json"],
+                          cwd=third, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((third / "c.json").read_text())
+    assert result["same_test_items"] and len(result["rows"]) == 6
+    for row in result["rows"]:
+        assert row["paired"] and row["probe_diff"] == 0 and row["probe_diff_ci95"] == [0.0, 0.0]
+        assert row["probe_a"] == row["probe_b"] and row["target_left_a"] == row["target_left_b"]
