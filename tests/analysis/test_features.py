@@ -196,3 +196,22 @@ def test_two_analysed_runs_compare_from_another_folder_after_one_is_moved(tiny_r
     for row in result["rows"]:
         assert row["paired"] and row["probe_diff"] == 0 and row["probe_diff_ci95"] == [0.0, 0.0]
         assert row["probe_a"] == row["probe_b"] and row["target_left_a"] == row["target_left_b"]
+
+
+def test_the_untrained_start_is_the_joint_stage_s_own_start_from_an_untrained_ventral_stream(tmp_path):
+    """The recipe's path (recipes.stages.start_from_ventral, as run_joint calls it) from the
+    same random draw gives the same weights, tensor for tensor."""
+    from recipes import bimm_ucf101
+    from recipes.graph import build_graph
+    from recipes.stages import start_from_ventral
+    from analysis.features import random_weights, untrained_start
+    from visualpath.config import to_dict
+
+    cfg = bimm_ucf101.VARIANTS["tiny"]  # dorsal_contrast 4: the inflation keeps temporal contrast
+    model = build_graph(cfg).build()
+    (tmp_path / "config.json").write_text(json.dumps({"config": to_dict(cfg)}))
+    ours = untrained_start(model, tmp_path, seed=2)
+    joint, ventral = random_weights(model, seed=2), random_weights(model, seed=2)
+    start_from_ventral(cfg, joint, ventral)
+    theirs = joint.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in ours.state_dict().items())
