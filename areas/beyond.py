@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import attrs
 
-from areas.bimm import ModelConfig, paper_pathway
+from areas.bimm import DECODER_DEPTHS, ModelConfig, paper_pathway
 from areas.v3_dynamic_form import V3DynamicForm
 from visualpath import Feedback, Pathway
 
@@ -45,7 +45,7 @@ def with_v3(m: ModelConfig = ModelConfig()) -> Pathway:
     v3_blocks = min(m.blocks[1], mt.blocks - 1)
     if v3_blocks < 1:
         raise ValueError(f"with_v3 needs MT's stage to have two or more blocks, it has {mt.blocks}")
-    v3 = V3DynamicForm(blocks=v3_blocks, decoder=m.decoder(m.decoder_depths[1]))
+    v3 = V3DynamicForm(blocks=v3_blocks, decoder=m.decoder(DECODER_DEPTHS[1]))
     areas = [a for a in dorsal.areas if a.name != "MT"] + [v3, attrs.evolve(mt, blocks=mt.blocks - v3_blocks)]
     return _edit_dorsal(base, areas=tuple(areas))
 

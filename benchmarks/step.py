@@ -135,13 +135,10 @@ def _ours(s: Setup, pathway: Pathway):
 
 
 def model_config(s: Setup, **changes) -> ModelConfig:
-    """The recipes' pathway config at this size: V1/V2/rest blocks 2/2/8 per 12 of depth,
-    VideoMAE's decoder width and heads."""
-    depth = SIZES[s.size]().depth
-    first = 2 * depth // 12
+    """The recipes' pathway config at this size (the paper's graph reads at blocks 2, 4 and 12
+    of 12), VideoMAE's decoder width and heads."""
     dec_w, dec_h = DECODER[s.size]
-    return ModelConfig(size=s.size, split=(first, first, depth - 2 * first), decoder_width=dec_w, decoder_heads=dec_h,
-                       **changes)
+    return ModelConfig(size=s.size, decoder_width=dec_w, decoder_heads=dec_h, **changes)
 
 
 def with_keep(pathway: Pathway, keep: float) -> Pathway:

@@ -23,12 +23,14 @@ Tables:
 - 7b without the ventral branch: the VideoMAE baseline, BIMM's dorsal branch alone, BIMM.
 - 7c prediction targets: V1, V1-V2, V1-V2-V4&MT (the others' loss weights set to 0 in the
   joint stage only; the ventral stage is the default one).
-- 7d where the decoders read: blocks 12; 4-8-12; 6-9-12; 2-4-12. For an encoder of depth
-  ``D`` other than 12 the boundaries scale by ``D / 12`` (rounded, kept distinct where the
-  paper's are), so the demo's 4 blocks give (4, 0, 0), (1, 2, 1), (2, 1, 1), (1, 1, 2).
-  The "12" row shares the default's first blocks (1-4; decision D14), so that it differs
-  from the default only in where the decoders read.
-- 7e weight sharing between the branches: none, partial (V1 and V2), all.
+- 7d where the decoders read: blocks 12; 4-8-12; 6-9-12; 2-4-12, as the areas' own keys
+  (``pathway.V1.blocks=4 pathway.V2.blocks=4 pathway.V4.blocks=4 pathway.MT.blocks=4``). For an
+  encoder of depth ``D`` other than 12 the boundaries scale by ``D / 12`` (rounded, kept
+  distinct where the paper's are), so the demo's 4 blocks give (4, 0, 0), (1, 2, 1), (2, 1, 1),
+  (1, 1, 2). The "12" row is :func:`areas.bimm.read_at_last_block`: it shares the default's
+  first blocks (1-4; decision D14), so that it differs from the default only in where the
+  decoders read.
+- 7e weight sharing between the branches: ``pathway.share=none``, partial (V1 and V2), ``all``.
 - 7f video mask ratio: 0.5, 0.75, 0.9, 0.95 (the image mask stays 0.75).
 
 Beyond the paper (its limitation section's open questions; no paper figures but the default's):
@@ -77,6 +79,12 @@ class Row:
 
 
 _ALL_STAGES = "stages=ventral,joint,finetune,test"
+
+
+def _readouts(boundaries: str) -> tuple[str, ...]:
+    """Table 7d's row "B1-B2-12" as the graph's own keys: each area's blocks, the paper's
+    boundaries scaled to the encoder's depth when the row is resolved (:func:`scaled_split`)."""
+    return tuple(f"pathway.{area}.blocks=<{boundaries}:{i}>" for area, i in (("V1", 0), ("V2", 1), ("V4", 2), ("MT", 2)))
 _NO_VENTRAL = "stages=joint,finetune,test"
 
 TABLES: dict[str, tuple[str, str, tuple[Row, ...]]] = {
@@ -96,15 +104,15 @@ TABLES: dict[str, tuple[str, str, tuple[Row, ...]]] = {
         Row("V1-V2-V4&MT", 92.5),
     )),
     "7d": ("Separation", "Separation of intermediate blocks", (
-        Row("12", 91.0, ("model.split=<12>", "model.shared_blocks=<shared>")),
-        Row("4-8-12", 91.7, ("model.split=<4-8-12>",)),
-        Row("6-9-12", 91.3, ("model.split=<6-9-12>",)),
+        Row("12", 91.0, ("pathway=areas.bimm:read_at_last_block",)),
+        Row("4-8-12", 91.7, _readouts("4-8-12")),
+        Row("6-9-12", 91.3, _readouts("6-9-12")),
         Row("2-4-12", 92.5),
     )),
     "7e": ("Sharing strategy", "Partial weight sharing", (
-        Row("No sharing", 91.0, ("model.share=none",)),
+        Row("No sharing", 91.0, ("pathway.share=none",)),
         Row("Partial Sharing", 92.5),
-        Row("All Sharing", 91.3, ("model.share=all",)),
+        Row("All Sharing", 91.3, ("pathway.share=all",)),
     )),
     "7f": ("Mask ratio", "Mask ratio", (
         Row("0.5", 91.7, ("pathway.dorsal.mask.ratio=0.5",)),
@@ -146,12 +154,10 @@ def _resolve(text: str, base: Config) -> str:
             ("builtin" if base.data.root is None else "")
         if not value:
             raise ValueError("the IN-1K Init row needs data.image_root (an ImageNet-layout folder)")
-    if value == "<shared>":  # the default's shared span: the V1 and V2 stages
-        value = str(sum(base.model.blocks[:2]))
-    match = re.fullmatch(r"<([\d-]+)>", value)
+    match = re.fullmatch(r"<([\d-]+):(\d)>", value)  # one area's blocks of a Table 7d row
     if match:
-        split = scaled_split(tuple(int(b) for b in match.group(1).split("-")), sum(base.model.blocks))
-        value = ",".join(map(str, split))
+        split = scaled_split(tuple(int(b) for b in match.group(1).split("-")), base.model.encoder_depth)
+        value = str(split[int(match.group(2))])
     return f"{key}={value}"
 
 

@@ -81,87 +81,162 @@ def _randaugment(instance, attribute, value):
 
 @attrs.frozen(kw_only=True)
 class DataConfig:
-    """Where clips come from; ``root=None`` uses the built-in synthetic set (UCF101 layout)."""
+    """Where clips come from; ``root=None`` uses the built-in synthetic set (UCF101 layout).
+
+    Attributes:
+        root: the video set's folder in its official layout (data.format); None: the built-in set
+        image_root: The ventral stage's images: an ImageNet-layout folder (the paper's IN-1K init; BIMM-V),
+            "frames" (frames of the video set: Table 7a's "UCF101 Init") or "builtin" (the generated shapes);
+            None asks.
+        contours: SAM contour cache folder: the same as maps=contour=DIR
+        maps: NAME=DIR per side map the graph's areas declare (recipes.precompute_maps)
+        image_maps: NAME=DIR for data.image_root's images
+        frames: frames per clip (the paper: 16)
+        stride: frames between sampled frames (the paper: 4)
+        size: side of the square crop in pixels, a multiple of the patch
+        workers: data-loading processes (0: in the main one)
+        memory_gb: keep the decoded training videos in shared memory up to this many GiB (decision P3; 0: decode
+            every clip)
+        synthetic_groups: built-in set: groups (scenes) per class
+        synthetic_clips: built-in set: clips per group and class
+        synthetic_size: built-in set: frame side in pixels
+    """
 
     format: str = attrs.field(default="ucf101", validator=_one_of(VIDEO_FORMATS))
-    root: str | None = None  # the video set's folder in its official layout (data.format); None: the built-in set
+    root: str | None = None
     split: int = attrs.field(default=1, validator=_one_of((1, 2, 3)))
-    # The ventral stage's images: an ImageNet-layout folder (the paper's IN-1K init; BIMM-V), "frames"
-    # (frames of the video set: Table 7a's "UCF101 Init") or "builtin" (the generated shapes); None asks.
     image_root: str | None = None
-    contours: str | None = None  # SAM contour cache folder: the same as maps=contour=DIR
-    maps: tuple[str, ...] = attrs.field(default=(), validator=_maps)  # NAME=DIR per side map the graph's areas declare (recipes.precompute_maps)
-    image_maps: tuple[str, ...] = attrs.field(default=(), validator=_maps)  # NAME=DIR for data.image_root's images
-    frames: int = attrs.field(default=16, validator=positive)  # frames per clip (the paper: 16)
-    stride: int = attrs.field(default=4, validator=positive)  # frames between sampled frames (the paper: 4)
-    size: int = attrs.field(default=224, validator=positive)  # side of the square crop in pixels, a multiple of the patch
-    workers: int = attrs.field(default=8, validator=non_negative)  # data-loading processes (0: in the main one)
-    memory_gb: float = attrs.field(default=0.0, validator=non_negative_float)  # keep the decoded training videos in shared memory up to this many GiB (decision P3; 0: decode every clip)
-    synthetic_groups: int = attrs.field(default=8, validator=_at_most(64))  # built-in set: groups (scenes) per class
-    synthetic_clips: int = attrs.field(default=4, validator=_at_most(64))  # built-in set: clips per group and class
-    synthetic_size: int = attrs.field(default=128, validator=_at_most(512))  # built-in set: frame side in pixels
+    contours: str | None = None
+    maps: tuple[str, ...] = attrs.field(default=(), validator=_maps)
+    image_maps: tuple[str, ...] = attrs.field(default=(), validator=_maps)
+    frames: int = attrs.field(default=16, validator=positive)
+    stride: int = attrs.field(default=4, validator=positive)
+    size: int = attrs.field(default=224, validator=positive)
+    workers: int = attrs.field(default=8, validator=non_negative)
+    memory_gb: float = attrs.field(default=0.0, validator=non_negative_float)
+    synthetic_groups: int = attrs.field(default=8, validator=_at_most(64))
+    synthetic_clips: int = attrs.field(default=4, validator=_at_most(64))
+    synthetic_size: int = attrs.field(default=128, validator=_at_most(512))
 
 
 @attrs.frozen(kw_only=True)
 class PretrainConfig:
+    """A pretraining stage (ventral or joint): its optimiser and flips.
+
+    Attributes:
+        flip: random horizontal flips of the pretraining clips or images
+    """
+
     optim: OptimSpec
-    flip: bool = True  # random horizontal flips of the pretraining clips or images
+    flip: bool = True
 
 
 @attrs.frozen(kw_only=True)
 class FinetuneConfig:
+    """The finetuning stage (Table 9): which stream, its optimiser and augmentation.
+
+    Attributes:
+        stream: a video stream, or an image one (BIMM-V)
+        drop_path: stochastic depth of the last block, in [0, 1)
+        mixup: Mixup's beta alpha; 0 turns it off
+        cutmix: CutMix's beta alpha; 0 turns it off
+        smoothing: label smoothing, in [0, 1)
+        repeated: repeated augmentation: views per decoded video
+        flip: random horizontal flips
+        randaugment: timm RandAugment policy (magnitude 7, 4 ops), None: off
+        erase: random-erasing probability
+        crop_area: random-resized-crop area range (VideoMAE)
+    """
+
     optim: OptimSpec
-    stream: str = attrs.field(default="dorsal", validator=_identifier)  # a video stream, or an image one (BIMM-V)
+    stream: str = attrs.field(default="dorsal", validator=_identifier)
     sampling: str = attrs.field(default="strided", validator=_one_of(("strided", "segments")))
-    drop_path: float = attrs.field(default=0.2, validator=unit_interval)  # stochastic depth of the last block, in [0, 1)
-    mixup: float = attrs.field(default=0.8, validator=non_negative_float)  # Mixup's beta alpha; 0 turns it off
-    cutmix: float = attrs.field(default=1.0, validator=non_negative_float)  # CutMix's beta alpha; 0 turns it off
-    smoothing: float = attrs.field(default=0.1, validator=unit_interval)  # label smoothing, in [0, 1)
-    repeated: int = attrs.field(default=2, validator=positive)  # repeated augmentation: views per decoded video
-    flip: bool = True  # random horizontal flips
-    randaugment: str | None = attrs.field(default="rand-m7-n4-mstd0.5-inc1", validator=_randaugment)  # timm RandAugment policy (magnitude 7, 4 ops), None: off
-    erase: float = attrs.field(default=0.25, validator=probability)  # random-erasing probability
-    crop_area: tuple[float, float] = attrs.field(default=(0.08, 1.0), validator=area_range)  # random-resized-crop area range (VideoMAE)
+    drop_path: float = attrs.field(default=0.2, validator=unit_interval)
+    mixup: float = attrs.field(default=0.8, validator=non_negative_float)
+    cutmix: float = attrs.field(default=1.0, validator=non_negative_float)
+    smoothing: float = attrs.field(default=0.1, validator=unit_interval)
+    repeated: int = attrs.field(default=2, validator=positive)
+    flip: bool = True
+    randaugment: str | None = attrs.field(default="rand-m7-n4-mstd0.5-inc1", validator=_randaugment)
+    erase: float = attrs.field(default=0.25, validator=probability)
+    crop_area: tuple[float, float] = attrs.field(default=(0.08, 1.0), validator=area_range)
     pool: str = attrs.field(default="mean", validator=_one_of(("mean", "cls")))
 
 
 @attrs.frozen(kw_only=True)
 class TestConfig:
-    clips: int = attrs.field(default=5, validator=positive)  # clips per video (UCF101: 5)
-    crops: int = attrs.field(default=3, validator=_one_of((1, 3)))  # spatial crops per clip: centre, or three
-    batch_size: int = attrs.field(default=8, validator=positive)  # clips per forward pass
+    """The test stage: clips and crops per video, averaged (Table 9's views).
+
+    Attributes:
+        clips: clips per video (UCF101: 5)
+        crops: spatial crops per clip: centre, or three
+        batch_size: clips per forward pass
+    """
+
+    clips: int = attrs.field(default=5, validator=positive)
+    crops: int = attrs.field(default=3, validator=_one_of((1, 3)))
+    batch_size: int = attrs.field(default=8, validator=positive)
 
 
 @attrs.frozen(kw_only=True)
 class Config:
+    """A recipe run: where it goes, the graph it trains, and each stage's settings.
+
+    Attributes:
+        name: the run's title in the results table
+        run_dir: where config, graph, metrics and checkpoints go (one run at a time)
+        seed: seeds every random draw (data order, augmentation, masks, initialisation)
+        device: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N
+        stages: of ventral, joint, finetune, test
+        resume: continue the stages' checkpoints in run_dir; false starts them again
+        log_every: optimiser steps between metric records
+        checkpoint_minutes: also checkpoint this often mid-epoch (0: at epoch ends only)
+        tensorboard: also write metrics as TensorBoard events (needs the tensorboard package)
+        compile: torch.compile the model of each training stage
+        checkpointing: gradient checkpointing of the encoder blocks (less memory, ~1/3 more compute)
+        pretrained: a run directory (or pathway .safetensors) to finetune instead of our own
+        init: VideoMAE / MAE / timm / Hugging Face checkpoint to start pretraining from
+        pathway: the graph: None (the paper's, from model.*), FILE.py:FN, module:FN, graph.json or a run
+        pathway_overrides: pathway.STREAM.AREA.FIELD=VALUE edits, as given on the command line
+        ventral: Table 8, IN-1K column
+        joint: Table 8, UCF column; 1600 epochs (appendix A.2)
+        finetune: Table 9, UCF column
+    """
+
     # keys that said what the graph's own keys say, with where they went (decision H4)
     MOVED_KEYS: ClassVar[dict[str, str]] = {
         "model.video_mask": "pathway.dorsal.mask.ratio=VALUE", "model.image_mask": "pathway.ventral.mask.ratio=VALUE",
         "model.dorsal_weight": "pathway.dorsal.weight=VALUE",
-        "model.decoder_keep": "pathway.V1.decoder.keep=VALUE pathway.V2.decoder.keep=VALUE"}
+        "model.decoder_keep": "pathway.V1.decoder.keep=VALUE pathway.V2.decoder.keep=VALUE",
+        "model.split": "pathway.V1.blocks=A pathway.V2.blocks=B pathway.V4.blocks=C pathway.MT.blocks=C (their sum is "
+                       "the encoder's depth, model.depth)",
+        "model.decoder_depths": "pathway.V1.decoder.depth=A pathway.V2.decoder.depth=B pathway.V4.decoder.depth=C "
+                                "pathway.MT.decoder.depth=C (model.decoder_depth=N caps every decoder)",
+        "model.share": "pathway.share=none, pathway.share=partial (V1 and V2, the default) or pathway.share=all",
+        "model.shared_blocks": "pathway=areas.bimm:read_at_last_block (Table 7d's \"12\" row), or a graph of your own"}
 
-    name: str = "bimm"  # the run's title in the results table
-    run_dir: str = attrs.field(default="runs/bimm", validator=_run_dir)  # where config, graph, metrics and checkpoints go (one run at a time)
-    seed: int = attrs.field(default=0, validator=seed_range)  # seeds every random draw (data order, augmentation, masks, initialisation)
-    device: str = "auto"  # auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N
-    stages: tuple[str, ...] = attrs.field(default=STAGES, validator=_stages)  # of ventral, joint, finetune, test
-    resume: bool = True  # continue the stages' checkpoints in run_dir; false starts them again
-    log_every: int = attrs.field(default=10, validator=positive)  # optimiser steps between metric records
-    checkpoint_minutes: float = attrs.field(default=10.0, validator=non_negative_float)  # also checkpoint this often mid-epoch (0: at epoch ends only)
-    tensorboard: bool = False  # also write metrics as TensorBoard events (needs the tensorboard package)
-    compile: bool = False  # torch.compile the model of each training stage
-    checkpointing: bool = False  # gradient checkpointing of the encoder blocks (less memory, ~1/3 more compute)
-    pretrained: str | None = None  # a run directory (or pathway .safetensors) to finetune instead of our own
-    init: str | None = None  # VideoMAE / MAE / timm / Hugging Face checkpoint to start pretraining from
-    pathway: str | None = None  # the graph: None (the paper's, from model.*), FILE.py:FN, module:FN, graph.json or a run
-    pathway_overrides: tuple[str, ...] = ()  # pathway.STREAM.AREA.FIELD=VALUE edits, as given on the command line
+    name: str = "bimm"
+    run_dir: str = attrs.field(default="runs/bimm", validator=_run_dir)
+    seed: int = attrs.field(default=0, validator=seed_range)
+    device: str = "auto"
+    stages: tuple[str, ...] = attrs.field(default=STAGES, validator=_stages)
+    resume: bool = True
+    log_every: int = attrs.field(default=10, validator=positive)
+    checkpoint_minutes: float = attrs.field(default=10.0, validator=non_negative_float)
+    tensorboard: bool = False
+    compile: bool = False
+    checkpointing: bool = False
+    pretrained: str | None = None
+    init: str | None = None
+    pathway: str | None = None
+    pathway_overrides: tuple[str, ...] = ()
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
-    ventral: PretrainConfig = PretrainConfig(  # Table 8, IN-1K column
+    ventral: PretrainConfig = PretrainConfig(
         optim=OptimSpec(epochs=800, batch_size=128, base_lr=2e-4, warmup_epochs=40), flip=False)
-    joint: PretrainConfig = PretrainConfig(  # Table 8, UCF column; 1600 epochs (appendix A.2)
+    joint: PretrainConfig = PretrainConfig(
         optim=OptimSpec(epochs=1600, batch_size=64, base_lr=3e-4, warmup_epochs=40), flip=True)
-    finetune: FinetuneConfig = FinetuneConfig(  # Table 9, UCF column
+    finetune: FinetuneConfig = FinetuneConfig(
         optim=OptimSpec(epochs=100, batch_size=32, base_lr=5e-4, warmup_epochs=5, betas=(0.9, 0.999),
                         layer_decay=0.7))
     test: TestConfig = TestConfig()
@@ -175,10 +250,11 @@ def demo_optim(epochs, batch, lr, warmup, **kw) -> OptimSpec:
 
 
 def demo_model(model: ModelConfig) -> ModelConfig:
-    """``model`` at demo scale: a 4-block width-128 ViT (split 1/1/2), 64-wide 1-block decoders,
-    and a dorsal patch embedding that keeps temporal contrast when inflated (decision D21)."""
-    return attrs.evolve(model, size="tiny", width=128, heads=4, patch=8, split=(1, 1, 2), decoder_width=64,
-                        decoder_heads=2, decoder_depths=(1, 1, 1), dorsal_contrast=4.0)
+    """``model`` at demo scale: a 4-block width-128 ViT (the paper's graph reads at blocks 1, 2
+    and 4), 64-wide decoders of one block, and a dorsal patch embedding that keeps temporal
+    contrast when inflated (decision D21)."""
+    return attrs.evolve(model, size="tiny", width=128, heads=4, patch=8, depth=4, decoder_width=64,
+                        decoder_heads=2, decoder_depth=1, dorsal_contrast=4.0)
 
 
 def tiny_model(model: ModelConfig) -> ModelConfig:

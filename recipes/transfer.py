@@ -36,19 +36,33 @@ DEMO_MODEL = demo_model(ModelConfig())  # the encoder's shape at demo scale with
 
 @attrs.frozen(kw_only=True)
 class TransferConfig:
-    """Settings every transfer recipe has; each recipe's ``Config`` adds its task's own."""
+    """Settings every transfer recipe has; each recipe's ``Config`` adds its task's own.
 
-    name: str = "transfer"  # the run's title in its results
-    run_dir: str = "runs/transfer"  # where config, metrics, checkpoints and results go
-    seed: int = 0  # seeds every random draw
-    device: str = "auto"  # auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N
-    resume: bool = True  # continue the checkpoint in run_dir; false starts again
-    log_every: int = 50  # optimiser steps between metric records
-    checkpoint_minutes: float = attrs.field(default=10.0, validator=non_negative_float)  # also checkpoint this often mid-epoch (0: at epoch ends only)
-    pretrained: str | None = None  # a recipe's run directory: its encoder is the backbone
-    model: ModelConfig = ModelConfig()  # the encoder's shape when no pretrained run is given
-    data_root: str | None = None  # the dataset's official layout; None: a generated set in that layout
-    workers: int = 8  # data-loading processes (0: in the main one)
+    Attributes:
+        name: the run's title in its results
+        run_dir: where config, metrics, checkpoints and results go
+        seed: seeds every random draw
+        device: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N
+        resume: continue the checkpoint in run_dir; false starts again
+        log_every: optimiser steps between metric records
+        checkpoint_minutes: also checkpoint this often mid-epoch (0: at epoch ends only)
+        pretrained: a recipe's run directory: its encoder is the backbone
+        model: the encoder's shape when no pretrained run is given
+        data_root: the dataset's official layout; None: a generated set in that layout
+        workers: data-loading processes (0: in the main one)
+    """
+
+    name: str = "transfer"
+    run_dir: str = "runs/transfer"
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = True
+    log_every: int = 50
+    checkpoint_minutes: float = attrs.field(default=10.0, validator=non_negative_float)
+    pretrained: str | None = None
+    model: ModelConfig = ModelConfig()
+    data_root: str | None = None
+    workers: int = 8
 
 DEMO_RUN = "runs/bimm_ucf101_demo"  # the transfer demos adapt this run's encoders when it exists
 

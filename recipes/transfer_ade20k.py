@@ -43,16 +43,27 @@ __all__ = ["Config", "VARIANTS", "config", "run", "main"]
 @attrs.frozen(kw_only=True)
 class Config(TransferConfig):
     """:class:`TransferConfig` (``pretrained``: its ventral encoder; ``data_root``: the ADE20K
-    release, ``ADEChallengeData2016``) and the segmentation settings."""
+    release, ``ADEChallengeData2016``) and the segmentation settings.
 
-    name: str = "transfer_ade20k"  # the run's title in its results
-    run_dir: str = "runs/transfer_ade20k"  # where config, metrics, checkpoints and results go
-    generated_size: int = 96  # the generated set's image side
-    num_classes: int = 150  # segmentation classes (ADE20K: 150)
-    crop: int = 512  # training and test crop side in pixels, a multiple of 16
-    pyramid_channels: int = 256  # channels of the feature pyramid built from the ViT
-    head_channels: int = 512  # channels of the UperNet head
-    drop_path: float = 0.1  # stochastic depth of the backbone's last block
+    Attributes:
+        name: the run's title in its results
+        run_dir: where config, metrics, checkpoints and results go
+        generated_size: the generated set's image side
+        num_classes: segmentation classes (ADE20K: 150)
+        crop: training and test crop side in pixels, a multiple of 16
+        pyramid_channels: channels of the feature pyramid built from the ViT
+        head_channels: channels of the UperNet head
+        drop_path: stochastic depth of the backbone's last block
+    """
+
+    name: str = "transfer_ade20k"
+    run_dir: str = "runs/transfer_ade20k"
+    generated_size: int = 96
+    num_classes: int = 150
+    crop: int = 512
+    pyramid_channels: int = 256
+    head_channels: int = 512
+    drop_path: float = 0.1
     optim: OptimSpec = OptimSpec(epochs=1, batch_size=16, base_lr=4e-4 * 256 / 16, weight_decay=0.05,
                                  betas=(0.9, 0.999), min_lr=0.0, layer_decay=0.65, schedule="linear",
                                  warmup_steps=1500, total_steps=160_000)

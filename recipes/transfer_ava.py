@@ -43,17 +43,29 @@ __all__ = ["Config", "VARIANTS", "config", "run", "main", "build_model", "step_f
 @attrs.frozen(kw_only=True)
 class Config(TransferConfig):
     """:class:`TransferConfig` (``pretrained``: its dorsal encoder; ``data_root``: AVA v2.2 with
-    ``annotations/``, ``frame_lists/``, ``frames/``) and the action-detection settings."""
+    ``annotations/``, ``frame_lists/``, ``frames/``) and the action-detection settings.
 
-    name: str = "transfer_ava"  # the run's title in its results
-    run_dir: str = "runs/transfer_ava"  # where config, metrics, checkpoints and results go
-    frames: int = 16  # frames per clip around the keyframe
-    stride: int = 4  # frames between sampled frames
-    size: int = 224  # the training crop
-    short_side: int = 256  # frames resized to this short side, aspect ratio kept (450x360 -> 320x256)
-    smoothing: float = 0.1  # label smoothing of the sigmoid targets (Table 9)
-    threshold: float = 0.8  # detector confidence of the test boxes
-    drop_path: float = 0.2  # stochastic depth of the backbone's last block
+    Attributes:
+        name: the run's title in its results
+        run_dir: where config, metrics, checkpoints and results go
+        frames: frames per clip around the keyframe
+        stride: frames between sampled frames
+        size: the training crop
+        short_side: frames resized to this short side, aspect ratio kept (450x360 -> 320x256)
+        smoothing: label smoothing of the sigmoid targets (Table 9)
+        threshold: detector confidence of the test boxes
+        drop_path: stochastic depth of the backbone's last block
+    """
+
+    name: str = "transfer_ava"
+    run_dir: str = "runs/transfer_ava"
+    frames: int = 16
+    stride: int = 4
+    size: int = 224
+    short_side: int = 256
+    smoothing: float = 0.1
+    threshold: float = 0.8
+    drop_path: float = 0.2
     optim: OptimSpec = OptimSpec(epochs=30, batch_size=16, base_lr=2.5e-4, weight_decay=0.05, betas=(0.9, 0.999),
                                  warmup_epochs=5, layer_decay=0.75)
 

@@ -42,15 +42,25 @@ __all__ = ["Config", "VARIANTS", "config", "run", "main", "build_model"]
 @attrs.frozen(kw_only=True)
 class Config(TransferConfig):
     """:class:`TransferConfig` (``pretrained``: its ventral encoder; ``data_root``: COCO with
-    ``annotations/``, ``train2017/``, ``val2017/``) and the detection settings."""
+    ``annotations/``, ``train2017/``, ``val2017/``) and the detection settings.
 
-    name: str = "transfer_coco"  # the run's title in its results
-    run_dir: str = "runs/transfer_coco"  # where config, metrics, checkpoints and results go
-    generated_size: int = 96  # the generated set's image side
-    min_size: int = 800  # images resized so their short side is this (Mask R-CNN)
-    max_size: int = 1333  # ... and their long side at most this
-    pyramid_channels: int = 256  # channels of the feature pyramid built from the ViT
-    drop_path: float = 0.1  # stochastic depth of the backbone's last block
+    Attributes:
+        name: the run's title in its results
+        run_dir: where config, metrics, checkpoints and results go
+        generated_size: the generated set's image side
+        min_size: images resized so their short side is this (Mask R-CNN)
+        max_size: ... and their long side at most this
+        pyramid_channels: channels of the feature pyramid built from the ViT
+        drop_path: stochastic depth of the backbone's last block
+    """
+
+    name: str = "transfer_coco"
+    run_dir: str = "runs/transfer_coco"
+    generated_size: int = 96
+    min_size: int = 800
+    max_size: int = 1333
+    pyramid_channels: int = 256
+    drop_path: float = 0.1
     optim: OptimSpec = OptimSpec(epochs=36, batch_size=16, base_lr=1e-4 * 256 / 16, weight_decay=0.05,
                                  betas=(0.9, 0.999), schedule="step", milestones=(27, 33), warmup_steps=250)
 

@@ -296,97 +296,19 @@ def type_name(kind: Any) -> str:
 
 
 def attribute_docs(cls: type) -> dict[str, str]:
-    """``{field: "what it is"}`` for a class's fields, in one line each: the comment on (or
-    just above) the field in its source, else its entry in the docstring's ``Attributes:``
-    (or ``Args:``) section; a subclass's word wins over its bases'."""
-    import inspect
+    """``{field: "what it is"}`` for a class's fields, in one line each: the entries of the
+    ``Attributes:`` (or ``Args:``) section of its docstring and its bases' (Google style, read by
+    ``docstring_parser``); a subclass's word wins over its bases'."""
+    import docstring_parser
 
     out: dict[str, str] = {}
     for klass in reversed(getattr(cls, "__mro__", (cls,))):
-        if klass is object:
+        doc = klass.__dict__.get("__doc__")
+        if klass is object or not doc:
             continue
-        out.update(_docstring_entries(klass.__dict__.get("__doc__") or ""))
-        try:
-            source = inspect.getsource(klass)
-        except (OSError, TypeError):
-            continue
-        out.update(_source_comments(source))
-    return out
-
-
-def _one_line(text: str) -> str:
-    import re
-
-    text = " ".join(text.split())
-    first = re.split(r"(?<=[a-z0-9)`'\]])(?<!e\.g)(?<!i\.e)(?<!etc)\. (?=[A-Z(`])", text, maxsplit=1)[0]
-    return first.rstrip(".").replace("``", "")
-
-
-def _docstring_entries(doc: str) -> dict[str, str]:
-    import inspect
-    import re
-
-    lines = inspect.cleandoc(doc).splitlines()
-    out: dict[str, str] = {}
-    in_section, indent, name, text = False, None, None, []
-
-    def close():
-        if name is not None:
-            out[name] = _one_line(" ".join(text))
-
-    for line in lines:
-        stripped = line.strip()
-        depth = len(line) - len(line.lstrip())
-        if re.fullmatch(r"(Attributes|Args|Arguments|Parameters):", stripped) and depth == 0:
-            close()
-            in_section, indent, name, text = True, None, None, []
-            continue
-        if not in_section:
-            continue
-        if stripped and depth == 0:  # the next section, or prose after it
-            close()
-            in_section, name = False, None
-            continue
-        if not stripped:
-            continue
-        indent = depth if indent is None else indent
-        entry = re.match(r"(\w+)(?:\s*\([^)]*\))?:\s*(.*)$", stripped)
-        if depth == indent and entry:
-            close()
-            name, text = entry.group(1), [entry.group(2)]
-        elif name is not None:
-            text.append(stripped)
-    close()
-    return out
-
-
-def _source_comments(source: str) -> dict[str, str]:
-    """Field comments of a class body: ``name: T = v  # what`` or ``# what`` lines above it."""
-    import re
-
-    out: dict[str, str] = {}
-    above: list[str] = []
-    body_indent = None
-    lines = source.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("class ")), 0)
-    for line in lines[start + 1:]:
-        stripped = line.strip()
-        depth = len(line) - len(line.lstrip())
-        if stripped and body_indent is None:
-            body_indent = depth
-        if not stripped or depth != body_indent:
-            if not stripped:
-                above = []
-            continue
-        if stripped.startswith("#"):
-            above.append(stripped.lstrip("#").strip())
-            continue
-        field = re.match(r"(\w+)\s*:[^\n#=]*(?:=[^\n#]*)?(?:#\s*(.+))?$", stripped)
-        if field and not stripped.startswith(("def ", "class ", "@")):
-            note = field.group(2) or " ".join(above)
-            if note:
-                out[field.group(1)] = _one_line(note)
-        above = []
+        parsed = docstring_parser.parse(doc, style=docstring_parser.DocstringStyle.GOOGLE)
+        out.update({p.arg_name: " ".join((p.description or "").split()).rstrip(".").replace("``", "")
+                    for p in parsed.params if p.description})
     return out
 
 

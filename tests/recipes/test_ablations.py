@@ -41,11 +41,20 @@ def test_every_row_of_table_7_is_a_checked_config_diff(variant, tmp_path):
     assert in1k[1].data.image_root == (base.data.image_root if variant == "paper" else "builtin")
     baseline = ablations.rows("7b", base)[0][1]
     assert baseline.model.streams == ("dorsal",) and baseline.model.targets == "RGB"
-    splits = [cfg.model.blocks for _, cfg, _ in ablations.rows("7d", base)]
-    depth = sum(base.model.blocks)
+    splits = [_readouts(cfg) for _, cfg, _ in ablations.rows("7d", base)]
+    depth = base.model.encoder_depth
     assert all(sum(s) == depth for s in splits)
     if depth == 12:
         assert splits == [(12, 0, 0), (4, 4, 4), (6, 3, 3), (2, 2, 8)]
+
+
+def _readouts(cfg) -> tuple[int, int, int]:
+    """Where the built graph's V1, V2 and V4 decoders read, as blocks of V1, V2 and V4/MT."""
+    from recipes.graph import build_graph
+
+    areas = build_graph(cfg).stream("ventral").areas
+    taps = {a.name: sum(x.blocks for x in areas[:i + 1]) for i, a in enumerate(areas)}
+    return (taps["V1"], taps["V2"] - taps["V1"], taps["V4"] - taps["V2"])
 
 
 def test_at_paper_scale_every_row_pretrains_800_epochs_but_the_videomae_baseline(tmp_path):

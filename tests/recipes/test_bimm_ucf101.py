@@ -53,7 +53,7 @@ def test_tiny_variant_runs_every_stage_and_leaves_a_run_directory(tiny_run):
     run_dir = Path(cfg.run_dir)
     assert accuracy_over(results) and results["test_items"] == 20 and results["chance"] == 0.1
     saved = json.loads((run_dir / "config.json").read_text())
-    assert saved["config"]["model"]["share"] == "partial" and "git_revision" in saved
+    assert saved["config"]["model"]["targets"] == "V1-V2-V4&MT" and "git_revision" in saved
     stages = {json.loads(line)["stage"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()}
     assert stages == {"ventral", "joint", "finetune", "test"}
     for stage in ("ventral", "joint", "finetune"):
@@ -79,8 +79,9 @@ def test_completed_stages_resume_without_training_again(tiny_run, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["model.sahre=none"], "did you mean 'model.share'"),
-    (["model.share=some"], "share must be one of"),
+    (["model.tragets=V1"], "did you mean 'model.targets'"),
+    (["model.targets=some"], "targets must be one of"),
+    (["model.share=none"], "model.share is set by the graph's own key now: pathway.share=none"),
     (["pathway.dorsal.mask.ratio=1.2"], "must be in the open interval"),
     (["model.video_mask=0.5"], "model.video_mask is set by the graph's own key now: pathway.dorsal.mask.ratio=VALUE"),  # the graph's own key sets it: one surface
     (["data.frames=eight"], "data.frames must be an integer"),
@@ -193,7 +194,7 @@ def test_help_gives_each_keys_type_allowed_values_and_description(capsys):
     with pytest.raises(SystemExit):
         recipe.main(["--help"])
     out = capsys.readouterr().out
-    assert "model.share: str = 'partial'  # one of ['none', 'partial', 'all']" in out
+    assert "model.targets: str = 'V1-V2-V4&MT'  # one of ['V1', 'V1-V2', 'V1-V2-V4&MT', 'RGB']" in out
     assert "seed: int = 0  # seeds every random draw" in out and "pretrained: str | None = None  #" in out
 
 
@@ -207,16 +208,17 @@ def test_print_config_and_config_files_rerun_a_saved_run(tiny_run, tmp_path, cap
     saved = json.loads((Path(cfg.run_dir) / "config.json").read_text())["config"]
     assert printed == {**saved, "seed": 3}  # the saved run, with the command line on top
     settings = tmp_path / "mine.json"
-    settings.write_text(json.dumps({"model": {"share": "none"}, "joint": {"optim": {"epochs": 3}}}))
+    settings.write_text(json.dumps({"model": {"targets": "V1"}, "joint": {"optim": {"epochs": 3}}}))
     with pytest.raises(SystemExit):
         recipe.main(["--variant", "tiny", "--config", str(settings), "--print-config"])
     printed = json.loads(capsys.readouterr().out)
-    assert printed["model"]["share"] == "none" and printed["joint"]["optim"]["epochs"] == 3
-    (tmp_path / "mine.yaml").write_text("model:\n  share: all\nstages: [joint, finetune]\n")
+    assert printed["model"]["targets"] == "V1" and printed["joint"]["optim"]["epochs"] == 3
+    (tmp_path / "mine.yaml").write_text("model:\n  depth: 2\nstages: [joint, finetune]\npathway_overrides: [pathway.share=none]\n")
     with pytest.raises(SystemExit):
         recipe.main(["--variant", "tiny", "--config", str(tmp_path / "mine.yaml"), "--print-config"])
     printed = json.loads(capsys.readouterr().out)
-    assert printed["model"]["share"] == "all" and printed["stages"] == ["joint", "finetune"]
+    assert printed["model"]["depth"] == 2 and printed["stages"] == ["joint", "finetune"]
+    assert printed["pathway_overrides"] == ["pathway.share=none"]
 
 
 def test_a_config_file_chooses_a_run_dir_only_inside_the_current_folder(tmp_path, capsys):

@@ -56,32 +56,36 @@ def test_a_user_areas_fields_are_typed_in_the_graph_keys():
         "int", "decoder token width (VideoMAE-B uses 384)")
 
 
-def test_descriptions_come_from_comments_and_docstrings():
+def test_descriptions_come_from_the_attributes_section_of_the_docstrings():
     @attrs.frozen
     class Base:
         """A base.
 
         Attributes:
-            a: the first value. A second sentence is left out.
+            a: the first value.
             b: a value whose description
                 runs over two lines (e.g. this one).
+            c (int): with its type, as Google's style allows.
         """
 
         a: int = 1
         b: int = 2
-        # said above the field,
-        # over two lines
         c: int = 3
-        d: int = attrs.field(default=4)  # said on its line
+        d: int = 4  # a comment is code's, not --help's
 
     @attrs.frozen
     class Derived(Base):
-        a: int = 5  # the subclass's word wins
+        """A subclass.
+
+        Args:
+            a: the subclass's word wins.
+        """
+
+        a: int = 5
 
     assert attribute_docs(Base) == {"a": "the first value", "b": "a value whose description runs over two lines "
-                                    "(e.g. this one)", "c": "said above the field, over two lines",
-                                    "d": "said on its line"}
-    assert attribute_docs(Derived)["a"] == "the subclass's word wins"
+                                    "(e.g. this one)", "c": "with its type, as Google's style allows"}
+    assert attribute_docs(Derived) == {**attribute_docs(Base), "a": "the subclass's word wins"}
 
 
 @pytest.mark.e2e

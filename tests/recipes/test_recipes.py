@@ -211,7 +211,8 @@ def test_recipes_read_their_datasets_official_layout(name, layout, builtin, tmp_
     ("bimm_hmdb51", ["data.root={tmp}"], "testTrainMulti_7030_splits"),
     ("bimm_imagenet", ["data.image_root={tmp}"], "train/<class>/ and val/<class>/"),
     ("bimm_hmdb51", ["pretrained=/nonexistent/run"], "pretrained='/nonexistent/run' does not exist"),
-    ("bimm_ucf101", ["model.split=0,2,10"], "split must be three block counts"),
+    ("bimm_ucf101", ["model.depth=0"], "depth must be a block count >= 1 or None"),
+    ("bimm_ucf101", ["pathway.V1.blocks=3"], "must sum to the encoder depth"),
     ("bimm_ucf101", ["model.streams=ventral,ventral"], "streams must be 'ventral', 'dorsal' or both"),
 ])
 def test_recipes_reject_bad_configuration_before_compute(name, argv, message, tmp_path, monkeypatch, capsys):
@@ -230,7 +231,7 @@ def test_joint_pretraining_can_start_from_a_videomae_checkpoint(tmp_path, capsys
     cfg = _tiny("bimm_ucf101", tmp_path, stages=("joint",))
     m = cfg.model
     hf = VideoMAEModel(VideoMAEConfig(image_size=cfg.data.size, patch_size=m.patch, num_frames=cfg.data.frames,
-                                      tubelet_size=2, hidden_size=m.width, num_hidden_layers=sum(m.split),
+                                      tubelet_size=2, hidden_size=m.width, num_hidden_layers=m.encoder_depth,
                                       num_attention_heads=m.heads, intermediate_size=4 * m.width,
                                       layer_norm_eps=1e-6, use_mean_pooling=True))
     torch.save(hf.state_dict(), tmp_path / "videomae.pth")
@@ -249,7 +250,7 @@ def test_finetuning_can_start_from_a_videomae_checkpoint(tmp_path, capsys):
     cfg = _tiny("bimm_hmdb51", tmp_path)
     m = cfg.model
     hf = VideoMAEModel(VideoMAEConfig(image_size=cfg.data.size, patch_size=m.patch, num_frames=cfg.data.frames,
-                                      tubelet_size=2, hidden_size=m.width, num_hidden_layers=sum(m.split),
+                                      tubelet_size=2, hidden_size=m.width, num_hidden_layers=m.encoder_depth,
                                       num_attention_heads=m.heads, intermediate_size=4 * m.width,
                                       layer_norm_eps=1e-6, use_mean_pooling=True))
     save_file(hf.state_dict(), str(tmp_path / "videomae.safetensors"))
@@ -283,12 +284,12 @@ def test_an_mae_or_timm_image_checkpoint_starts_the_ventral_stage(tmp_path, caps
 
     cfg = _tiny("bimm_ucf101", tmp_path, stages=("ventral",))
     m = cfg.model
-    vit = VisionTransformer(img_size=cfg.data.size, patch_size=m.patch, embed_dim=m.width, depth=sum(m.split), num_heads=m.heads,
+    vit = VisionTransformer(img_size=cfg.data.size, patch_size=m.patch, embed_dim=m.width, depth=m.encoder_depth, num_heads=m.heads,
                             num_classes=0)
     torch.save({"model": vit.state_dict()}, tmp_path / "mae.pth")
     pipeline.run(attrs.evolve(cfg, init=str(tmp_path / "mae.pth")))
     err = capsys.readouterr().err.replace("\n", "")
-    blocks = 12 * sum(m.split)
+    blocks = 12 * m.encoder_depth
     assert "ventral stream from the checkpoint" in err and f"vit: loaded {blocks + 2} tensors" in err
     assert "cls_token" in err  # reported as not used by the pathway's stream
     with pytest.raises(ValueError, match="initialises the ventral stream before the ventral or joint stage: keep one"):

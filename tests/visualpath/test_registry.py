@@ -46,7 +46,7 @@ def test_the_packages_own_areas_are_registered(ref):
     assert spec.area_class(ref, "type") is V1Gabor
 
 
-@pytest.mark.parametrize("ref", ["pytest:main", "torch.utils.collect_env:main", "this:X", "areas.bimm:model_config_from_dict"])
+@pytest.mark.parametrize("ref", ["pytest:main", "torch.utils.collect_env:main", "this:X", "areas.bimm:run_pathway"])
 def test_an_unregistered_installed_function_named_by_a_config_is_not_called(ref):
     with pytest.raises(CodeNotTrusted, match="not registered as a visualpath graph builder"):
         _from_config(ref)

@@ -143,7 +143,7 @@ def test_a_run_written_before_graphs_were_stored_is_refused_in_one_line(tmp_path
     (that version is gone), and the message says to train it again."""
     from analysis.features import load_run
 
-    model_cfg = ModelConfig(size="tiny", width=32, heads=2, split=(1, 1, 2), decoder_width=32, decoder_heads=2)
+    model_cfg = ModelConfig(size="tiny", width=32, heads=2, depth=4, decoder_width=32, decoder_heads=2)
     config = {"config": {"model": {k: list(v) if isinstance(v, tuple) else v
                                    for k, v in __import__("attrs").asdict(model_cfg).items()}}}
     (tmp_path / "config.json").write_text(json.dumps(config))
