@@ -141,10 +141,18 @@ def graph_help(cfg) -> str:
                             for a in s.areas)
         lines.append(f"  {s.name} [{s.modality}]: {areas}")
     lines.append(f"  share: {pathway.share}")
-    lines.append("graph keys (pathway.KEY=VALUE; AREA.FIELD sets it in every stream that has AREA; "
-                 "type = value; what it is):")
+    lines.append("graph keys (pathway.KEY=VALUE; type = value; what it is). AREA.FIELD sets the field in every stream "
+                 "that has AREA; STREAM.AREA.FIELD (e.g. pathway.dorsal.V1.cells) sets it in that stream only, and is "
+                 "listed where the streams differ:")
     notes = override_notes(pathway)
-    for key, value in override_keys(pathway).items():
+    keys = override_keys(pathway)
+    streams = {s.name for s in pathway.streams}
+    for key, value in keys.items():
+        head, *rest = key.split(".")
+        if head in streams and len(rest) >= 2:  # STREAM.AREA.FIELD: shown when it differs from AREA.FIELD's value
+            if keys.get(".".join(rest)) == value and all(
+                    keys.get(f"{other}.{'.'.join(rest)}", value) == value for other in streams):
+                continue
         kind, note = notes.get(key, ("", ""))
         if key == "share" and isinstance(value, (list, tuple)):
             value = ",".join(value)  # as it is typed: pathway.share=V1,V2

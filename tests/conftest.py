@@ -41,6 +41,20 @@ def tiny_pathway(share="partial", depth_split=(1, 1, 2), **encoder) -> Pathway:
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_ucf101_run(tmp_path_factory):
+    """One finished run of ``python -m recipes.bimm_ucf101 --variant tiny`` (every stage), shared
+    by the tests that only read a run: exporting it, extracting and predicting with it, and
+    finetuning another recipe from it. A test that changes a run makes its own."""
+    import attrs
+
+    from recipes import bimm_ucf101
+
+    run = tmp_path_factory.mktemp("shared") / "run"
+    bimm_ucf101.run(attrs.evolve(bimm_ucf101.VARIANTS["tiny"], run_dir=str(run), device="cpu"))
+    return run
+
+
 def accuracy_over(results: dict, key: str = "top1", count_key: str = "test_items") -> bool:
     """Whether ``results[key]`` is an accuracy over ``results[count_key]`` items: k / N for a
     whole k (an average over views, batches or classes would not be), and top-1 <= top-5."""

@@ -46,49 +46,14 @@ def to_dict(cfg: Any) -> dict:
 
 
 def _parse(text: str, kind: Any, key: str) -> Any:
-    origin = typing.get_origin(kind)
-    args = typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        if text.lower() in ("none", "null") and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _parse(text, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(f"{key}: cannot read {text!r} as {kind}")
-    if origin is Literal:
-        for option in args:
-            if str(option) == text:
-                return option
-        raise ConfigError(f"{key} must be one of {list(args)}, got {text!r}")
-    if origin is tuple:
-        items = [t for t in text.strip("()[]").split(",") if t.strip()]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_parse(t.strip(), args[0], key) for t in items)
-        if len(items) != len(args):
-            raise ConfigError(f"{key} needs {len(args)} comma-separated values, got {text!r}")
-        return tuple(_parse(t.strip(), a, key) for t, a in zip(items, args))
-    if kind is bool:
-        if text.lower() in ("true", "1", "yes", "on"):
-            return True
-        if text.lower() in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{key} must be true or false, got {text!r}")
-    if kind is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigError(f"{key} must be an integer, got {text!r}") from None
-    if kind is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(f"{key} must be a number, got {text!r}") from None
-    if kind is str or kind is Any:
-        return text
-    raise ConfigError(f"{key}: values of type {kind} cannot be set from the command line")
+    """A command line's ``text`` as the field's ``kind`` (:func:`visualpath.spec.convert`, the one
+    converter of config and graph keys)."""
+    from visualpath.spec import SpecError, convert
+
+    try:
+        return convert(text, kind, key, text=True)
+    except SpecError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _set(cfg: Any, path: list[str], value: Any) -> Any:

@@ -17,9 +17,9 @@ from typing import Any
 import attrs
 
 from visualpath.area import DecoderSpec
-from visualpath.config import ConfigError, _parse, attribute_docs, flatten
+from visualpath.config import attribute_docs, flatten
 from visualpath.graph import Stream, pathway_from_dict, pathway_to_dict
-from visualpath.spec import SpecError, area_class, field_types, plain
+from visualpath.spec import SpecError, area_class, convert, field_types, plain
 from visualpath.vit import ViTSpec
 
 __all__ = ["apply_overrides", "override_keys", "override_notes"]
@@ -101,10 +101,7 @@ def override_notes(pathway) -> dict[str, tuple[str, str]]:
 
 
 def _parse_text(text: str, kind: Any, key: str) -> Any:
-    try:
-        return _parse(text, kind, key)
-    except ConfigError as err:
-        raise SpecError(str(err)) from None
+    return convert(text, kind, key, text=True)
 
 
 def _area_field_kind(area_dict: Mapping, path: list[str], key: str) -> Any:

@@ -172,32 +172,51 @@ def field_types(cls: type) -> dict[str, Any]:
         return {f.name: f.type for f in attrs.fields(cls)}
 
 
-def convert(value: Any, kind: Any, where: str) -> Any:
-    """``value`` from JSON as the annotated ``kind`` (attrs classes, tuples, optionals, numbers)."""
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def convert(value: Any, kind: Any, where: str, text: bool = False) -> Any:
+    """``value`` as the annotated ``kind`` (attrs classes, tuples, optionals, literals,
+    numbers): a value read from JSON, or with ``text=True`` one typed on a command line
+    (``4,8`` for a tuple, ``true``, ``none``, ``0.5``). The one converter of config keys and
+    graph keys alike; an error names ``where``.
+
+    Raises:
+        SpecError: the value is not of the kind (nor, as text, readable as it).
+    """
     origin, args = typing.get_origin(kind), typing.get_args(kind)
+    typed = text and isinstance(value, str)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+        if (value is None or typed and value.lower() in ("none", "null")) and type(None) in args:
             return None
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return convert(value, arg, where)
+                return convert(value, arg, where, text)
             except SpecError as err:
                 errors.append(str(err))
+        if typed:
+            raise SpecError(f"{where}: cannot read {value!r} as {kind}")
         raise SpecError(errors[0] if len(errors) == 1 else f"{where}: {value!r} is none of {kind}")
     if origin is typing.Literal:
-        if value not in args:
+        match = [a for a in args if (str(a) == value if typed else a == value)]
+        if not match:
             raise SpecError(f"{where} must be one of {list(args)}, got {value!r}")
-        return value
+        return match[0]
     if origin is tuple:
+        if typed:
+            value = [t.strip() for t in value.strip("()[]").split(",") if t.strip()]
+            if args and args[-1] is not Ellipsis and len(args) != len(value):
+                raise SpecError(f"{where} needs {len(args)} comma-separated values, got {','.join(value)!r}")
         if not isinstance(value, (list, tuple)):
             raise SpecError(f"{where} must be a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+            return tuple(convert(v, args[0], f"{where}[{i}]" if not typed else where, text)
+                         for i, v in enumerate(value))
         if args and len(args) != len(value):
             raise SpecError(f"{where} must hold {len(args)} values, got {len(value)}")
-        return tuple(convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))) if args \
-            else tuple(value)
+        return tuple(convert(v, a, f"{where}[{i}]" if not typed else where, text)
+                     for i, (v, a) in enumerate(zip(value, args))) if args else tuple(value)
     if isinstance(kind, type) and attrs.has(kind):
         if isinstance(value, kind):
             return value
@@ -205,14 +224,26 @@ def convert(value: Any, kind: Any, where: str) -> Any:
             raise SpecError(f"{where} must be a mapping of {kind.__name__} fields, got {value!r}")
         return build(kind, value, where)
     if kind is bool:
+        if typed and value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
         if not isinstance(value, bool):
             raise SpecError(f"{where} must be true or false, got {value!r}")
         return value
     if kind is int:
+        if typed:
+            try:
+                return int(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int):
             raise SpecError(f"{where} must be an integer, got {value!r}")
         return value
     if kind is float:
+        if typed:
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(f"{where} must be a number, got {value!r}")
         return float(value)
@@ -220,6 +251,8 @@ def convert(value: Any, kind: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise SpecError(f"{where} must be a string, got {value!r}")
         return value
+    if typed and kind is not Any and not isinstance(kind, str):
+        raise SpecError(f"{where}: values of type {kind} cannot be set from the command line")
     return value  # Any, or a type we do not check: the class's own validators decide
 
 

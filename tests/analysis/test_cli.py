@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import attrs
 import pytest
 
 from analysis.cli import main
@@ -15,15 +14,6 @@ pytestmark = pytest.mark.e2e  # runs the commands as a user types them (python -
 
 
 ROOT = Path(__file__).parents[2]
-
-
-@pytest.fixture(scope="module")
-def finetuned(tmp_path_factory):
-    from recipes import bimm_ucf101
-
-    run = tmp_path_factory.mktemp("cli") / "run"
-    bimm_ucf101.run(attrs.evolve(bimm_ucf101.VARIANTS["tiny"], run_dir=str(run), device="cpu"))
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +28,8 @@ def videos(tmp_path_factory):
     return folder
 
 
-def test_extract_writes_per_area_features_of_any_videos(finetuned, videos, tmp_path, capsys):
-    assert main(["extract", str(finetuned), str(videos), "--out", str(tmp_path / "feats")]) == 0
+def test_extract_writes_per_area_features_of_any_videos(tiny_ucf101_run, videos, tmp_path, capsys):
+    assert main(["extract", str(tiny_ucf101_run), str(videos), "--out", str(tmp_path / "feats")]) == 0
     features = Features.load(tmp_path / "feats")
     assert features.names == ["V1", "V2", "MT"] and len(features) == 4  # one row per readable file
     assert features.meta["skipped"] == 1 and len(features.meta["files"]) == 4
@@ -60,34 +50,34 @@ def class_folders(tmp_path_factory):
     return folder, sorted((classes[3], classes[7]))
 
 
-def test_extract_labels_videos_by_their_class_folders(finetuned, class_folders, tmp_path):
+def test_extract_labels_videos_by_their_class_folders(tiny_ucf101_run, class_folders, tmp_path):
     folder, names = class_folders
-    assert main(["extract", str(finetuned), str(folder), "--out", str(tmp_path / "feats")]) == 0
+    assert main(["extract", str(tiny_ucf101_run), str(folder), "--out", str(tmp_path / "feats")]) == 0
     features = Features.load(tmp_path / "feats")
     assert features.meta["classes"] == names and features.meta["labels_from"] == "class folders"
     by_file = dict(zip(features.meta["files"], features.labels.tolist()))
     assert all(names[label] == Path(f).parent.name for f, label in by_file.items()) and set(by_file.values()) == {0, 1}
 
 
-def test_extract_reads_a_path_label_list(finetuned, class_folders, tmp_path):
+def test_extract_reads_a_path_label_list(tiny_ucf101_run, class_folders, tmp_path):
     folder, names = class_folders
     files = sorted(folder.rglob("*.avi"))
     (tmp_path / "videos.txt").write_text("".join(f"{f} {names.index(f.parent.name)}\n" for f in files))
     (tmp_path / "classes.txt").write_text("\n".join(names) + "\n")
-    assert main(["extract", str(finetuned), "--list", str(tmp_path / "videos.txt"), "--out",
+    assert main(["extract", str(tiny_ucf101_run), "--list", str(tmp_path / "videos.txt"), "--out",
                  str(tmp_path / "feats")]) == 0
     features = Features.load(tmp_path / "feats")
     assert features.meta["classes"] == names and features.labels.tolist() == [names.index(f.parent.name) for f in files]
 
 
-def test_extract_writes_every_streams_tokens_as_arrays_that_numpy_and_sklearn_read(finetuned, class_folders,
+def test_extract_writes_every_streams_tokens_as_arrays_that_numpy_and_sklearn_read(tiny_ucf101_run, class_folders,
                                                                                     tmp_path):
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     folder, names = class_folders
     out = tmp_path / "tokens.npz"
-    assert main(["extract", str(finetuned), str(folder), "--out", str(out), "--stream", "all", "--tokens"]) == 0
+    assert main(["extract", str(tiny_ucf101_run), str(folder), "--out", str(out), "--stream", "all", "--tokens"]) == 0
     arrays = np.load(out)
     areas = [k for k in arrays.files if k not in ("labels", "files", "classes")]
     assert areas == ["ventral.V1", "ventral.V2", "ventral.V4", "dorsal.V1", "dorsal.V2", "dorsal.MT"]
@@ -100,24 +90,24 @@ def test_extract_writes_every_streams_tokens_as_arrays_that_numpy_and_sklearn_re
     assert meta["stream"] == "all" and set(meta["streams"]) == {"ventral", "dorsal"}
 
 
-def test_extract_refuses_a_stream_the_run_lacks(finetuned, class_folders, tmp_path, capsys):
+def test_extract_refuses_a_stream_the_run_lacks(tiny_ucf101_run, class_folders, tmp_path, capsys):
     folder, _ = class_folders
-    assert main(["extract", str(finetuned), str(folder), "--out", str(tmp_path / "f"), "--stream", "MT"]) == 2
+    assert main(["extract", str(tiny_ucf101_run), str(folder), "--out", str(tmp_path / "f"), "--stream", "MT"]) == 2
     assert "not a stream of the run" in capsys.readouterr().err
 
 
-def test_predict_gives_top_k_class_names_per_file(finetuned, videos, tmp_path, capsys):
-    assert main(["predict", str(finetuned), str(videos), "--top", "3", "--out", str(tmp_path / "p.json")]) == 0
+def test_predict_gives_top_k_class_names_per_file(tiny_ucf101_run, videos, tmp_path, capsys):
+    assert main(["predict", str(tiny_ucf101_run), str(videos), "--top", "3", "--out", str(tmp_path / "p.json")]) == 0
     rows = json.loads((tmp_path / "p.json").read_text())
-    classes = json.loads((finetuned / "classes.json").read_text())
+    classes = json.loads((tiny_ucf101_run / "classes.json").read_text())
     assert len(rows) == 5 and [r for r in rows if r.get("error")][0]["file"].endswith("broken.avi")
     good = [r for r in rows if "top" in r]
     assert all(len(r["top"]) == 3 and r["top"][0][0] in classes for r in good)
     assert "broken.avi: unreadable" in capsys.readouterr().out
 
 
-def test_the_module_dispatches_the_subcommands(finetuned, videos, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "analysis", "predict", str(finetuned), str(videos)],
+def test_the_module_dispatches_the_subcommands(tiny_ucf101_run, videos, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "analysis", "predict", str(tiny_ucf101_run), str(videos)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "broken.avi: unreadable" in done.stdout
 
@@ -133,7 +123,7 @@ def test_extract_reads_another_librarys_checkpoint_too(videos, tmp_path):
     assert features.names == ["encoder"] and tuple(features["encoder"].shape) == (4, 192)
 
 
-def test_predict_on_a_single_unreadable_file_reports_it(finetuned, videos, tmp_path):
-    assert main(["predict", str(finetuned), str(videos / "broken.avi"), "--out", str(tmp_path / "p.json")]) == 0
+def test_predict_on_a_single_unreadable_file_reports_it(tiny_ucf101_run, videos, tmp_path):
+    assert main(["predict", str(tiny_ucf101_run), str(videos / "broken.avi"), "--out", str(tmp_path / "p.json")]) == 0
     rows = json.loads((tmp_path / "p.json").read_text())
     assert len(rows) == 1 and rows[0]["error"] == "unreadable"

@@ -13,13 +13,6 @@ from recipes.export import main as export_main
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module")
-def finetuned(tmp_path_factory):
-    run = tmp_path_factory.mktemp("export") / "run"
-    bimm_ucf101.run(attrs.evolve(bimm_ucf101.VARIANTS["tiny"], run_dir=str(run), device="cpu"))
-    return run
-
-
 def _ours(run):
     from recipes.config import Config
     from recipes.stages import Graphs, _classifier
@@ -32,10 +25,10 @@ def _ours(run):
 
 
 @pytest.mark.e2e
-def test_a_finetuned_run_exports_as_videomae_for_video_classification_with_its_class_names(finetuned, tmp_path):
-    assert export_main([str(finetuned), str(tmp_path / "hf")]) == 0
+def test_a_finetuned_run_exports_as_videomae_for_video_classification_with_its_class_names(tiny_ucf101_run, tmp_path):
+    assert export_main([str(tiny_ucf101_run), str(tmp_path / "hf")]) == 0
     hf = transformers.VideoMAEForVideoClassification.from_pretrained(tmp_path / "hf").eval()
-    ours, classes = _ours(finetuned)
+    ours, classes = _ours(tiny_ucf101_run)
     assert [hf.config.id2label[i] for i in range(len(classes))] == classes
     x = torch.randn(2, 3, 4, 48, 48)  # already normalised pixels
     with torch.no_grad():
@@ -46,21 +39,21 @@ def test_a_finetuned_run_exports_as_videomae_for_video_classification_with_its_c
 
 
 @pytest.mark.e2e
-def test_an_encoder_exports_as_videomae_model_and_timm(finetuned, tmp_path):
+def test_an_encoder_exports_as_videomae_model_and_timm(tiny_ucf101_run, tmp_path):
     from timm.models.vision_transformer import VisionTransformer
 
     from analysis.features import load_run
     from visualpath.classifier import Encoder
 
-    pathway = load_run(finetuned)
-    assert export_main([str(finetuned), str(tmp_path / "enc"), "--what", "encoder", "--stream", "dorsal"]) == 0
+    pathway = load_run(tiny_ucf101_run)
+    assert export_main([str(tiny_ucf101_run), str(tmp_path / "enc"), "--what", "encoder", "--stream", "dorsal"]) == 0
     hf = transformers.VideoMAEModel.from_pretrained(tmp_path / "enc").eval()
     encoder = Encoder.from_pathway(pathway, "dorsal").eval()
     x = torch.randn(1, 3, 4, 48, 48)
     with torch.no_grad():
         assert (hf(pixel_values=x.permute(0, 2, 1, 3, 4)).last_hidden_state - encoder(x, normalized=True)).abs().max() \
             < 1e-5
-    assert export_main([str(finetuned), str(tmp_path / "timm"), "--what", "encoder", "--stream", "ventral"]) == 0
+    assert export_main([str(tiny_ucf101_run), str(tmp_path / "timm"), "--what", "encoder", "--stream", "ventral"]) == 0
     config = json.loads((tmp_path / "timm" / "config.json").read_text())
     vit = VisionTransformer(**config["model_args"]).eval()
     from safetensors.torch import load_file

@@ -190,9 +190,19 @@ def test_help_lists_the_graph_areas_and_their_keys(capsys):
         _main(f"pathway={GRAPH}:build", "--help")
     out = capsys.readouterr().out
     assert "ventral [image]: V1 (V1Gabor, 1 block) -> V2 (V2Contour, 1 block) -> V3 (V3Sobel, 1 block)" in out
-    for key in ("pathway.dorsal.MT.normalize: bool = True", "pathway.ventral.V3.cells: int = 2",
-                "pathway.ventral.mask.ratio: float = 0.75", "pathway.ventral.V1.decoder.width: int = 32"):
+    for key in ("pathway.MT.normalize: bool = True", "pathway.V3.cells: int = 2",
+                "pathway.ventral.mask.ratio: float = 0.75", "pathway.V1.decoder.width: int = 32"):
         assert key in out
+    keys = [line.split(":")[0].strip() for line in out.splitlines() if line.startswith("  pathway.")]
+    assert len(keys) == len(set(keys)) and "pathway.ventral.V3.cells" not in keys  # each setting once
+
+
+def test_help_lists_a_streams_own_key_where_the_streams_differ(capsys):
+    with pytest.raises(SystemExit):
+        _main("pathway.share=none", "pathway.dorsal.V1.cells=1", "--help")  # V1 unshared, so it may differ
+    out = capsys.readouterr().out
+    assert "pathway.dorsal.V1.cells: int = 1" in out and "pathway.ventral.V1.cells: int = 4" in out
+    assert "pathway.dorsal.V1.wavelengths" not in out  # the same in both streams: AREA.FIELD only
 
 
 @pytest.mark.e2e

@@ -28,13 +28,6 @@ def _tiny(name, tmp_path, **changes):
     return attrs.evolve(cfg, run_dir=str(tmp_path / name), device="cpu", **changes)
 
 
-@pytest.fixture(scope="module")
-def ucf_tiny_run(tmp_path_factory):
-    cfg = _tiny("bimm_ucf101", tmp_path_factory.mktemp("runs"))
-    pipeline.run(cfg)
-    return Path(cfg.run_dir)
-
-
 @pytest.mark.parametrize("name", RECIPES)
 def test_every_recipe_has_config_variants_and_run(name):
     module = _module(name)
@@ -57,12 +50,12 @@ def test_tiny_variant_runs_every_stage(name, tmp_path):
 
 
 @pytest.mark.e2e
-def test_hmdb51_finetunes_another_runs_pretrained_pathway(ucf_tiny_run, tmp_path, capsys):
-    cfg = _tiny("bimm_hmdb51", tmp_path, pretrained=str(ucf_tiny_run))
+def test_hmdb51_finetunes_another_runs_pretrained_pathway(tiny_ucf101_run, tmp_path, capsys):
+    cfg = _tiny("bimm_hmdb51", tmp_path, pretrained=str(tiny_ucf101_run))
     assert cfg.stages == ("finetune", "test")
     results = pipeline.run(cfg)
     assert accuracy_over(results)
-    assert f"dorsal encoder from {ucf_tiny_run / 'joint' / 'model.safetensors'}" in capsys.readouterr().err.replace(
+    assert f"dorsal encoder from {tiny_ucf101_run / 'joint' / 'model.safetensors'}" in capsys.readouterr().err.replace(
         "\n", "")
 
 

@@ -1,3 +1,5 @@
+import typing
+
 import attrs
 import pytest
 
@@ -71,3 +73,26 @@ def test_a_config_file_nested_too_deeply_is_one_line(tmp_path, capsys):
         recipe.main(["--config", str(deep), "--print-config"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "nested too deeply" in err and "deep.json" in err
+
+
+def test_config_keys_and_graph_keys_read_text_with_one_converter():
+    """A value typed on the command line means the same as a config key and as a graph key:
+    both go through :func:`visualpath.spec.convert`."""
+    from areas.bimm import paper_pathway, ModelConfig
+    from visualpath.overrides import apply_overrides as edit_graph
+    from visualpath.spec import convert
+
+    @attrs.frozen
+    class Holder:
+        wavelengths: tuple[float, ...] = (1.0,)
+        normalize: bool = True
+        depth: int | None = 3
+
+    cases = {"wavelengths": "4, 8", "normalize": "off", "depth": "none"}
+    cfg = apply_overrides(Holder(), [f"{k}={v}" for k, v in cases.items()])
+    kinds = typing.get_type_hints(Holder)
+    assert {k: getattr(cfg, k) for k in cases} == {k: convert(v, kinds[k], k, text=True) for k, v in cases.items()} \
+        == {"wavelengths": (4.0, 8.0), "normalize": False, "depth": None}
+    graph = edit_graph(paper_pathway(ModelConfig(size="tiny")), ["V1.wavelengths=4, 8", "V1.normalize=off"])
+    v1 = graph.stream("ventral").area("V1")
+    assert (v1.wavelengths, v1.normalize) == (cfg.wavelengths, cfg.normalize)
