@@ -157,7 +157,8 @@ def paper_pathway(m: ModelConfig = ModelConfig()) -> Pathway:
         "dorsal": Stream("dorsal", "video", areas["dorsal"], mask=TubeMask(VIDEO_MASK)),
     }
     chosen = [all_streams[s] for s in STREAMS if s in m.streams]
-    share = ["V1", "V2"] if len(chosen) > 1 and m.targets != "RGB" else "none"  # "the first two intermediate blocks"
+    # "the first two intermediate blocks": V1 and V2, the area names both streams have (pathway.share=partial)
+    share = "partial" if len(chosen) > 1 and m.targets != "RGB" else "none"
     return Pathway(encoder=encoder, streams=chosen, share=share)
 
 
