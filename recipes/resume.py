@@ -34,6 +34,11 @@ RESUMABLE_CHANGES = ("name", "run_dir", "stages", "resume", "log_every", "checkp
                      "test.")
 
 
+# the model's scale (decision H5): its only effect is the graph, which a resumed run compares as a graph
+SCALE_KEYS = tuple(f"model.{name}" for name in ("size", "width", "heads", "patch", "depth", "decoder_width",
+                                                "decoder_heads", "decoder_depth"))
+
+
 def resume_conflicts(cfg: Config) -> list[str]:
     """Settings that differ from the run already in ``cfg.run_dir`` (empty when none is there).
 
@@ -64,6 +69,8 @@ def resume_conflicts(cfg: Config) -> list[str]:
             continue  # a setting added after the run started, left at its default
         if key not in new and key not in defaults:
             continue  # a setting this version no longer has: what it set, the graph, is compared as a graph
+        if key not in old and key in SCALE_KEYS:
+            continue  # a scale setting added after the run started: it sets the graph, compared as a graph
         if old.get(key) != new.get(key):
             out.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
     return out

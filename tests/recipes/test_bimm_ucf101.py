@@ -141,11 +141,16 @@ def test_a_setting_added_after_a_run_started_does_not_block_resuming_at_its_defa
     saved = json.loads((copy / "config.json").read_text())
     del saved["config"]["model"]["dorsal_init"]  # as written before the setting existed
     saved["config"]["model"]["video_mask"] = 0.9  # and a setting this version no longer has (a graph key now)
+    for key in ("depth", "decoder_depth"):  # and scale settings added since, which the graph shows
+        del saved["config"]["model"][key]
+    saved["config"]["model"].update(split=[1, 1, 2], decoder_depths=[1, 1, 1], share="partial")  # their old form
     (copy / "config.json").write_text(json.dumps(saved))
     older = attrs.evolve(cfg, run_dir=str(copy))
     assert resume.resume_conflicts(older) == []
     changed = attrs.evolve(older, model=attrs.evolve(cfg.model, dorsal_init="none"))
     assert resume.resume_conflicts(changed) == ["model.dorsal_init: None -> 'none'"]
+    deeper = attrs.evolve(older, model=attrs.evolve(cfg.model, decoder_depth=2))
+    assert "graph V2.decoder.depth: 1 -> 2" in resume.resume_conflicts(deeper)  # a scale that changes the graph
     halved = attrs.evolve(older, pathway_overrides=("pathway.V1.decoder.keep=0.5",))
     conflicts = resume.resume_conflicts(halved)  # the stored graph differs, and only it
     assert "graph V1.decoder.keep: 1.0 -> 0.5" in conflicts and all(c.startswith("graph ") for c in conflicts)
