@@ -154,6 +154,9 @@ def graph_help(cfg) -> str:
                     keys.get(f"{other}.{'.'.join(rest)}", value) == value for other in streams):
                 continue
         kind, note = notes.get(key, ("", ""))
+        per_stream = {other: keys[f"{other}.{key}"] for other in streams if f"{other}.{key}" in keys}
+        if head not in streams and key != "share" and len(set(map(repr, per_stream.values()))) > 1:
+            value = "differs by stream: " + ", ".join(f"{other} {v!r}" for other, v in per_stream.items())
         if key == "share" and isinstance(value, (list, tuple)):
             value = ",".join(value)  # as it is typed: pathway.share=V1,V2
         lines.append(f"  {GRAPH_PREFIX}{key}: {kind or type(value).__name__} = {value!r}" + (f"  # {note}" if note else ""))

@@ -203,6 +203,7 @@ def test_help_lists_a_streams_own_key_where_the_streams_differ(capsys):
     out = capsys.readouterr().out
     assert "pathway.dorsal.V1.cells: int = 1" in out and "pathway.ventral.V1.cells: int = 4" in out
     assert "pathway.dorsal.V1.wavelengths" not in out  # the same in both streams: AREA.FIELD only
+    assert "pathway.V1.cells: int = 'differs by stream: ventral 4, dorsal 1'" in out  # not one stream's value
 
 
 @pytest.mark.e2e
