@@ -146,7 +146,7 @@ def graph_help(cfg) -> str:
                  "listed where the streams differ:")
     notes = override_notes(pathway)
     keys = override_keys(pathway)
-    streams = {s.name for s in pathway.streams}
+    streams = [s.name for s in pathway.streams]  # in the graph's order
     for key, value in keys.items():
         head, *rest = key.split(".")
         if head in streams and len(rest) >= 2:  # STREAM.AREA.FIELD: shown when it differs from AREA.FIELD's value
