@@ -15,13 +15,17 @@ Per seed it runs, each as the command a user types (``seed=S run_dir=...``):
 and measures, for each pretrained run, the fraction of each area's target variance its
 decoder leaves unexplained at masked tokens after each stage (:mod:`analysis.fit`, on the
 test videos) and the frozen-feature linear probe and kNN of every area
-(:func:`analysis.report.analyse_run`, whose random-weight column is the graph before any
-pretraining), and once per graph the fraction of each target left by the mean of a token's
+(:func:`analysis.report.analyse_run`) beside its two references, each drawn several times
+with seeds 0, 1, ... whatever the run's seed (so the same for every seed and printed once, as
+the mean ± sd over the draws): the same graph with random weights, and the recipe's untrained
+start (each video stream inherited from its image stream, as the joint stage starts, D21);
+and once per graph the fraction of each target left by the mean of a token's
 8 neighbours' true targets (:func:`analysis.fit.neighbour_fit`), a reference of how much
 the targets' local redundancy gives away. It writes ``OUT/compare.json`` and ``OUT/compare.md``; with ``--docs`` also
 ``docs/demo_results.md`` (and ``.json``), ``docs/demo_reconstruction.png`` and
 ``docs/demo_reconstruction_ventral.png`` (the first seed's BIMM figures, dorsal and ventral)
 and the README's results block, so the README's numbers are this script's.
+``--from-json docs/demo_results.json`` writes the tables again from a stored measurement.
 """
 
 from __future__ import annotations
@@ -83,6 +87,8 @@ def _measure(run_dir: Path, kind: str) -> dict:
     report = analyse_run(run_dir, stage="joint", figures=False, progress=False)
     probes = {f"{r['stream']}.{r['area']}": {"probe": r["probe_top1"], "knn": r["knn_top1"],
                                             "random_probe": r.get("random_init_probe_top1"),
+                                            "random_draws": r.get("random_init_probe_draws"),
+                                            "start_draws": r.get("untrained_start_probe_draws"),
                                             "dsi": r.get("dsi"), "osi": r.get("osi")}
               for r in report["rows"]}
     return {"fit": fit, "probes": probes}
@@ -120,8 +126,10 @@ def summarise(per_seed: dict) -> dict:
                     for stream, areas in streams.items()}
             for stage, streams in first[kind]["fit"].items()}
         out["probes"][kind] = {
-            key: {m: _stats([per_seed[s][kind]["probes"][key][m] for s in seeds])
-                  for m in ("probe", "knn", "random_probe", "dsi")}
+            key: {**{m: _stats([per_seed[s][kind]["probes"][key][m] for s in seeds])
+                     for m in ("probe", "knn", "random_probe", "dsi")},
+                  # the references' draws do not depend on the run's seed: the first seed's
+                  **{m: first[kind]["probes"][key].get(m) for m in ("random_draws", "start_draws")}}
             for key in first[kind]["probes"]}
     out["chance"] = first["bimm"]["chance"]
     return out
@@ -132,6 +140,28 @@ def _pct(stat: dict) -> str:
         return "–"
     vals = " / ".join(f"{100 * v:.1f}" for v in stat["values"])
     return f"{100 * stat['mean']:.1f} ± {100 * stat['spread'] / 2:.1f} ({vals})"
+
+
+def _reference_draws(stats: dict, draws_key: str = "random_draws") -> list[float]:
+    """A reference probe's draws; a measurement recorded before the draws were has one draw
+    of random weights (seed 0, the same on every seed) and no untrained start."""
+    draws = stats.get(draws_key)
+    if draws:
+        return list(draws)
+    if draws_key != "random_draws" or stats["random_probe"]["mean"] is None:
+        return []
+    return [stats["random_probe"]["values"][0]]
+
+
+def _reference(stats: dict, draws_key: str = "random_draws", label: str = "") -> str:
+    """The mean ± sd over a reference's draws, and how many there were."""
+    draws = _reference_draws(stats, draws_key)
+    if not draws:
+        return "–"
+    count = f"{label}{len(draws)} draw{'s' if len(draws) > 1 else ''}"
+    if len(draws) == 1:
+        return f"{100 * draws[0]:.1f} ({count})"
+    return f"{100 * statistics.fmean(draws):.1f} ± {100 * statistics.stdev(draws):.1f} ({count})"
 
 
 def _frac(stat: dict) -> str:
@@ -173,7 +203,7 @@ def readme_block(summary: dict, note: str | None = None) -> str:
             probe = f"{_pct(summary['probes'][kind][key]['probe'])} ({key.split('.', 1)[1]})"
         elif "bimm" in summary["probes"]:  # no pretraining: the same graph with random weights
             key = [k for k in summary["probes"]["bimm"] if k.startswith("dorsal.")][-1]
-            probe = f"{_pct(summary['probes']['bimm'][key]['random_probe'])} (random weights)"
+            probe = _reference(summary["probes"]["bimm"][key], label="random weights, ")
         lines.append(f"| {LABELS[kind]} | {_pct(summary['top1'][kind])} | {probe} | "
                      f"{_minutes(summary['wall_s'][kind])} | {_memory(summary, kind)} |")
     if note:
@@ -224,17 +254,20 @@ def render(summary: dict, meta: dict) -> str:
         "",
         "## Frozen features of the pretrained encoder, per area",
         "",
-        "Linear probe and kNN top-1 on features pooled over tokens (`python -m analysis RUN`); "
-        "\"random weights\" is the same graph never trained.",
+        "Linear probe and kNN top-1 on features pooled over tokens (`python -m analysis RUN`), beside two "
+        "references drawn with seeds 0, 1, ... whatever the run's seed, so the same for every seed (mean ± sd "
+        "over the draws): \"random weights\" is the same graph never trained; \"untrained start\" is the same "
+        "draws with each video stream inherited from its image stream as the joint stage starts (decision D21). "
+        "A measurement recorded before `python -m analysis` drew them several times shows its one draw.",
         "",
-        "| run | stream.area | linear probe | kNN | random weights, probe | median DSI |",
-        "|---|---|---|---|---|---|",
+        "| run | stream.area | linear probe | kNN | random weights, probe | untrained start, probe | median DSI |",
+        "|---|---|---|---|---|---|---|",
     ]
     for kind, areas in summary["probes"].items():
         for key, stats in areas.items():
             dsi = stats["dsi"]
             lines.append(f"| {kind} | {key} | {_pct(stats['probe'])} | {_pct(stats['knn'])} | "
-                         f"{_pct(stats['random_probe'])} | {_frac(dsi)} |")
+                         f"{_reference(stats)} | {_reference(stats, 'start_draws')} | {_frac(dsi)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -255,7 +288,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default=None, help="a paragraph written under the tables' header (e.g. the machine was shared)")
     parser.add_argument("--docs", action="store_true",
                         help="also write docs/demo_results.md, the reconstruction figures in docs/ and the README block")
+    parser.add_argument("--from-json", default=None, metavar="FILE",
+                        help="write the tables again from a stored measurement (docs/demo_results.json) instead of "
+                             "measuring; with --docs, docs/demo_results.md and the README block (not the figures)")
     args = parser.parse_args(argv)
+    if args.from_json:
+        stored = json.loads(Path(args.from_json).read_text())
+        table = render(stored["summary"], stored["meta"])
+        print(table)
+        if args.docs:
+            (ROOT / "docs" / "demo_results.md").write_text(table)
+            update_readme(ROOT / "README.md", readme_block(stored["summary"], stored["meta"].get("note")))
+        return 0
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     state_file = out / "compare.json"

@@ -32,7 +32,8 @@ def test_tables_show_every_seed():
     block = demo_compare.readme_block(s)
     assert "65.0 ± 5.0 (60.0 / 70.0)" in block  # BIMM top-1: mean ± half range (each seed)
     assert "45.0 ± 5.0 (40.0 / 50.0) (MT)" in block  # the last dorsal area's probe
-    assert "(random weights)" in block  # the no-pretraining row's probe
+    assert "| 12.0 (random weights, 1 draw) |" in block  # the no-pretraining row: one draw, recorded before draws
+
     assert "| 1565 / 2000 MiB |" in block  # BIMM's peak memory, mean over seeds: one process / the tree
     assert block.count("| – |") == 2  # runs measured without memory figures say so
     table = demo_compare.render(s, {"command": "python -m benchmarks.demo_compare", "machine": "x", "date": "d"})
@@ -42,6 +43,31 @@ def test_tables_show_every_seed():
     assert "| bimm | joint | dorsal | MT | 0.75 (0.70 / 0.80) | 0.98 |" in table
     assert "| videomae | joint | dorsal | MT | 0.75 (0.70 / 0.80) | – |" in table
     assert table.count("\n| videomae | dorsal.") == 2
+    assert "| bimm | dorsal.MT | 45.0 ± 5.0 (40.0 / 50.0) | 30.0 ± 0.0 (30.0 / 30.0) | 12.0 (1 draw) | – |" in table
+
+
+def test_references_are_the_mean_and_sd_over_their_draws_printed_once():
+    """The references do not depend on the run's seed: their draws' spread is printed, not a
+    '± 0.0' over seeds."""
+    per_seed = {"0": _seed(0.6, 0.4, 0.7), "1": _seed(0.7, 0.5, 0.8)}
+    for seed in per_seed.values():
+        for kind in ("bimm", "videomae"):
+            seed[kind]["probes"]["dorsal.MT"].update(random_draws=[0.40, 0.44, 0.48], start_draws=[0.5, 0.55, 0.6])
+    s = demo_compare.summarise(per_seed)
+    assert "| 44.0 ± 4.0 (random weights, 3 draws) |" in demo_compare.readme_block(s)
+    table = demo_compare.render(s, {"command": "python -m benchmarks.demo_compare", "machine": "x", "date": "d"})
+    assert "| bimm | dorsal.MT | 45.0 ± 5.0 (40.0 / 50.0) | 30.0 ± 0.0 (30.0 / 30.0) | 44.0 ± 4.0 (3 draws) | " \
+           "55.0 ± 5.0 (3 draws) |" in table
+
+
+def test_the_tables_are_written_again_from_a_stored_measurement(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    stored = Path(demo_compare.__file__).resolve().parents[1] / "docs" / "demo_results.json"
+    assert demo_compare.main(["--from-json", str(stored)]) == 0
+    summary, meta = (json.loads(stored.read_text())[k] for k in ("summary", "meta"))
+    assert capsys.readouterr().out.strip() == demo_compare.render(summary, meta).strip()
 
 
 def test_readme_block_replaced(tmp_path):
