@@ -16,13 +16,16 @@ import torch
 from analysis.features import _batches
 from visualpath.model import PathwayModel
 
-__all__ = ["target_fit", "neighbour_fit", "visible_fit", "channel_fit", "channel_means", "interpolate_visible"]
+__all__ = ["target_fit", "target_fit_details", "neighbour_fit", "visible_fit", "channel_fit", "channel_means", "interpolate_visible"]
 
 
-@torch.no_grad()
 def target_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_size: int = 16, seed: int = 0,
                device: str | torch.device = "cpu", part: str | None = None) -> dict[str, dict[str, float]]:
     """``{stream: {area: unexplained fraction}}`` over ``batches`` batches of ``data``.
+
+    Each area's fraction is ``sum (prediction - target)^2 / sum (target - its mean)^2``,
+    the mean taken per target value over all the masked test tokens: 1 is no better than
+    predicting the average target.
 
     ``data`` is a clip dataset (e.g. :func:`analysis.features.run_dataset`) or a
     ``(N, C, T, H, W)`` tensor; every stream of ``model`` sees each batch (an image stream
@@ -30,6 +33,24 @@ def target_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_size
     :func:`channel_fit` splits a target into, the prediction's part against the target's:
     ``"means"``, each token's channel means; ``"inside"``, what is left of it (None: the
     whole target).
+    """
+    details = target_fit_details(model, data, batches=batches, batch_size=batch_size, seed=seed, device=device,
+                                 part=part)
+    return {stream: {area: d["left"] for area, d in areas.items()} for stream, areas in details.items()}
+
+
+@torch.no_grad()
+def target_fit_details(model: PathwayModel, data, *, batches: int | None = 8, batch_size: int = 16, seed: int = 0,
+                       device: str | torch.device = "cpu", part: str | None = None
+                       ) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`target_fit` (same arguments) with each target's average share:
+    ``{stream: {area: {"left": fraction, "average_share": share}}}``.
+
+    ``average_share`` is the part of the target's sum of squares, ``sum target^2``, that its
+    average (per value, over the masked test tokens) accounts for. The training loss is
+    measured against predicting zero, so a decoder that learned only the average target
+    trains at a loss near ``1 - average_share`` (of a target standardised to mean square 1),
+    below 1, while it leaves all of the target's variance (``left`` near 1).
     """
     if part not in (None, "means", "inside"):
         raise ValueError(f"part must be None, 'means' or 'inside', got {part!r}")
@@ -57,12 +78,14 @@ def target_fit(model: PathwayModel, data, *, batches: int | None = 8, batch_size
                     acc[3] += t.shape[0]
     finally:
         model.train(was_training)
-    result: dict[str, dict[str, float]] = {}
+    result: dict[str, dict[str, dict[str, float]]] = {}
     for (stream, area), (sse, s1, s2, n) in sums.items():
         total = float((s2 - s1 ** 2 / n).sum())  # sum over dims of the per-dimension squared deviations
+        squares = float(s2.sum())
         # no variance beyond rounding (e.g. the channel means of a target standardised per channel): undefined
         defined = total > 1e-12 * n * s1.numel()
-        result.setdefault(stream, {})[area] = sse / total if defined else float("nan")
+        result.setdefault(stream, {})[area] = {"left": sse / total if defined else float("nan"),
+                                               "average_share": 1 - total / squares if squares > 0 else float("nan")}
     return result
 
 

@@ -28,7 +28,7 @@ import torch
 from visualpath.inherit import inherit_sources
 from analysis.features import extract, load_run, random_weights, run_data, run_dataset, untrained_start
 from visualpath.atomic import atomic, atomic_write
-from analysis.fit import neighbour_fit, target_fit
+from analysis.fit import neighbour_fit, target_fit_details
 from analysis.readouts import knn, linear_probe, wilson_interval
 from analysis.similarity import similarity_matrix, top_component_share
 from analysis.tuning import tuning_report
@@ -63,7 +63,7 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
     random_inits = [random_weights(model, seed=seed, device=device) for seed in range(random_draws)]
     starts = [untrained_start(model, run_dir, seed=seed, device=device) for seed in range(random_draws)]
     starts = starts if starts[0] is not None else []
-    fit = target_fit(model, test_set, device=device)  # fraction of each target's variance left at masked tokens
+    fit = target_fit_details(model, test_set, device=device)  # fraction of each target's variance left at masked tokens
     reference = neighbour_fit(model, test_set, device=device)  # what a token's 8 neighbours give away
     rows, test_feats = [], {}
     for stream in model.streams:
@@ -92,7 +92,8 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
                    "osi": t["osi"], "circular_variance": t["circular_variance"], "dsi": t.get("dsi"),
                    "responsive": t["responsive"], "train_items": len(train), "test_items": len(test),
                    "top_component_share": top_component_share(test[area]),
-                   "target_left": fit.get(stream, {}).get(area),
+                   "target_left": fit.get(stream, {}).get(area, {}).get("left"),
+                   "target_average_share": fit.get(stream, {}).get(area, {}).get("average_share"),
                    "target_left_neighbours": reference.get(stream, {}).get(area)}
             row.update(_quartiles(tuning, stream, area))
             rows.append(row)
@@ -222,8 +223,18 @@ def target_left_warnings(rows: list[dict]) -> list[str]:
                        "likely causes are too few training steps (the small and tiny variants leave the paper's areas "
                        "near 1, decision S7), or a target on another scale than the others' that the area keeps "
                        "itself (target_scale; a target left to the default is standardised, decision D22), whose loss "
-                       "then weighs little in the total")
+                       "then weighs little in the total" + _average_note(r.get("target_average_share")))
     return out
+
+
+def _average_note(share) -> str:
+    """Why the training loss can read below 1 while nothing was learned: the loss is measured
+    against predicting zero, and the target's average is part of that."""
+    if share is None or (isinstance(share, float) and math.isnan(share)) or share < 0.05:
+        return ""
+    return (f"; its training loss can read below 1 all the same (about {1 - share:.2f} for a standardised target): "
+            f"the loss is measured against predicting zero, and the target's average alone accounts for "
+            f"{100 * share:.0f}% of its mean square")
 
 
 def print_table(result: dict, console=None) -> None:

@@ -315,6 +315,26 @@ def test_target_fit_scores_each_part_of_the_target():
         target_fit(model, clips, part="colour")
 
 
+def test_the_average_share_is_what_predicting_the_average_target_saves_against_predicting_zero():
+    """A model that predicts each value's average over the test tokens: it leaves all of the
+    variance (1) while its squared error is (1 - average share) of the target's mean square."""
+    from analysis.fit import target_fit_details
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(64, 5, 4, generator=g) + torch.tensor([2.0, 0.0, -1.0, 0.0])
+
+    class _Average(torch.nn.Module):
+        def forward(self, batch, generator=None):
+            pred = target.mean((0, 1)).expand_as(target)
+            return SimpleNamespace(streams={"s": SimpleNamespace(targets={"A": target}, predictions={"A": pred})})
+
+    details = target_fit_details(_Average(), torch.zeros(64, 3, 1, 2, 2), batches=None, batch_size=64)["s"]["A"]
+    mean_square = float((target ** 2).mean())
+    assert details["left"] == pytest.approx(1.0, abs=1e-6)
+    assert details["average_share"] == pytest.approx(1 - float(target.var((0, 1), unbiased=False).mean()) / mean_square)
+    assert details["average_share"] == pytest.approx(5 / (5 + 4), abs=0.05)  # (4 + 1) of 9 per value on average
+
+
 def test_the_table_explains_target_left_and_warns_when_an_area_is_worse_than_the_mean():
     import io
 
@@ -328,6 +348,11 @@ def test_the_table_explains_target_left_and_warns_when_an_area_is_worse_than_the
     fine = {**row, "area": "V1", "target_left": 0.6}
     warnings = target_left_warnings([row, fine])
     assert len(warnings) == 1 and warnings[0].startswith("ventral.V3 leaves 7.18") and "scale" in warnings[0]
+    assert "training loss" not in warnings[0]  # its average share unknown: nothing said of it
+    (averaged,) = target_left_warnings([{**row, "target_left": 1.02, "target_average_share": 0.16}])
+    assert averaged.endswith("its training loss can read below 1 all the same (about 0.84 for a standardised "
+                             "target): the loss is measured against predicting zero, and the target's average alone "
+                             "accounts for 16% of its mean square")
     out = io.StringIO()
     print_table({"run_dir": "r", "rows": [row, fine], "chance": 0.1, "warnings": warnings, "figures": []},
                 Console(file=out, width=200))
