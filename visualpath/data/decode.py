@@ -75,6 +75,26 @@ def _existing(path: str | os.PathLike) -> Path:
     return path
 
 
+_SCALE_THREADS: dict[str, int] = {"threads": 1}
+
+
+def _rgb(frame) -> np.ndarray:
+    """``frame`` as ``(H, W, 3)`` uint8 RGB, scaled on this thread (decision R14).
+
+    PyAV 17 and later convert with FFmpeg's ``sws_scale_frame`` on a pool of slice threads
+    unless told otherwise; in a forked data loader worker that pool hung while being freed
+    (``avpriv_slicethread_free``). Earlier PyAV has no ``threads`` argument and scales on the
+    calling thread already."""
+    global _SCALE_THREADS
+    try:
+        return frame.to_ndarray(format="rgb24", **_SCALE_THREADS)
+    except TypeError:
+        if not _SCALE_THREADS:
+            raise
+        _SCALE_THREADS = {}
+        return frame.to_ndarray(format="rgb24")
+
+
 _PACKETS: dict[tuple, int] = {}  # (path, size, mtime) -> video packets in the file
 
 
@@ -95,7 +115,9 @@ class Video:
             self.container.close()
             raise VideoError(f"{self.path}: no video stream")
         self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
+        # one decoding thread (decision R14): FFmpeg's frame threads, left running when a sampled
+        # clip stops before the end of the file, can hang a data loader's worker
+        self.stream.codec_context.thread_count = 1
         self._info: VideoInfo | None = None
 
     def __enter__(self) -> Video:
@@ -188,7 +210,7 @@ class Video:
     def read_all(self) -> torch.Tensor:
         """Every frame, ``(N, H, W, 3)`` uint8 (the naive decode-everything baseline)."""
         try:
-            frames = [f.to_ndarray(format="rgb24") for f in self.container.decode(self.stream)]
+            frames = [_rgb(f) for f in self.container.decode(self.stream)]
         except (av.FFmpegError, OSError, ValueError, EOFError) as err:
             raise VideoError(f"{self.path}: decoding failed ({type(err).__name__}: {err})") from None
         if not frames:
@@ -332,7 +354,7 @@ def _collect(frames, wanted, start, time_base, rate):
         if first is None:
             first = idx
         if idx in wanted_set:
-            got[idx] = frame.to_ndarray(format="rgb24")
+            got[idx] = _rgb(frame)
         if idx >= last:
             break
     return got, first
@@ -344,7 +366,7 @@ def _count(frames, wanted) -> dict[int, np.ndarray]:
     wanted_set, last = set(wanted), wanted[-1]
     for idx, frame in enumerate(frames):
         if idx in wanted_set:
-            got[idx] = frame.to_ndarray(format="rgb24")
+            got[idx] = _rgb(frame)
         if idx >= last:
             break
     return got

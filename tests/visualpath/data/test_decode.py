@@ -82,3 +82,35 @@ def test_a_truncated_file_whose_first_frames_decode_is_broken(tmp_path, fraction
         video.check_complete()
     ds = VideoDataset([VideoRecord(cut, 1), VideoRecord(whole, 0)], ["a", "b"], frames=1, as_images=True)
     assert all(int(ds[i]["label"]) == 0 for i in range(2)) and ds.skipped == 1
+
+
+def test_pyav_decodes_and_converts_on_the_calling_thread(tmp_path, monkeypatch):
+    """Decision R14: one decoding thread, and RGB conversion without FFmpeg's slice threads
+    (a pool that hung a forked data loader worker while being freed); a PyAV too old to take
+    ``threads`` converts on the calling thread already and gets no such argument."""
+    from visualpath.data import decode
+
+    path = write_video(tmp_path / "v.avi", ramp_frames(12))
+    with decode.Video(path) as video:
+        assert video.stream.codec_context.thread_count == 1
+        first = next(video.container.decode(video.stream))
+        assert np.array_equal(decode._rgb(first), first.to_ndarray(format="rgb24"))
+    calls = []
+
+    class Frame:
+        def __init__(self, old):
+            self.old = old
+
+        def to_ndarray(self, **kwargs):
+            calls.append(kwargs)
+            if self.old and "threads" in kwargs:
+                raise TypeError("reformat() got an unexpected keyword argument 'threads'")
+            return np.zeros((2, 2, 3), np.uint8)
+
+    monkeypatch.setattr(decode, "_SCALE_THREADS", {"threads": 1})
+    decode._rgb(Frame(old=False))
+    assert calls == [{"format": "rgb24", "threads": 1}]
+    calls.clear()
+    decode._rgb(Frame(old=True))
+    decode._rgb(Frame(old=True))  # asked once: later frames go without the argument
+    assert calls == [{"format": "rgb24", "threads": 1}, {"format": "rgb24"}, {"format": "rgb24"}]
