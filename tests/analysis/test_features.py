@@ -107,6 +107,7 @@ def test_the_command_line_prints_the_per_area_table_and_writes_figures(tiny_run,
         assert (len(starts) == 3 and abs(r["untrained_start_probe_top1"] - sum(starts) / 3) < 1e-9) \
             if r["stream"] == "dorsal" else (starts == [] and r["untrained_start_probe_top1"] is None)
         assert r["random_init_probe_sd"] is not None and r["random_init_probe_sd"] >= 0
+        assert 0 <= r["target_average_share"] < 1  # the part of the target's mean square its average accounts for
     assert "random weights % (mean ± sd, 3 draws)" in " ".join(out.split()) and "responsive" in out
     assert main(["/nonexistent-run"]) == 2
     total = result["total_steps"]  # which weights it read, said in the table and recorded
