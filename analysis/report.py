@@ -193,6 +193,12 @@ def _sd(values) -> float | None:
     return statistics.stdev(values) if values and len(values) > 1 else None
 
 
+def draws_text(draws: list[float]) -> str:
+    """Probe accuracies over a reference's draws, in percent: ``"46.8 ± 4.9"`` (mean ± sd), or
+    the one draw's value."""
+    return _with_sd(statistics.fmean(draws), _sd(draws))
+
+
 def _with_sd(value, sd) -> str:
     return _fmt(value, True) if value is None or sd is None else f"{100 * value:.1f} ± {100 * sd:.1f}"
 

@@ -158,10 +158,9 @@ def _reference(stats: dict, draws_key: str = "random_draws", label: str = "") ->
     draws = _reference_draws(stats, draws_key)
     if not draws:
         return "–"
-    count = f"{label}{len(draws)} draw{'s' if len(draws) > 1 else ''}"
-    if len(draws) == 1:
-        return f"{100 * draws[0]:.1f} ({count})"
-    return f"{100 * statistics.fmean(draws):.1f} ± {100 * statistics.stdev(draws):.1f} ({count})"
+    from analysis.report import draws_text
+
+    return f"{draws_text(draws)} ({label}{len(draws)} draw{'s' if len(draws) > 1 else ''})"
 
 
 def _frac(stat: dict) -> str:

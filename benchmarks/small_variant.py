@@ -84,12 +84,9 @@ def _draws(rows: list[dict], name: str) -> list[float]:
 
 
 def _reference(draws: list[float]) -> str:
-    if not draws:
-        return "–"
-    mean = statistics.fmean(draws) * 100
-    if len(draws) == 1:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {statistics.stdev(draws) * 100:.1f}"
+    from analysis.report import draws_text
+
+    return draws_text(draws) if draws else "–"
 
 
 def render(result: dict) -> str:
