@@ -63,6 +63,8 @@ def make_loader(dataset: Dataset, batch_size: int, runtime: Runtime, *, shuffle:
     # A private generator: creating an iterator must not draw from the global RNG, or a run
     # resumed mid-epoch would see different masks than the run it continues.
     generator = torch.Generator().manual_seed(seed)
+    if workers:  # once here, not in every worker of every epoch (visualpath.data.transforms imports it late)
+        import torchvision.transforms.v2.functional  # noqa: F401
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, generator=generator,
                       drop_last=drop_last, collate_fn=collate_fn, pin_memory=runtime.device.type == "cuda",
                       persistent_workers=False, prefetch_factor=4 if workers else None,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import attrs
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
 from visualpath._validate import positive, positive_float, unit_interval
@@ -28,6 +27,40 @@ __all__ = [
     "vit_base",
     "vit_large",
 ]
+
+
+class Mlp(nn.Module):
+    """The block's MLP, ``fc2(gelu(fc1(x)))``, named as timm's ``Mlp`` (``fc1``, ``fc2``).
+
+    Written here rather than imported from timm: importing ``timm.layers`` loads torchvision
+    and ``torch._dynamo``, about 2 s of every command's start (docs/benchmarks.md)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth as timm's ``DropPath``: in training, each sample's branch is dropped
+    with probability ``p`` and kept ones are scaled by ``1 / (1 - p)``; the identity otherwise."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.drop_prob = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.drop_prob)
+        return x * keep.div_(1 - self.drop_prob) if self.drop_prob < 1 else x * keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob:.3f}"
 
 
 class Attention(nn.Module):
@@ -65,7 +98,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, heads, qkv_bias=qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:

@@ -29,6 +29,38 @@ def test_block_equals_timm_block_with_the_same_weights():
     torch.testing.assert_close(ours(x), theirs(x), atol=1e-6, rtol=1e-5)
 
 
+def test_stochastic_depth_in_training_draws_and_scales_as_timms_block():
+    """Our own Mlp and DropPath (timm is not imported at start-up): in training, with the same
+    random draws, a block with stochastic depth gives what timm's gives, samples dropped."""
+    torch.manual_seed(0)
+    ours = Block(64, heads=4, drop_path=0.4, norm_eps=1e-6).train()
+    theirs = TimmBlock(64, num_heads=4, qkv_bias=True, drop_path=0.4,
+                       norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6)).train()
+    theirs.load_state_dict(ours.state_dict(), strict=False)
+    x = torch.randn(32, 7, 64)
+    torch.manual_seed(1)
+    got = ours(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(got, theirs(x), atol=1e-6, rtol=1e-5)
+    dropped = sum(torch.equal(got[i], x[i]) for i in range(len(x)))
+    assert 0 < dropped < len(x)  # some samples lost both branches (probability 0.16), others did not
+
+
+def test_commands_start_without_importing_timm_or_torchvision():
+    """``import timm.layers`` or ``torchvision`` loads ``torch._dynamo``: about 2 s of every
+    command's start on a 2-core machine. The recipes, ``analysis`` and ``recipes.export`` import
+    them only where they are used (augmentation, a data loader, conversion to timm)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, recipes.bimm_ucf101, recipes.videomae_ucf101, recipes.export, recipes.resume, "
+            "analysis.report, analysis.cli, analysis.neural, analysis.compare, analysis.features\n"
+            "print(sorted(m for m in ('timm', 'torchvision', 'transformers', 'torch._dynamo') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 @pytest.mark.parametrize(
     "factory, timm_name",
     [(vit_tiny, "vit_tiny_patch16_224"), (vit_small, "vit_small_patch16_224"),

@@ -27,11 +27,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 __all__ = ["TrainTransform", "resize_short", "crop", "resize_contour", "resize_map", "multiscale_box", "MULTISCALE"]
 
 MULTISCALE = (1.0, 0.875, 0.75, 0.66)
+
+
+def _tv():
+    """torchvision's functional transforms, imported on first use: ``import torchvision`` loads
+    ``torch._dynamo``, more than a second of the start of every command that never resizes a
+    clip. The data loader imports it before its workers start (:mod:`visualpath.loader`)."""
+    from torchvision.transforms.v2 import functional
+
+    return functional
 
 
 def resize_contour(contour: Tensor, size: tuple[int, int]) -> Tensor:
@@ -52,7 +60,7 @@ def resize_map(m: Tensor, size: tuple[int, int]) -> Tensor:
         return m
     if m.dtype == torch.bool:
         return resize_contour(m, size) > 0
-    return TF.resize(m[:, None], list(size), antialias=True)[:, 0]
+    return _tv().resize(m[:, None], list(size), antialias=True)[:, 0]
 
 
 def _each(maps, fn):
@@ -75,7 +83,7 @@ def resize(clip: Tensor, maps, size: tuple[int, int]):
     """Resize frames (bilinear, antialiased) and maps to ``size = (h, w)``; a single uint8
     map (the contour) is binary."""
     if tuple(clip.shape[-2:]) != tuple(size):
-        clip = TF.resize(clip, list(size), antialias=True)
+        clip = _tv().resize(clip, list(size), antialias=True)
     if isinstance(maps, Tensor) and maps.dtype == torch.uint8:
         return clip, resize_contour(maps, size) if tuple(maps.shape[-2:]) != tuple(size) else maps
     return clip, _each(maps, lambda m: resize_map(m, size))
