@@ -33,7 +33,7 @@ class Mlp(nn.Module):
     """The block's MLP, ``fc2(gelu(fc1(x)))``, named as timm's ``Mlp`` (``fc1``, ``fc2``).
 
     Written here rather than imported from timm: importing ``timm.layers`` loads torchvision
-    and ``torch._dynamo``, about 2 s of every command's start (docs/benchmarks.md)."""
+    and ``torch._dynamo``, about 2 s of every command's start (decision P7)."""
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()

@@ -12,7 +12,12 @@ def test_the_table_gives_each_commands_median_and_its_ratio_to_importing_torch()
 
 
 @pytest.mark.e2e
-def test_the_benchmark_starts_every_command(capsys):
+def test_the_benchmark_starts_the_commands(capsys, monkeypatch):
+    """Every contender is a command that exits 0 (``seconds`` checks); the run prints each."""
+    for argv in startup.CONTENDERS.values():
+        assert argv[0] in ("-c", "-m")
+    chosen = {k: startup.CONTENDERS[k] for k in ("import torch", "recipes.bimm_ucf101 --help")}
+    monkeypatch.setattr(startup, "CONTENDERS", chosen)
     startup.main(["--repeats", "1"])
     out = capsys.readouterr().out
-    assert all(f"| {name} |" in out for name in startup.CONTENDERS)
+    assert all(f"| {name} |" in out for name in chosen)

@@ -38,3 +38,35 @@ def test_a_standard_library_callable_is_not_a_graph_builder(ref):
 
     with pytest.raises(SpecError, match="is not a graph builder"):
         build_graph(attrs.evolve(bimm_ucf101.VARIANTS["tiny"], pathway=ref))
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_an_editable_projects_module_is_installed_only_if_the_project_provides_its_name(tmp_path, monkeypatch,
+                                                                                       listed):
+    """``pip install -e`` puts a project folder on ``sys.path``: its modules are installed
+    code when the editable distribution declares them (``top_level.txt``); another module
+    that happens to sit in that folder is not."""
+    import json
+
+    from visualpath import trust
+
+    project, site = tmp_path / "labproject", tmp_path / "site"
+    project.mkdir()
+    site.mkdir()
+    (project / "labtools.py").write_text("X = 1\n")
+    (project / "scratch.py").write_text("X = 2\n")
+    info = site / "labproject-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: labproject\nVersion: 0.1\n")
+    (info / "top_level.txt").write_text("labtools\n" if listed else "")
+    (info / "RECORD").write_text("__editable__.labproject-0.1.pth,,\n")
+    (info / "direct_url.json").write_text(json.dumps({"url": project.as_uri(), "dir_info": {"editable": True}}))
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.syspath_prepend(str(site))
+    trust._editable_projects.cache_clear()
+    try:
+        assert trust.installed("labtools") is listed
+        assert not trust.installed("scratch")
+    finally:
+        monkeypatch.undo()
+        trust._editable_projects.cache_clear()
