@@ -206,6 +206,36 @@ def clip_dataset(data: Mapping, train: bool = False, limit: int | None = None) -
                         size=data["size"], clips=1, crops=1, name="training videos" if train else "test videos")
 
 
+class KeptItems(Dataset):
+    """``dataset``'s items kept in memory after their first read, while they fit in
+    ``budget_bytes``; items past the budget are read again each time. ``python -m analysis``
+    reads a run's videos once for each model it probes (the trained one, each random-weights
+    draw, each untrained start) and for its target fit, always the same centre clip of each
+    video, so decoding them again was most of its time. Other attributes (``classes``,
+    ``records``, ``skipped``) are the dataset's."""
+
+    def __init__(self, dataset: Dataset, budget_bytes: int) -> None:
+        self.dataset, self.budget, self.used = dataset, budget_bytes, 0
+        self.kept: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        if index in self.kept:
+            return dict(self.kept[index])
+        item = self.dataset[index]
+        size = sum(v.nbytes for v in item.values() if isinstance(v, Tensor))
+        if self.used + size <= self.budget:
+            self.kept[index], self.used = dict(item), self.used + size
+        return item
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("dataset", "budget", "used", "kept"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
 # --------------------------------------------------------------------------- extraction
 
 

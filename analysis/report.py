@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from visualpath.inherit import inherit_sources
-from analysis.features import extract, load_run, random_weights, run_data, run_dataset, untrained_start
+from analysis.features import KeptItems, extract, load_run, random_weights, run_data, run_dataset, untrained_start
 from visualpath.atomic import atomic, atomic_write
 from analysis.fit import neighbour_fit, target_fit_details
 from analysis.readouts import knn, linear_probe, wilson_interval
@@ -41,14 +41,18 @@ __all__ = ["analyse_run", "json_ready", "main"]
 
 
 def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None = None, device: str = "cpu",
-                figures: bool = True, progress: bool = True, trust_code: bool = False, random_draws: int = 3) -> dict:
+                figures: bool = True, progress: bool = True, trust_code: bool = False, random_draws: int = 3,
+                keep_gb: float = 2.0) -> dict:
     """Probe every area of a run; returns ``{"rows": [...], "cka": {...}, "figures": [...]}``
     and writes ``RUN_DIR/analysis/results.json`` (and the figures). ``trust_code``: as
     :func:`analysis.features.load_run`. ``random_draws``: the same graph with random weights is
     probed this many times (seeds 0, 1, ...): one draw moves a probe by several points, so the
-    reference is their mean and spread."""
+    reference is their mean and spread. ``keep_gb``: the videos' clips kept in memory after their
+    first read, shared by every model probed (:class:`analysis.features.KeptItems`)."""
     if isinstance(random_draws, bool) or not isinstance(random_draws, int) or random_draws < 1:
         raise ValueError(f"random_draws must be an integer >= 1, got {random_draws!r}")
+    if isinstance(keep_gb, bool) or not isinstance(keep_gb, (int, float)) or not 0 <= keep_gb < math.inf:
+        raise ValueError(f"keep_gb must be a number of GiB >= 0, got {keep_gb!r}")
     run_dir = Path(run_dir)
     model = load_run(run_dir, stage=stage, device=device, trust_code=trust_code)  # checks the directory first
     read = pretrained_stage(run_dir, stage)  # the stage load_run read
@@ -58,6 +62,9 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
     out_dir.mkdir(exist_ok=True)
     data = run_data(run_dir)
     train_set, test_set = run_dataset(run_dir, train=True, limit=limit), run_dataset(run_dir, train=False, limit=limit)
+    budget = int(keep_gb * 2**30)  # the test videos first: every model and the target fit read them
+    test_set = KeptItems(test_set, budget)
+    train_set = KeptItems(train_set, budget - _footprint(test_set))
     tuning = tuning_report(model, size=data["size"], frames=data["frames"])
     tuning_rows = {(r["stream"], r["area"]): r for r in tuning.table()}
     random_inits = [random_weights(model, seed=seed, device=device) for seed in range(random_draws)]
@@ -117,6 +124,14 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
         result["figures"] = _figures(model, cka, tuning, test_set, out_dir, run_dir)
     atomic_write(out_dir / "results.json", json.dumps(json_ready(result), indent=1))
     return result
+
+
+def _footprint(data) -> int:
+    """Bytes one pass over ``data`` would keep: its first item's tensors times its length
+    (a run's clips all have one shape)."""
+    if not len(data):
+        return 0
+    return len(data) * sum(v.nbytes for v in data.dataset[0].values() if isinstance(v, torch.Tensor))
 
 
 RF_STIMULI = 1024  # white-noise stimuli per stream for the receptive-field figures (analysis.receptive)
@@ -303,12 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-figures", action="store_true", help="the table and results.json only")
     parser.add_argument("--random-draws", type=int, default=3,
                         help="random-weight draws of the same graph probed as the reference (default: %(default)s)")
+    parser.add_argument("--keep-gb", type=float, default=2.0,
+                        help="GiB of decoded clips kept in memory and shared by every model probed; 0 decodes each "
+                             "video again for each model (default: %(default)s)")
     parser.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     try:
         result = analyse_run(args.run_dir, stage=args.stage, limit=args.limit, device=args.device,
                              figures=not args.no_figures, trust_code=args.trust_code,
-                             random_draws=args.random_draws)
+                             random_draws=args.random_draws, keep_gb=args.keep_gb)
     except ValueError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2

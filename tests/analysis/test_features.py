@@ -6,7 +6,7 @@ import attrs
 import pytest
 import torch
 
-from analysis.features import Features, block_features, extract, load_run, run_dataset
+from analysis.features import Features, KeptItems, block_features, extract, load_run, run_dataset
 from analysis.figures import attention_weights
 from tests.conftest import tiny_pathway
 
@@ -114,6 +114,47 @@ def test_the_command_line_prints_the_per_area_table_and_writes_figures(tiny_run,
     assert result["stage"] == "joint" and result["step"] == total and result["finished"] is True and total > 0
     assert f"joint weights at step {total} of {total}" in " ".join(out.split())
     assert "unfinished" not in out
+
+
+class _Counted(torch.utils.data.Dataset):
+    """Four 1 KiB items; counts reads of each."""
+
+    classes = ["a", "b"]
+
+    def __init__(self):
+        self.reads = [0] * 4
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        self.reads[i] += 1
+        return {"video": torch.full((1024,), i, dtype=torch.uint8), "label": torch.tensor(i % 2), "short": ""}
+
+
+def test_kept_items_are_read_once_while_they_fit_their_budget_and_again_past_it():
+    data = _Counted()
+    kept = KeptItems(data, budget_bytes=2 * (1024 + 8))  # two items' tensors
+    for _ in range(3):
+        items = [kept[i] for i in range(len(kept))]
+    assert data.reads == [1, 1, 3, 3] and kept.used == 2 * (1024 + 8)
+    assert [int(x["video"][0]) for x in items] == [0, 1, 2, 3] and kept.classes == ["a", "b"]
+    items[0]["video"] = None  # a reader changing its item does not change the kept one
+    assert kept[0]["video"] is not None
+    nothing = KeptItems(_Counted(), budget_bytes=0)
+    [nothing[0] for _ in range(2)]
+    assert nothing.dataset.reads[0] == 2
+
+
+@pytest.mark.e2e
+def test_keeping_the_clips_in_memory_changes_no_figure_of_the_analysis(tiny_run):
+    from analysis.report import analyse_run
+
+    kept = analyse_run(tiny_run, limit=12, figures=False, progress=False)
+    again = analyse_run(tiny_run, limit=12, figures=False, progress=False, keep_gb=0)
+    assert kept["rows"] == again["rows"] and kept["cka"] == again["cka"]
+    with pytest.raises(ValueError, match="keep_gb"):
+        analyse_run(tiny_run, keep_gb=-1)
 
 
 @pytest.mark.e2e

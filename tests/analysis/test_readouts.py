@@ -51,3 +51,26 @@ def test_wilson_interval_matches_the_hand_computed_case():
     lo, hi = wilson_interval(0.5, 20)  # p = 0.5, n = 20: 0.5 -/+ 1.96 sqrt(0.0125 + 0.0024) / 1.192
     assert abs(lo - 0.2993) < 1e-3 and abs(hi - 0.7007) < 1e-3
     assert wilson_interval(0.0, 10)[0] == 0.0 and wilson_interval(1.0, 10)[1] == 1.0
+
+
+@pytest.mark.parametrize("dim, threads", [(16, 1), (2**20 // 120 + 1, None)])
+def test_a_small_probe_runs_blas_on_one_thread_and_a_large_one_keeps_its_threads(monkeypatch, dim, threads):
+    """Decision P8: BLAS's threads contending with torch's made small probes many times
+    slower; above ``SMALL_PROBE`` feature values the probe keeps BLAS's own threads."""
+    import threadpoolctl
+
+    from analysis import readouts
+
+    asked = []
+    real = threadpoolctl.threadpool_limits
+
+    def recording(limits=None, user_api=None):
+        asked.append((limits, user_api))
+        return real(limits=limits, user_api=user_api)
+
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", recording)
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(40)
+    train = Features({"V1": torch.randn(120, dim, generator=g)}, labels)
+    readouts.probe_correct(train, train, max_iter=5 if threads is None else 100)
+    assert asked == [(threads, "blas")]
