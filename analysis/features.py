@@ -211,12 +211,18 @@ class KeptItems(Dataset):
     ``budget_bytes``; items past the budget are read again each time. ``python -m analysis``
     reads a run's videos once for each model it probes (the trained one, each random-weights
     draw, each untrained start) and for its target fit, always the same centre clip of each
-    video, so decoding them again was most of its time. Other attributes (``classes``,
-    ``records``, ``skipped``) are the dataset's."""
+    video, so decoding them again was most of its time. ``share``: another ``KeptItems`` whose
+    budget this one draws from too (what is read first is kept first). Other attributes
+    (``classes``, ``records``, ``skipped``) are the dataset's."""
 
-    def __init__(self, dataset: Dataset, budget_bytes: int) -> None:
-        self.dataset, self.budget, self.used = dataset, budget_bytes, 0
-        self.kept: dict[int, dict] = {}
+    def __init__(self, dataset: Dataset, budget_bytes: int = 0, share: KeptItems | None = None) -> None:
+        self.dataset, self.kept = dataset, {}
+        self.pool = share.pool if share is not None else {"budget": budget_bytes, "used": 0}
+
+    @property
+    def used(self) -> int:
+        """Bytes kept by every ``KeptItems`` sharing this one's budget."""
+        return self.pool["used"]
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -226,12 +232,13 @@ class KeptItems(Dataset):
             return dict(self.kept[index])
         item = self.dataset[index]
         size = sum(v.nbytes for v in item.values() if isinstance(v, Tensor))
-        if self.used + size <= self.budget:
-            self.kept[index], self.used = dict(item), self.used + size
+        if self.pool["used"] + size <= self.pool["budget"]:
+            self.kept[index] = dict(item)
+            self.pool["used"] += size
         return item
 
     def __getattr__(self, name: str):
-        if name.startswith("__") or name in ("dataset", "budget", "used", "kept"):
+        if name.startswith("__") or name in ("dataset", "pool", "kept"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 

@@ -62,9 +62,8 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
     out_dir.mkdir(exist_ok=True)
     data = run_data(run_dir)
     train_set, test_set = run_dataset(run_dir, train=True, limit=limit), run_dataset(run_dir, train=False, limit=limit)
-    budget = int(keep_gb * 2**30)  # the test videos first: every model and the target fit read them
-    test_set = KeptItems(test_set, budget)
-    train_set = KeptItems(train_set, budget - _footprint(test_set))
+    test_set = KeptItems(test_set, int(keep_gb * 2**30))  # read first (the target fit), so kept first
+    train_set = KeptItems(train_set, share=test_set)
     tuning = tuning_report(model, size=data["size"], frames=data["frames"])
     tuning_rows = {(r["stream"], r["area"]): r for r in tuning.table()}
     random_inits = [random_weights(model, seed=seed, device=device) for seed in range(random_draws)]
@@ -124,14 +123,6 @@ def analyse_run(run_dir: str | Path, stage: str | None = None, limit: int | None
         result["figures"] = _figures(model, cka, tuning, test_set, out_dir, run_dir)
     atomic_write(out_dir / "results.json", json.dumps(json_ready(result), indent=1))
     return result
-
-
-def _footprint(data) -> int:
-    """Bytes one pass over ``data`` would keep: its first item's tensors times its length
-    (a run's clips all have one shape)."""
-    if not len(data):
-        return 0
-    return len(data) * sum(v.nbytes for v in data.dataset[0].values() if isinstance(v, torch.Tensor))
 
 
 RF_STIMULI = 1024  # white-noise stimuli per stream for the receptive-field figures (analysis.receptive)

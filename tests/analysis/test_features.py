@@ -141,6 +141,9 @@ def test_kept_items_are_read_once_while_they_fit_their_budget_and_again_past_it(
     assert [int(x["video"][0]) for x in items] == [0, 1, 2, 3] and kept.classes == ["a", "b"]
     items[0]["video"] = None  # a reader changing its item does not change the kept one
     assert kept[0]["video"] is not None
+    other = KeptItems(_Counted(), share=kept)  # the budget is shared, and already spent
+    [other[0] for _ in range(2)]
+    assert other.dataset.reads[0] == 2 and other.used == kept.used
     nothing = KeptItems(_Counted(), budget_bytes=0)
     [nothing[0] for _ in range(2)]
     assert nothing.dataset.reads[0] == 2
